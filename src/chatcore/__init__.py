@@ -1,0 +1,1 @@
+"""chatcore: an event-sourced core for real-time AI chat."""

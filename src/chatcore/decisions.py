@@ -1,0 +1,369 @@
+"""Pure decisions: ``decide(view, command) -> events`` or a :class:`DomainError`.
+
+Nothing here reads a clock or makes an id: the caller passes ``now`` and fresh ids, so every
+decision is a plain function of its arguments (and the hypothesis tests can drive it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from chatcore.errors import (
+    AlreadyAnswered,
+    ConversationExists,
+    EmptyMessage,
+    InvalidProfile,
+    MessageTooLong,
+    NothingToCancel,
+    ReplyInProgress,
+    SessionNotFound,
+    StaleReply,
+    TooManyConversations,
+    UnknownConversation,
+)
+from chatcore.events import (
+    ConversationRenamed,
+    ConversationStarted,
+    Event,
+    MessageSubmitted,
+    ProfileUpdated,
+    ReplyAbandoned,
+    ReplyCancelled,
+    ReplyCancelRequested,
+    ReplyCompleted,
+    ReplyDelta,
+    ReplyFailed,
+    ReplyModelSwitched,
+    ReplyStarted,
+    SessionOpened,
+    SessionRestored,
+    Usage,
+)
+from chatcore.ids import validate_plain_id
+from chatcore.view import MessageRef, PendingTurn, ReplyDraft, SessionView
+
+DEFAULT_TITLE = "New chat"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds every command is checked against."""
+
+    max_message_chars: int = 8000
+    max_conversations: int = 200
+    max_title_chars: int = 120
+    max_name_chars: int = 64
+    max_language_chars: int = 32
+
+
+def _require_open(view: SessionView) -> None:
+    if not view.opened:
+        raise SessionNotFound(view.session_id or "")
+
+
+def _clean_title(title: str, limits: Limits) -> str:
+    title = " ".join(title.split())
+    if len(title) > limits.max_title_chars:
+        title = title[: limits.max_title_chars - 1].rstrip() + "…"
+    return title or DEFAULT_TITLE
+
+
+def open_session(
+    session_id: str, conversation_id: str, now: datetime, *, title: str = DEFAULT_TITLE
+) -> list[Event]:
+    return [
+        SessionOpened(at=now, session_id=session_id),
+        ConversationStarted(at=now, conversation_id=conversation_id, title=title),
+    ]
+
+
+def restore_session(view: SessionView, now: datetime, last_seen: str | None) -> list[Event]:
+    _require_open(view)
+    return [SessionRestored(at=now, last_seen=last_seen)]
+
+
+def update_profile(
+    view: SessionView,
+    now: datetime,
+    *,
+    display_name: str | None,
+    language: str | None,
+    limits: Limits = Limits(),
+) -> list[Event]:
+    _require_open(view)
+    name = " ".join(display_name.split()) if display_name is not None else None
+    if name is not None and len(name) > limits.max_name_chars:
+        raise InvalidProfile(f"the name may have at most {limits.max_name_chars} characters")
+    lang = language.strip() if language is not None else None
+    if lang is not None and len(lang) > limits.max_language_chars:
+        raise InvalidProfile(f"the language may have at most {limits.max_language_chars} characters")
+    return [ProfileUpdated(at=now, display_name=name or None, language=lang or None)]
+
+
+def start_conversation(
+    view: SessionView,
+    now: datetime,
+    conversation_id: str,
+    title: str | None = None,
+    limits: Limits = Limits(),
+) -> list[Event]:
+    _require_open(view)
+    validate_plain_id("conversation id", conversation_id)
+    if conversation_id in view.conversations:
+        raise ConversationExists(conversation_id)
+    if len(view.conversations) >= limits.max_conversations:
+        raise TooManyConversations(limits.max_conversations)
+    return [
+        ConversationStarted(
+            at=now, conversation_id=conversation_id, title=_clean_title(title or "", limits)
+        )
+    ]
+
+
+def rename_conversation(
+    view: SessionView, now: datetime, conversation_id: str, title: str, limits: Limits = Limits()
+) -> list[Event]:
+    _require_open(view)
+    if conversation_id not in view.conversations:
+        raise UnknownConversation(conversation_id)
+    return [
+        ConversationRenamed(
+            at=now, conversation_id=conversation_id, title=_clean_title(title, limits)
+        )
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The client message id was already recorded: nothing new to append (I4)."""
+
+    ref: MessageRef
+
+
+def submit_message(
+    view: SessionView,
+    now: datetime,
+    *,
+    conversation_id: str,
+    client_message_id: str,
+    message_id: str,
+    text: str,
+    limits: Limits = Limits(),
+) -> list[Event] | Duplicate:
+    _require_open(view)
+    validate_plain_id("client message id", client_message_id)
+    known = view.client_messages.get(client_message_id)
+    if known is not None:
+        return Duplicate(known)
+    conv = view.conversations.get(conversation_id)
+    if conv is None:
+        raise UnknownConversation(conversation_id)
+    if not text.strip():
+        raise EmptyMessage()
+    if len(text) > limits.max_message_chars:
+        raise MessageTooLong(len(text), limits.max_message_chars)
+    if conv.pending is not None:
+        raise ReplyInProgress(conversation_id)
+    events: list[Event] = [
+        MessageSubmitted(
+            at=now,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            client_message_id=client_message_id,
+            text=text,
+        )
+    ]
+    if not conv.titled and not conv.messages:
+        events.append(
+            ConversationRenamed(
+                at=now, conversation_id=conversation_id, title=_clean_title(text, limits)
+            )
+        )
+    return events
+
+
+def _turn_for(view: SessionView, message_id: str) -> tuple[str, PendingTurn]:
+    found = view.find_turn(message_id)
+    if found is None:
+        raise AlreadyAnswered(message_id)
+    conv, turn = found
+    return conv.conversation_id, turn
+
+
+def start_reply(
+    view: SessionView,
+    now: datetime,
+    *,
+    message_id: str,
+    reply_id: str,
+    model: str,
+    abandon_reason: str = "the worker generating this reply stopped; retrying",
+) -> list[Event]:
+    """Begin answering ``message_id``. A reply left in progress by an earlier attempt (its
+    worker died) is marked abandoned first; the new attempt starts from scratch."""
+    _require_open(view)
+    conversation_id, turn = _turn_for(view, message_id)
+    events: list[Event] = []
+    if turn.cancel_requested:
+        partial = turn.reply.text if turn.reply is not None else ""
+        return [
+            ReplyCancelled(
+                at=now,
+                conversation_id=conversation_id,
+                reply_id=turn.reply.reply_id if turn.reply is not None else None,
+                in_reply_to=message_id,
+                partial_text=partial,
+            )
+        ]
+    if turn.reply is not None:
+        events.append(
+            ReplyAbandoned(
+                at=now,
+                conversation_id=conversation_id,
+                reply_id=turn.reply.reply_id,
+                in_reply_to=message_id,
+                reason=abandon_reason,
+            )
+        )
+    events.append(
+        ReplyStarted(
+            at=now,
+            conversation_id=conversation_id,
+            reply_id=reply_id,
+            in_reply_to=message_id,
+            model=model,
+            attempt=turn.attempts + 1,
+        )
+    )
+    return events
+
+
+def current_draft(view: SessionView, message_id: str, reply_id: str) -> tuple[str, ReplyDraft]:
+    """The reply in progress, if it is still ``reply_id``; else :class:`StaleReply`."""
+    found = view.find_turn(message_id)
+    if found is None:
+        raise StaleReply(reply_id)
+    conv, turn = found
+    if turn.reply is None or turn.reply.reply_id != reply_id:
+        raise StaleReply(reply_id)
+    return conv.conversation_id, turn.reply
+
+
+def append_text(
+    view: SessionView, now: datetime, *, message_id: str, reply_id: str, text: str
+) -> list[Event]:
+    conversation_id, _ = current_draft(view, message_id, reply_id)
+    if not text:
+        return []
+    return [ReplyDelta(at=now, conversation_id=conversation_id, reply_id=reply_id, text=text)]
+
+
+def switch_model(
+    view: SessionView,
+    now: datetime,
+    *,
+    message_id: str,
+    reply_id: str,
+    to_model: str,
+    reason: str,
+) -> list[Event]:
+    conversation_id, draft = current_draft(view, message_id, reply_id)
+    return [
+        ReplyModelSwitched(
+            at=now,
+            conversation_id=conversation_id,
+            reply_id=reply_id,
+            from_model=draft.model,
+            to_model=to_model,
+            reason=reason,
+        )
+    ]
+
+
+def complete_reply(
+    view: SessionView, now: datetime, *, message_id: str, reply_id: str, usage: Usage
+) -> list[Event]:
+    conversation_id, draft = current_draft(view, message_id, reply_id)
+    return [
+        ReplyCompleted(
+            at=now,
+            conversation_id=conversation_id,
+            reply_id=reply_id,
+            in_reply_to=message_id,
+            model=draft.model,
+            usage=usage,
+        )
+    ]
+
+
+def fail_reply(
+    view: SessionView,
+    now: datetime,
+    *,
+    message_id: str,
+    reply_id: str | None,
+    code: str,
+    reason: str,
+) -> list[Event]:
+    """Close the turn as failed. With ``reply_id=None`` it closes whatever attempt is open
+    (used when giving up on a message, e.g. after too many deliveries)."""
+    conversation_id, turn = _turn_for(view, message_id)
+    draft = turn.reply
+    if reply_id is not None and (draft is None or draft.reply_id != reply_id):
+        raise StaleReply(reply_id)
+    return [
+        ReplyFailed(
+            at=now,
+            conversation_id=conversation_id,
+            reply_id=draft.reply_id if draft is not None else None,
+            in_reply_to=message_id,
+            code=code,
+            reason=reason,
+            partial_text=draft.text if draft is not None else "",
+        )
+    ]
+
+
+def request_cancel(view: SessionView, now: datetime, *, conversation_id: str) -> list[Event]:
+    """The user's Stop. Before any reply started it closes the turn at once; otherwise it
+    records the request, which the generating worker turns into :class:`ReplyCancelled`."""
+    _require_open(view)
+    conv = view.conversations.get(conversation_id)
+    if conv is None:
+        raise UnknownConversation(conversation_id)
+    turn = conv.pending
+    if turn is None:
+        raise NothingToCancel(conversation_id)
+    if turn.reply is None:
+        return [
+            ReplyCancelled(
+                at=now, conversation_id=conversation_id, reply_id=None, in_reply_to=turn.message_id
+            )
+        ]
+    if turn.cancel_requested:
+        return []
+    return [
+        ReplyCancelRequested(
+            at=now,
+            conversation_id=conversation_id,
+            in_reply_to=turn.message_id,
+            reply_id=turn.reply.reply_id,
+        )
+    ]
+
+
+def cancel_reply(
+    view: SessionView, now: datetime, *, message_id: str, reply_id: str
+) -> list[Event]:
+    """The worker's answer to a cancel request: close the turn, keeping the partial text."""
+    conversation_id, draft = current_draft(view, message_id, reply_id)
+    return [
+        ReplyCancelled(
+            at=now,
+            conversation_id=conversation_id,
+            reply_id=reply_id,
+            in_reply_to=message_id,
+            partial_text=draft.text,
+        )
+    ]

@@ -1,0 +1,228 @@
+"""The ports: what the core needs from the world, and nothing about how it is provided.
+
+Every port has an in-memory adapter (``chatcore_adapters.memory``) that is a real
+implementation, and every adapter of a port passes the same contract suite
+(``tests/contract``). Adapters raise only the errors of :mod:`chatcore.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from chatcore.events import Event, Recorded, Usage
+from chatcore.view import SessionView
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """The append-only log of every session (``chat:<session_id>`` in Redis)."""
+
+    async def append(
+        self, session_id: str, events: Sequence[Event], *, expected_version: str | None
+    ) -> list[Recorded]:
+        """Append ``events`` atomically if the log's last position is ``expected_version``
+        (``None``: the log must be empty). Raise :class:`ConcurrencyConflict` otherwise."""
+        ...
+
+    async def read(
+        self, session_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[Recorded]:
+        """Events strictly after ``after`` (all when ``None``), oldest first, at most ``limit``."""
+        ...
+
+    async def last_position(self, session_id: str) -> str | None:
+        """Position of the newest event, ``None`` for an empty or unknown session."""
+        ...
+
+    async def tail(
+        self, cursors: Mapping[str, str | None], *, timeout: float
+    ) -> dict[str, list[Recorded]]:
+        """Wait at most ``timeout`` seconds for events after each session's cursor; return
+        those found (sessions without new events are left out). Several sessions share one
+        wait, so a server tails many sessions with one connection."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedView:
+    view: SessionView
+
+    @property
+    def version(self) -> str | None:
+        return self.view.version
+
+
+@runtime_checkable
+class SessionCache(Protocol):
+    """The disposable projection cache (``session:<session_id>``): a view and its version."""
+
+    async def get(self, session_id: str) -> CachedView | None:
+        """The cached view, or ``None`` when missing, expired or unreadable."""
+        ...
+
+    async def put(self, session_id: str, view: SessionView) -> None: ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+
+class WorkItem(BaseModel):
+    """"Answer message ``message_id`` of ``session_id``"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    session_id: str
+    conversation_id: str
+    message_id: str
+    enqueued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery of a work item to a consumer. ``attempt`` counts deliveries from 1."""
+
+    item: WorkItem
+    delivery_id: str
+    attempt: int
+    consumer: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    item: WorkItem
+    reason: str
+    attempts: int
+    at: datetime
+
+
+@runtime_checkable
+class WorkQueue(Protocol):
+    """Reply work shared by any number of workers (a Redis consumer group).
+
+    Items may be delivered more than once; the worker's use case makes that harmless.
+    """
+
+    async def enqueue(self, item: WorkItem) -> None: ...
+
+    async def claim(self, consumer: str, *, count: int, block: float) -> list[Delivery]:
+        """Deliveries for ``consumer``: its own unacknowledged ones first (after a restart),
+        then items idle longer than the reclaim timeout at a dead consumer, then new items,
+        waiting at most ``block`` seconds for some."""
+        ...
+
+    async def touch(self, delivery: Delivery) -> bool:
+        """Tell the queue the delivery is still being worked on (resets its idle time).
+        ``False`` when another consumer has taken it over."""
+        ...
+
+    async def ack(self, delivery: Delivery) -> None: ...
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Acknowledge ``delivery`` and keep it, with ``reason``, in the dead-letter list."""
+        ...
+
+    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]: ...
+
+    # An intent is written before a message is appended and cleared once its work is queued,
+    # so a crash between the two steps is found and repaired by a sweeper.
+    async def record_intent(self, session_id: str, client_message_id: str) -> None: ...
+
+    async def clear_intent(self, session_id: str, client_message_id: str) -> None: ...
+
+    async def stale_intents(self, older_than: float) -> list[tuple[str, str]]:
+        """Intents older than ``older_than`` seconds: ``(session_id, client_message_id)``."""
+        ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """Short exclusive leases (who is generating the reply to a message right now)."""
+
+    async def acquire(self, key: str, owner: str, ttl: float) -> bool: ...
+
+    async def renew(self, key: str, owner: str, ttl: float) -> bool: ...
+
+    async def release(self, key: str, owner: str) -> None: ...
+
+
+# --- the LLM port -----------------------------------------------------------------------------
+
+
+class PromptMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    messages: tuple[PromptMessage, ...]
+    # Text already said by an earlier attempt (mid-stream failover): continue after it.
+    continue_from: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSwitch:
+    """The stream continues on another model (the one before failed mid-answer)."""
+
+    from_model: str
+    to_model: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    usage: Usage
+    model: str
+
+
+LLMChunk = TextDelta | ModelSwitch | UsageReport
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A chat model: streams text deltas, then exactly one usage report, then ends.
+
+    Failure raises :class:`chatcore.errors.LLMError`. Closing the iterator (``aclose()``) or
+    cancelling the task consuming it stops the upstream call promptly.
+    """
+
+    @property
+    def name(self) -> str:
+        """The model name shown to users (e.g. ``"demo (offline)"``)."""
+        ...
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[LLMChunk]: ...
+
+
+# --- small ports ------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Current time, timezone-aware UTC."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+
+class IdGenerator(Protocol):
+    def session_id(self) -> str:
+        """An unguessable session id (at least 128 random bits, URL-safe)."""
+        ...
+
+    def new_id(self, prefix: str) -> str:
+        """A unique id for messages, replies and conversations, e.g. ``msg_...``."""
+        ...

@@ -1,0 +1,380 @@
+"""A session's state, as the fold of its events: ``view = fold(events)``.
+
+``SessionView`` is what every reader needs: the conversations with their messages in order,
+the turn being answered in each, the user's profile, and ``version``, the position of the last
+event folded in. It is built only by :func:`apply`; the ``session:`` cache stores it together
+with that version, so reading a session is "cached view + the events after its version".
+
+``apply`` mutates the view it is given (folding 10,000 events must not copy 10,000 times);
+:func:`fold` starts from a copy, so callers that keep a view are never surprised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatcore.events import (
+    ConversationRenamed,
+    ConversationStarted,
+    Event,
+    MessageSubmitted,
+    ProfileUpdated,
+    Recorded,
+    ReplyAbandoned,
+    ReplyCancelled,
+    ReplyCancelRequested,
+    ReplyCompleted,
+    ReplyDelta,
+    ReplyFailed,
+    ReplyModelSwitched,
+    ReplyStarted,
+    SessionOpened,
+    SessionRestored,
+    Usage,
+)
+
+MessageStatus = Literal["complete", "failed", "cancelled"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class ChatMessage(_Model):
+    """A finished message of the history: the user's, or the assistant's final reply."""
+
+    message_id: str
+    role: Literal["user", "assistant"]
+    text: str
+    position: str
+    at: datetime
+    client_message_id: str | None = None
+    in_reply_to: str | None = None
+    status: MessageStatus = "complete"
+    models: list[str] = Field(default_factory=list)
+    usage: Usage | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+class ReplyDraft(_Model):
+    """The reply being streamed right now."""
+
+    reply_id: str
+    in_reply_to: str
+    attempt: int
+    started_at: datetime
+    position: str
+    models: list[str]
+    chunks: list[str] = Field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+    @property
+    def model(self) -> str:
+        return self.models[-1]
+
+
+class PendingTurn(_Model):
+    """A user message accepted and not yet answered (no terminal reply event yet)."""
+
+    message_id: str
+    client_message_id: str
+    reply: ReplyDraft | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+
+
+class Conversation(_Model):
+    conversation_id: str
+    title: str
+    started_at: datetime
+    titled: bool = False
+    messages: list[ChatMessage] = Field(default_factory=list)
+    pending: PendingTurn | None = None
+
+
+class Profile(_Model):
+    display_name: str | None = None
+    language: str | None = None
+
+
+class MessageRef(_Model):
+    """Where a client message id was recorded; the key of idempotent submission (I4)."""
+
+    conversation_id: str
+    message_id: str
+    position: str
+
+
+class SessionView(_Model):
+    SNAPSHOT_VERSION: ClassVar[int] = 1
+
+    session_id: str | None = None
+    opened_at: datetime | None = None
+    profile: Profile = Field(default_factory=Profile)
+    conversations: dict[str, Conversation] = Field(default_factory=dict)
+    client_messages: dict[str, MessageRef] = Field(default_factory=dict)
+    version: str | None = None
+    event_count: int = 0
+    restores: int = 0
+    anomalies: int = 0
+
+    @property
+    def opened(self) -> bool:
+        return self.session_id is not None
+
+    def conversation(self, conversation_id: str) -> Conversation | None:
+        return self.conversations.get(conversation_id)
+
+    def find_turn(self, message_id: str) -> tuple[Conversation, PendingTurn] | None:
+        for conv in self.conversations.values():
+            if conv.pending is not None and conv.pending.message_id == message_id:
+                return conv, conv.pending
+        return None
+
+    def is_answered(self, message_id: str) -> bool:
+        """True once ``message_id`` has its terminal reply."""
+        for conv in self.conversations.values():
+            for msg in conv.messages:
+                if msg.in_reply_to == message_id:
+                    return True
+        return False
+
+    def pending_turns(self) -> list[tuple[Conversation, PendingTurn]]:
+        return [(c, c.pending) for c in self.conversations.values() if c.pending is not None]
+
+    def copy_view(self) -> SessionView:
+        return self.model_copy(deep=True)
+
+
+# --- the fold ---------------------------------------------------------------------------------
+
+_Handler = Callable[[SessionView, Event, str], None]
+_HANDLERS: dict[type[Event], _Handler] = {}
+
+
+def _on(cls: type[Event]) -> Callable[[_Handler], _Handler]:
+    def register(fn: _Handler) -> _Handler:
+        _HANDLERS[cls] = fn
+        return fn
+
+    return register
+
+
+def apply(view: SessionView, record: Recorded) -> SessionView:
+    """Fold one recorded event into ``view`` (in place) and return it."""
+    event = record.event
+    handler = _HANDLERS[type(event)]
+    handler(view, event, record.position)
+    view.version = record.position
+    view.event_count += 1
+    return view
+
+
+def fold(records: Iterable[Recorded], initial: SessionView | None = None) -> SessionView:
+    """``reduce(apply, records, initial)``, leaving ``initial`` untouched."""
+    view = initial.copy_view() if initial is not None else SessionView()
+    for record in records:
+        apply(view, record)
+    return view
+
+
+def project(view: SessionView, records: Iterable[Recorded]) -> SessionView:
+    """Fold ``records`` into ``view`` in place (the cache path: the view is a fresh copy)."""
+    for record in records:
+        apply(view, record)
+    return view
+
+
+def _turn(view: SessionView, conversation_id: str, in_reply_to: str) -> PendingTurn | None:
+    conv = view.conversations.get(conversation_id)
+    if conv is None or conv.pending is None or conv.pending.message_id != in_reply_to:
+        view.anomalies += 1
+        return None
+    return conv.pending
+
+
+def _draft(view: SessionView, conversation_id: str, reply_id: str) -> ReplyDraft | None:
+    conv = view.conversations.get(conversation_id)
+    if conv is None or conv.pending is None or conv.pending.reply is None:
+        view.anomalies += 1
+        return None
+    if conv.pending.reply.reply_id != reply_id:
+        view.anomalies += 1
+        return None
+    return conv.pending.reply
+
+
+@_on(SessionOpened)
+def _session_opened(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, SessionOpened)
+    view.session_id = e.session_id
+    view.opened_at = e.at
+
+
+@_on(SessionRestored)
+def _session_restored(view: SessionView, e: Event, pos: str) -> None:
+    view.restores += 1
+
+
+@_on(ProfileUpdated)
+def _profile_updated(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ProfileUpdated)
+    view.profile = Profile(display_name=e.display_name, language=e.language)
+
+
+@_on(ConversationStarted)
+def _conversation_started(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ConversationStarted)
+    if e.conversation_id in view.conversations:
+        view.anomalies += 1
+        return
+    view.conversations[e.conversation_id] = Conversation(
+        conversation_id=e.conversation_id, title=e.title, started_at=e.at
+    )
+
+
+@_on(ConversationRenamed)
+def _conversation_renamed(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ConversationRenamed)
+    conv = view.conversations.get(e.conversation_id)
+    if conv is None:
+        view.anomalies += 1
+        return
+    conv.title = e.title
+    conv.titled = True
+
+
+@_on(MessageSubmitted)
+def _message_submitted(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, MessageSubmitted)
+    conv = view.conversations.get(e.conversation_id)
+    if conv is None or e.client_message_id in view.client_messages:
+        view.anomalies += 1
+        return
+    conv.messages.append(
+        ChatMessage(
+            message_id=e.message_id,
+            role="user",
+            text=e.text,
+            position=pos,
+            at=e.at,
+            client_message_id=e.client_message_id,
+        )
+    )
+    conv.pending = PendingTurn(message_id=e.message_id, client_message_id=e.client_message_id)
+    view.client_messages[e.client_message_id] = MessageRef(
+        conversation_id=e.conversation_id, message_id=e.message_id, position=pos
+    )
+
+
+@_on(ReplyStarted)
+def _reply_started(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyStarted)
+    turn = _turn(view, e.conversation_id, e.in_reply_to)
+    if turn is None:
+        return
+    turn.reply = ReplyDraft(
+        reply_id=e.reply_id,
+        in_reply_to=e.in_reply_to,
+        attempt=e.attempt,
+        started_at=e.at,
+        position=pos,
+        models=[e.model],
+    )
+    turn.attempts += 1
+
+
+@_on(ReplyDelta)
+def _reply_delta(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyDelta)
+    draft = _draft(view, e.conversation_id, e.reply_id)
+    if draft is not None:
+        draft.chunks.append(e.text)
+
+
+@_on(ReplyModelSwitched)
+def _reply_model_switched(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyModelSwitched)
+    draft = _draft(view, e.conversation_id, e.reply_id)
+    if draft is not None:
+        draft.models.append(e.to_model)
+
+
+@_on(ReplyAbandoned)
+def _reply_abandoned(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyAbandoned)
+    turn = _turn(view, e.conversation_id, e.in_reply_to)
+    if turn is None:
+        return
+    if turn.reply is None or turn.reply.reply_id != e.reply_id:
+        view.anomalies += 1
+        return
+    turn.reply = None
+
+
+@_on(ReplyCancelRequested)
+def _reply_cancel_requested(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyCancelRequested)
+    turn = _turn(view, e.conversation_id, e.in_reply_to)
+    if turn is not None:
+        turn.cancel_requested = True
+
+
+def _close_turn(
+    view: SessionView,
+    e: ReplyCompleted | ReplyFailed | ReplyCancelled,
+    pos: str,
+    status: MessageStatus,
+    text: str | None,
+) -> None:
+    conv = view.conversations.get(e.conversation_id)
+    turn = _turn(view, e.conversation_id, e.in_reply_to)
+    if conv is None or turn is None:
+        return
+    draft = turn.reply
+    if e.reply_id is not None and (draft is None or draft.reply_id != e.reply_id):
+        view.anomalies += 1
+        return
+    body = text if text is not None else (draft.text if draft is not None else "")
+    conv.messages.append(
+        ChatMessage(
+            message_id=e.reply_id or f"{e.in_reply_to}.reply",
+            role="assistant",
+            text=body,
+            position=pos,
+            at=e.at,
+            in_reply_to=e.in_reply_to,
+            status=status,
+            models=list(draft.models) if draft is not None else [],
+            usage=e.usage if isinstance(e, ReplyCompleted) else None,
+            error_code=e.code if isinstance(e, ReplyFailed) else None,
+            error=e.reason if isinstance(e, ReplyFailed) else None,
+        )
+    )
+    conv.pending = None
+
+
+@_on(ReplyCompleted)
+def _reply_completed(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyCompleted)
+    _close_turn(view, e, pos, "complete", None)
+
+
+@_on(ReplyFailed)
+def _reply_failed(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyFailed)
+    _close_turn(view, e, pos, "failed", e.partial_text)
+
+
+@_on(ReplyCancelled)
+def _reply_cancelled(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyCancelled)
+    _close_turn(view, e, pos, "cancelled", e.partial_text)
