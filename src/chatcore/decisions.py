@@ -97,7 +97,9 @@ def update_profile(
         raise InvalidProfile(f"the name may have at most {limits.max_name_chars} characters")
     lang = language.strip() if language is not None else None
     if lang is not None and len(lang) > limits.max_language_chars:
-        raise InvalidProfile(f"the language may have at most {limits.max_language_chars} characters")
+        raise InvalidProfile(
+            f"the language may have at most {limits.max_language_chars} characters"
+        )
     return [ProfileUpdated(at=now, display_name=name or None, language=lang or None)]
 
 

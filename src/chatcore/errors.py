@@ -166,5 +166,7 @@ class LLMError(PortError):
         super().__init__(message)
         self.kind = kind
         self.retryable = (
-            retryable if retryable is not None else kind in {"timeout", "rate_limited", "unavailable"}
+            retryable
+            if retryable is not None
+            else kind in {"timeout", "rate_limited", "unavailable"}
         )

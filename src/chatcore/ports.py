@@ -71,7 +71,7 @@ class SessionCache(Protocol):
 
 
 class WorkItem(BaseModel):
-    """"Answer message ``message_id`` of ``session_id``"."""
+    """ "Answer message ``message_id`` of ``session_id``"."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -108,10 +108,15 @@ class WorkQueue(Protocol):
 
     async def enqueue(self, item: WorkItem) -> None: ...
 
+    async def recover(self, consumer: str) -> list[Delivery]:
+        """Deliver again what ``consumer`` received and never acknowledged (call it once when
+        a consumer with a stable name starts again)."""
+        ...
+
     async def claim(self, consumer: str, *, count: int, block: float) -> list[Delivery]:
-        """Deliveries for ``consumer``: its own unacknowledged ones first (after a restart),
-        then items idle longer than the reclaim timeout at a dead consumer, then new items,
-        waiting at most ``block`` seconds for some."""
+        """Up to ``count`` deliveries for ``consumer``: first items left unacknowledged longer
+        than the reclaim timeout by another consumer (presumed dead), then new items, waiting
+        at most ``block`` seconds when there are none."""
         ...
 
     async def touch(self, delivery: Delivery) -> bool:
@@ -140,13 +145,23 @@ class WorkQueue(Protocol):
 
 @runtime_checkable
 class Leases(Protocol):
-    """Short exclusive leases (who is generating the reply to a message right now)."""
+    """Short exclusive leases: who is generating the reply to a message right now."""
 
-    async def acquire(self, key: str, owner: str, ttl: float) -> bool: ...
+    async def acquire(self, key: str, owner: str, ttl: float) -> str | None:
+        """Take the lease if it is free. Returns ``None`` on success, else the current owner."""
+        ...
 
-    async def renew(self, key: str, owner: str, ttl: float) -> bool: ...
+    async def replace(self, key: str, expected_owner: str, owner: str, ttl: float) -> bool:
+        """Hand the lease from ``expected_owner`` to ``owner`` (compare-and-set)."""
+        ...
 
-    async def release(self, key: str, owner: str) -> None: ...
+    async def renew(self, key: str, owner: str, ttl: float) -> bool:
+        """Extend a lease ``owner`` holds; ``False`` if it lost it."""
+        ...
+
+    async def release(self, key: str, owner: str) -> None:
+        """Give the lease up if ``owner`` still holds it."""
+        ...
 
 
 # --- the LLM port -----------------------------------------------------------------------------

@@ -1,0 +1,8 @@
+"""In-memory adapters: real implementations of every storage port, for one process."""
+
+from chatcore_adapters.memory.cache import MemorySessionCache
+from chatcore_adapters.memory.event_store import MemoryEventStore
+from chatcore_adapters.memory.leases import MemoryLeases
+from chatcore_adapters.memory.queue import MemoryWorkQueue
+
+__all__ = ["MemoryEventStore", "MemoryLeases", "MemorySessionCache", "MemoryWorkQueue"]

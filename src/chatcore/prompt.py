@@ -1,0 +1,92 @@
+"""Building the prompt: the system prompt, the user's context, and as much recent history of
+the conversation as fits the token budget (newest kept first)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatcore.ports import CompletionRequest, PromptMessage
+from chatcore.view import ChatMessage, Conversation, Profile
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a chat application. Answer clearly and concisely, "
+    "using Markdown where it helps."
+)
+
+# Per-message overhead of chat formats (role markers and separators), in tokens.
+_MESSAGE_OVERHEAD = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSettings:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_prompt_tokens: int = 6000
+    chars_per_token: float = 4.0
+
+
+def estimate_tokens(text: str, chars_per_token: float = 4.0) -> int:
+    """A provider-independent estimate: about four characters of English per token."""
+    return _MESSAGE_OVERHEAD + int(len(text) / chars_per_token + 0.999)
+
+
+def system_text(settings: PromptSettings, profile: Profile) -> str:
+    parts = [settings.system_prompt.strip()]
+    if profile.display_name:
+        parts.append(f"The user's name is {profile.display_name}.")
+    if profile.language:
+        parts.append(f"Always reply in {profile.language}.")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _as_prompt(message: ChatMessage) -> PromptMessage | None:
+    if message.role == "user":
+        return PromptMessage(role="user", content=message.text)
+    if message.status == "failed" or not message.text.strip():
+        return None
+    return PromptMessage(role="assistant", content=message.text)
+
+
+def build_prompt(
+    conversation: Conversation,
+    message_id: str,
+    profile: Profile,
+    settings: PromptSettings,
+) -> CompletionRequest:
+    """The request that answers ``message_id``: history up to and including that message."""
+    history: list[ChatMessage] = []
+    for msg in conversation.messages:
+        history.append(msg)
+        if msg.message_id == message_id:
+            break
+    else:
+        raise ValueError(
+            f"message {message_id} is not in conversation {conversation.conversation_id}"
+        )
+
+    system = PromptMessage(role="system", content=system_text(settings, profile))
+    budget = settings.max_prompt_tokens - estimate_tokens(system.content, settings.chars_per_token)
+
+    question = history[-1]
+    kept: list[PromptMessage] = []
+    # The question itself always goes in, cut from the front if it alone exceeds the budget.
+    q_text = question.text
+    max_chars = max(1, int(max(budget - _MESSAGE_OVERHEAD, 1) * settings.chars_per_token))
+    if len(q_text) > max_chars:
+        q_text = q_text[-max_chars:]
+    kept.append(PromptMessage(role="user", content=q_text))
+    budget -= estimate_tokens(q_text, settings.chars_per_token)
+
+    for msg in reversed(history[:-1]):
+        pm = _as_prompt(msg)
+        if pm is None:
+            continue
+        cost = estimate_tokens(pm.content, settings.chars_per_token)
+        if cost > budget:
+            break
+        kept.append(pm)
+        budget -= cost
+    kept.reverse()
+    # Chat APIs expect the first non-system message to come from the user.
+    while kept and kept[0].role == "assistant":
+        kept.pop(0)
+    return CompletionRequest(messages=(system, *kept))

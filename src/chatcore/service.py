@@ -1,0 +1,411 @@
+"""The application layer: the use cases of a chat session, over the ports.
+
+Every command follows the same path: read the session (cache + events after its version),
+decide on the view, append the decided events at the view's version, and on a conflict fold the
+newer events and decide again. Nothing here knows what stores the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from chatcore import decisions
+from chatcore.decisions import Duplicate, Limits
+from chatcore.errors import (
+    ConcurrencyConflict,
+    DomainError,
+    PortError,
+    SessionNotFound,
+    UnknownConversation,
+)
+from chatcore.events import Event, Recorded
+from chatcore.ids import parse_position, position_after, validate_plain_id, validate_session_id
+from chatcore.ports import Clock, EventStore, IdGenerator, SessionCache, WorkItem, WorkQueue
+from chatcore.prompt import PromptSettings
+from chatcore.view import SessionView, project
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    limits: Limits = field(default_factory=Limits)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    max_append_attempts: int = 64
+    # A message accepted this long ago with no reply started is queued again when its session
+    # is restored (repairs a crash between "append" and "enqueue"; duplicates are harmless).
+    requeue_after: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSession:
+    session_id: str
+    conversation_id: str
+    view: SessionView
+    recorded: list[Recorded]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """What a client is told when its message is accepted (delivery confirmation)."""
+
+    conversation_id: str
+    message_id: str
+    client_message_id: str
+    position: str
+    duplicate: bool
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        cache: SessionCache,
+        queue: WorkQueue,
+        clock: Clock,
+        ids: IdGenerator,
+        settings: ServiceSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.queue = queue
+        self.clock = clock
+        self.ids = ids
+        self.settings = settings or ServiceSettings()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def load(self, session_id: str) -> SessionView:
+        """The session's current view: the cached projection plus the events after it.
+
+        The cache is only a shortcut (I2): a missing, unreadable, foreign or "future" entry is
+        ignored and the view is rebuilt from the log, then written back.
+        """
+        validate_session_id(session_id)
+        cached = None
+        try:
+            cached = await self.cache.get(session_id)
+        except PortError as exc:
+            log.warning(
+                "session cache unreadable, replaying the log",
+                extra={"session_id": session_id, "error": exc.code},
+            )
+        view = SessionView()
+        if cached is not None and cached.view.session_id == session_id:
+            view = cached.view
+        tail = await self.store.read(session_id, after=view.version)
+        if not tail and view.version is not None:
+            # Trust a cache only if its version really is a position of this log.
+            last = await self.store.last_position(session_id)
+            if last is None or position_after(view.version, last):
+                view = SessionView()
+                tail = await self.store.read(session_id)
+        project(view, tail)
+        if not view.opened:
+            raise SessionNotFound(session_id)
+        if tail:
+            await self._remember(session_id, view)
+        return view
+
+    async def _remember(self, session_id: str, view: SessionView) -> None:
+        try:
+            await self.cache.put(session_id, view)
+        except PortError as exc:
+            log.warning(
+                "could not write the session cache",
+                extra={"session_id": session_id, "error": exc.code},
+            )
+
+    async def events_after(
+        self, session_id: str, after: str | None, *, limit: int | None = None
+    ) -> list[Recorded]:
+        validate_session_id(session_id)
+        if after is not None:
+            parse_position(after)
+        return await self.store.read(session_id, after=after, limit=limit)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        session_id: str,
+        view: SessionView,
+        decide: Callable[[SessionView], Sequence[Event]],
+    ) -> list[Recorded]:
+        """Decide on ``view`` and append at its version, re-deciding after each conflict.
+
+        ``view`` is brought up to date in place, including the appended events.
+        """
+        attempts = self.settings.max_append_attempts
+        for _ in range(attempts):
+            events = list(decide(view))
+            if not events:
+                return []
+            try:
+                recorded = await self.store.append(
+                    session_id, events, expected_version=view.version
+                )
+            except ConcurrencyConflict:
+                project(view, await self.store.read(session_id, after=view.version))
+                continue
+            project(view, recorded)
+            return recorded
+        raise ConcurrencyConflict(session_id, view.version, None)
+
+    async def open_session(
+        self, *, display_name: str | None = None, language: str | None = None
+    ) -> OpenedSession:
+        session_id = self.ids.session_id()
+        conversation_id = self.ids.new_id("conv")
+        now = self.clock.now()
+        view = SessionView()
+        events: list[Event] = decisions.open_session(session_id, conversation_id, now)
+        if display_name is not None or language is not None:
+            # Validate the profile against an opened view before anything is written.
+            probe = SessionView(session_id=session_id)
+            events += decisions.update_profile(
+                probe,
+                now,
+                display_name=display_name,
+                language=language,
+                limits=self.settings.limits,
+            )
+        recorded = await self.store.append(session_id, events, expected_version=None)
+        project(view, recorded)
+        await self._remember(session_id, view)
+        log.info("session opened", extra={"session_id": session_id})
+        return OpenedSession(session_id, conversation_id, view, recorded)
+
+    async def restore_session(self, session_id: str, *, last_seen: str | None) -> SessionView:
+        """A client is back: record it, and re-queue answers that should have started by now."""
+        if last_seen is not None:
+            parse_position(last_seen)
+        view = await self.load(session_id)
+        now = self.clock.now()
+        await self.execute(session_id, view, lambda v: decisions.restore_session(v, now, last_seen))
+        await self.requeue_stalled(session_id, view)
+        return view
+
+    async def requeue_stalled(self, session_id: str, view: SessionView) -> int:
+        now = self.clock.now()
+        count = 0
+        for conv, turn in view.pending_turns():
+            if turn.reply is not None:
+                continue  # a worker holds it; if that worker died, the queue reclaims its item
+            submitted = next(
+                (m.at for m in reversed(conv.messages) if m.message_id == turn.message_id), None
+            )
+            if submitted is None:
+                continue
+            if (now - submitted).total_seconds() < self.settings.requeue_after:
+                continue
+            await self.queue.enqueue(
+                WorkItem(
+                    session_id=session_id,
+                    conversation_id=conv.conversation_id,
+                    message_id=turn.message_id,
+                    enqueued_at=now,
+                )
+            )
+            count += 1
+            log.info(
+                "re-queued a stalled message",
+                extra={"session_id": session_id, "message_id": turn.message_id},
+            )
+        return count
+
+    async def update_profile(
+        self, session_id: str, *, display_name: str | None, language: str | None
+    ) -> list[Recorded]:
+        view = await self.load(session_id)
+        now = self.clock.now()
+        return await self.execute(
+            session_id,
+            view,
+            lambda v: decisions.update_profile(
+                v, now, display_name=display_name, language=language, limits=self.settings.limits
+            ),
+        )
+
+    async def start_conversation(
+        self, session_id: str, *, conversation_id: str | None = None, title: str | None = None
+    ) -> tuple[str, list[Recorded]]:
+        conversation_id = conversation_id or self.ids.new_id("conv")
+        view = await self.load(session_id)
+        now = self.clock.now()
+        recorded = await self.execute(
+            session_id,
+            view,
+            lambda v: decisions.start_conversation(
+                v, now, conversation_id, title, self.settings.limits
+            ),
+        )
+        return conversation_id, recorded
+
+    async def rename_conversation(
+        self, session_id: str, *, conversation_id: str, title: str
+    ) -> list[Recorded]:
+        view = await self.load(session_id)
+        now = self.clock.now()
+        return await self.execute(
+            session_id,
+            view,
+            lambda v: decisions.rename_conversation(
+                v, now, conversation_id, title, self.settings.limits
+            ),
+        )
+
+    async def submit_message(
+        self,
+        session_id: str,
+        *,
+        conversation_id: str,
+        client_message_id: str,
+        text: str,
+    ) -> SubmitResult:
+        """Record a user message once per client message id (I4) and queue its answer.
+
+        An intent marker brackets "append" and "enqueue": if this process dies between the two,
+        the sweeper (:meth:`sweep_intents`) finds the message and queues it.
+        """
+        validate_session_id(session_id)
+        validate_plain_id("client message id", client_message_id)
+        view = await self.load(session_id)
+        if conversation_id not in view.conversations:
+            raise UnknownConversation(conversation_id)
+        await self.queue.record_intent(session_id, client_message_id)
+        try:
+            result = await self._record_message(
+                session_id, view, conversation_id, client_message_id, text
+            )
+        except DomainError:
+            await self.queue.clear_intent(session_id, client_message_id)
+            raise
+        turn = view.find_turn(result.message_id)
+        if turn is not None and turn[1].reply is None:
+            # New, or a retry of a message whose work may never have been queued.
+            await self.queue.enqueue(
+                WorkItem(
+                    session_id=session_id,
+                    conversation_id=result.conversation_id,
+                    message_id=result.message_id,
+                    enqueued_at=self.clock.now(),
+                )
+            )
+        await self.queue.clear_intent(session_id, client_message_id)
+        log.info(
+            "message accepted",
+            extra={
+                "session_id": session_id,
+                "message_id": result.message_id,
+                "duplicate": result.duplicate,
+            },
+        )
+        return result
+
+    async def _record_message(
+        self,
+        session_id: str,
+        view: SessionView,
+        conversation_id: str,
+        client_message_id: str,
+        text: str,
+    ) -> SubmitResult:
+        now = self.clock.now()
+        message_id = self.ids.new_id("msg")
+        duplicate: list[Duplicate] = []
+
+        def decide(v: SessionView) -> list[Event]:
+            decided = decisions.submit_message(
+                v,
+                now,
+                conversation_id=conversation_id,
+                client_message_id=client_message_id,
+                message_id=message_id,
+                text=text,
+                limits=self.settings.limits,
+            )
+            if isinstance(decided, Duplicate):
+                duplicate.append(decided)
+                return []
+            return decided
+
+        recorded = await self.execute(session_id, view, decide)
+        if duplicate:
+            ref = duplicate[-1].ref
+            return SubmitResult(
+                ref.conversation_id, ref.message_id, client_message_id, ref.position, True
+            )
+        return SubmitResult(
+            conversation_id, message_id, client_message_id, recorded[0].position, False
+        )
+
+    async def cancel_reply(self, session_id: str, *, conversation_id: str) -> list[Recorded]:
+        """The user's Stop: recorded at once; the generating worker closes the reply (I7)."""
+        view = await self.load(session_id)
+        now = self.clock.now()
+        recorded = await self.execute(
+            session_id,
+            view,
+            lambda v: decisions.request_cancel(v, now, conversation_id=conversation_id),
+        )
+        log.info(
+            "cancel requested",
+            extra={"session_id": session_id, "conversation_id": conversation_id},
+        )
+        return recorded
+
+    async def fail_undeliverable(self, item: WorkItem, *, reason: str) -> list[Recorded]:
+        """Give up on a message (e.g. it failed too many deliveries): tell the user."""
+        view = await self.load(item.session_id)
+        if view.find_turn(item.message_id) is None:
+            return []
+        now = self.clock.now()
+        return await self.execute(
+            item.session_id,
+            view,
+            lambda v: (
+                decisions.fail_reply(
+                    v,
+                    now,
+                    message_id=item.message_id,
+                    reply_id=None,
+                    code="undeliverable",
+                    reason=reason,
+                )
+                if v.find_turn(item.message_id) is not None
+                else []
+            ),
+        )
+
+    async def sweep_intents(self, *, older_than: float) -> int:
+        """Queue the work of messages whose submitter died between append and enqueue."""
+        repaired = 0
+        for session_id, client_message_id in await self.queue.stale_intents(older_than):
+            try:
+                view = await self.load(session_id)
+            except SessionNotFound:
+                await self.queue.clear_intent(session_id, client_message_id)
+                continue
+            ref = view.client_messages.get(client_message_id)
+            if ref is not None:
+                found = view.find_turn(ref.message_id)
+                if found is not None and found[1].reply is None:
+                    await self.queue.enqueue(
+                        WorkItem(
+                            session_id=session_id,
+                            conversation_id=ref.conversation_id,
+                            message_id=ref.message_id,
+                            enqueued_at=self.clock.now(),
+                        )
+                    )
+                    repaired += 1
+                    log.warning(
+                        "queued a message whose submitter stopped before queueing it",
+                        extra={"session_id": session_id, "message_id": ref.message_id},
+                    )
+            await self.queue.clear_intent(session_id, client_message_id)
+        return repaired

@@ -1,0 +1,261 @@
+"""The contract every EventStore adapter keeps. Subclass it as ``Test<Adapter>EventStore`` and
+implement ``make_store``; this base is not collected on its own (its name has no Test prefix)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from chatcore.errors import ConcurrencyConflict, InvalidIdentifier
+from chatcore.events import (
+    ConversationRenamed,
+    Event,
+    ProfileUpdated,
+    ReplyAbandoned,
+    ReplyCancelled,
+    ReplyCancelRequested,
+    ReplyCompleted,
+    ReplyFailed,
+    ReplyModelSwitched,
+    ReplyStarted,
+    SessionRestored,
+    Usage,
+)
+from chatcore.ids import parse_position
+from chatcore.ports import EventStore
+from tests.support.factories import EPOCH, HOSTILE_SESSION_IDS, delta, message, opening, session_id
+
+
+def every_event_type() -> list[Event]:
+    return [
+        *opening("x" * 22),
+        SessionRestored(at=EPOCH, last_seen="1-0"),
+        ProfileUpdated(at=EPOCH, display_name="Ada Lovelace", language="français"),
+        ConversationRenamed(at=EPOCH, conversation_id="c1", title="Ünïcode ✓ title"),
+        message(1),
+        ReplyStarted(at=EPOCH, conversation_id="c1", reply_id="r1", in_reply_to="m1", model="demo"),
+        delta(1),
+        ReplyModelSwitched(
+            at=EPOCH, conversation_id="c1", reply_id="r1", from_model="a", to_model="b", reason="x"
+        ),
+        ReplyAbandoned(
+            at=EPOCH, conversation_id="c1", reply_id="r1", in_reply_to="m1", reason="died"
+        ),
+        ReplyCancelRequested(at=EPOCH, conversation_id="c1", in_reply_to="m1", reply_id="r2"),
+        ReplyCancelled(
+            at=EPOCH, conversation_id="c1", reply_id="r2", in_reply_to="m1", partial_text="par"
+        ),
+        ReplyFailed(
+            at=EPOCH,
+            conversation_id="c1",
+            reply_id=None,
+            in_reply_to="m2",
+            code="llm_timeout",
+            reason="The model took too long.",
+        ),
+        ReplyCompleted(
+            at=EPOCH,
+            conversation_id="c1",
+            reply_id="r3",
+            in_reply_to="m3",
+            model="demo",
+            usage=Usage(prompt_tokens=3, completion_tokens=5, cost_usd=0.25),
+        ),
+    ]
+
+
+class EventStoreContract:
+    async def make_store(self) -> EventStore:
+        raise NotImplementedError
+
+    async def close_store(self, store: EventStore) -> None:
+        return None
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[EventStore]:
+        store = await self.make_store()
+        try:
+            yield store
+        finally:
+            await self.close_store(store)
+
+    async def test_an_unknown_session_has_no_events(self, store: EventStore) -> None:
+        sid = session_id()
+        assert await store.read(sid) == []
+        assert await store.last_position(sid) is None
+
+    async def test_append_returns_increasing_positions_and_read_returns_them(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        recorded = await store.append(sid, opening(sid), expected_version=None)
+        more = await store.append(sid, [message(1)], expected_version=recorded[-1].position)
+        positions = [r.position for r in recorded + more]
+        keys = [parse_position(p) for p in positions]
+        assert keys == sorted(keys) and len(set(keys)) == 3
+        assert await store.read(sid) == recorded + more
+        assert await store.last_position(sid) == positions[-1]
+
+    async def test_every_event_type_round_trips(self, store: EventStore) -> None:
+        sid = session_id()
+        events = every_event_type()
+        recorded = await store.append(sid, events, expected_version=None)
+        read = await store.read(sid)
+        assert [r.event for r in read] == events
+        assert read == recorded
+
+    async def test_append_with_a_stale_expected_version_is_a_conflict(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        first = await store.append(sid, opening(sid), expected_version=None)
+        with pytest.raises(ConcurrencyConflict):
+            await store.append(sid, [message(1)], expected_version=None)
+        with pytest.raises(ConcurrencyConflict):
+            await store.append(sid, [message(1)], expected_version=first[0].position)
+        with pytest.raises(ConcurrencyConflict):
+            await store.append(sid, [message(1)], expected_version="99999999999999-0")
+        assert await store.read(sid) == first
+
+    async def test_appending_to_an_empty_stream_with_a_version_is_a_conflict(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        with pytest.raises(ConcurrencyConflict):
+            await store.append(sid, opening(sid), expected_version="1-0")
+        assert await store.read(sid) == []
+
+    async def test_concurrent_appends_at_one_version_let_exactly_one_through(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        base = await store.append(sid, opening(sid), expected_version=None)
+        version = base[-1].position
+
+        async def attempt(n: int) -> bool:
+            try:
+                await store.append(sid, [message(n)], expected_version=version)
+            except ConcurrencyConflict:
+                return False
+            return True
+
+        results = await asyncio.gather(*(attempt(n) for n in range(10)))
+        assert sum(results) == 1
+        assert len(await store.read(sid)) == 3
+
+    async def test_read_after_a_position_and_with_a_limit(self, store: EventStore) -> None:
+        sid = session_id()
+        recorded = await store.append(sid, opening(sid), expected_version=None)
+        recorded += await store.append(
+            sid, [delta(n) for n in range(20)], expected_version=recorded[-1].position
+        )
+        assert await store.read(sid, after=recorded[4].position) == recorded[5:]
+        assert await store.read(sid, after=recorded[4].position, limit=3) == recorded[5:8]
+        assert await store.read(sid, after=recorded[-1].position) == []
+        assert await store.read(sid, limit=2) == recorded[:2]
+
+    async def test_a_long_session_reads_back_whole_and_in_order(self, store: EventStore) -> None:
+        sid = session_id()
+        recorded = await store.append(sid, opening(sid), expected_version=None)
+        version = recorded[-1].position
+        for start in range(0, 3000, 500):
+            batch = await store.append(
+                sid, [delta(n) for n in range(start, start + 500)], expected_version=version
+            )
+            version = batch[-1].position
+        read = await store.read(sid)
+        assert len(read) == 3002
+        assert [r.event.text for r in read[2:]] == [f"t{n} " for n in range(3000)]  # type: ignore[union-attr]
+
+    async def test_tail_returns_at_once_when_events_are_waiting(self, store: EventStore) -> None:
+        sid = session_id()
+        recorded = await store.append(sid, opening(sid), expected_version=None)
+        found = await store.tail({sid: recorded[0].position}, timeout=5)
+        assert found == {sid: recorded[1:]}
+
+    async def test_tail_wakes_up_for_an_append_and_times_out_without_one(
+        self, store: EventStore
+    ) -> None:
+        sid, other = session_id(), session_id()
+        recorded = await store.append(sid, opening(sid), expected_version=None)
+        await store.append(other, opening(other), expected_version=None)
+        assert await store.tail({sid: recorded[-1].position}, timeout=0.2) == {}
+
+        async def later() -> None:
+            await asyncio.sleep(0.1)
+            await store.append(sid, [message(1)], expected_version=recorded[-1].position)
+
+        task = asyncio.create_task(later())
+        found = await store.tail({sid: recorded[-1].position, other: None}, timeout=5)
+        await task
+        assert set(found) <= {sid, other}
+        assert other in found  # `other` had events after None all along
+        found = await store.tail({sid: recorded[-1].position}, timeout=5)
+        assert [r.event for r in found[sid]] == [message(1)]
+
+    @pytest.mark.parametrize("hostile", HOSTILE_SESSION_IDS)
+    async def test_hostile_session_ids_are_rejected(self, store: EventStore, hostile: str) -> None:
+        with pytest.raises(InvalidIdentifier):
+            await store.append(hostile, opening("x" * 22), expected_version=None)
+        with pytest.raises(InvalidIdentifier):
+            await store.read(hostile)
+        with pytest.raises(InvalidIdentifier):
+            await store.tail({hostile: None}, timeout=0)
+
+    def test_interleaved_writers_never_lose_duplicate_or_reorder(self) -> None:
+        """Two writers append from their own (possibly stale) view of the version: every
+        acknowledged append is read back exactly once, in acknowledgement order, no gaps."""
+        contract = self
+
+        class Writers(RuleBasedStateMachine):
+            def __init__(self) -> None:
+                super().__init__()
+                self.runner = asyncio.Runner()
+                self.store = self.runner.run(contract.make_store())
+                self.sid = session_id()
+                self.acked: list[Event] = []
+                self.known: dict[int, str | None] = {0: None, 1: None}
+                self.counter = 0
+
+            @rule(writer=st.integers(0, 1), size=st.integers(1, 3))
+            def append(self, writer: int, size: int) -> None:
+                events: list[Event] = []
+                for _ in range(size):
+                    self.counter += 1
+                    events.append(delta(self.counter))
+                try:
+                    recs = self.runner.run(
+                        self.store.append(self.sid, events, expected_version=self.known[writer])
+                    )
+                except ConcurrencyConflict:
+                    return
+                self.acked.extend(events)
+                self.known[writer] = recs[-1].position
+
+            @rule(writer=st.integers(0, 1))
+            def refresh(self, writer: int) -> None:
+                self.known[writer] = self.runner.run(self.store.last_position(self.sid))
+
+            @invariant()
+            def log_is_exactly_the_acknowledged_appends(self) -> None:
+                read = self.runner.run(self.store.read(self.sid))
+                assert [r.event for r in read] == self.acked
+
+            def teardown(self) -> None:
+                self.runner.run(contract.close_store(self.store))
+                self.runner.close()
+
+        run_state_machine_as_test(
+            Writers,
+            settings=settings(
+                max_examples=15,
+                stateful_step_count=20,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+            ),
+        )

@@ -1,0 +1,95 @@
+"""The contract every SessionCache adapter keeps (subclass as ``Test<Adapter>SessionCache``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chatcore.errors import InvalidIdentifier
+from chatcore.events import Recorded
+from chatcore.ports import SessionCache
+from chatcore.view import SessionView, fold
+from tests.support.factories import HOSTILE_SESSION_IDS, delta, message, opening, session_id
+
+
+def sample_view(sid: str) -> SessionView:
+    events = [*opening(sid), message(1), delta(1)]
+    return fold(Recorded(position=f"5-{n}", event=e) for n, e in enumerate(events))
+
+
+class SessionCacheContract:
+    ttl: float = 0.6
+
+    async def make_cache(self, *, ttl: float) -> SessionCache:
+        raise NotImplementedError
+
+    async def close_cache(self, cache: SessionCache) -> None:
+        return None
+
+    async def plant_raw(self, cache: SessionCache, session_id: str, raw: bytes) -> None:
+        """Store ``raw`` as the cache entry of ``session_id`` (to test unreadable entries)."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def cache(self) -> AsyncIterator[SessionCache]:
+        cache = await self.make_cache(ttl=self.ttl)
+        try:
+            yield cache
+        finally:
+            await self.close_cache(cache)
+
+    async def test_a_missing_entry_reads_as_none(self, cache: SessionCache) -> None:
+        assert await cache.get(session_id()) is None
+
+    async def test_put_then_get_returns_an_equal_view_and_its_version(
+        self, cache: SessionCache
+    ) -> None:
+        sid = session_id()
+        view = sample_view(sid)
+        await cache.put(sid, view)
+        got = await cache.get(sid)
+        assert got is not None
+        assert got.view == view
+        assert got.version == "5-3"
+
+    async def test_the_cached_view_is_a_copy(self, cache: SessionCache) -> None:
+        sid = session_id()
+        view = sample_view(sid)
+        await cache.put(sid, view)
+        view.conversations.clear()
+        got = await cache.get(sid)
+        assert got is not None and got.view.conversations
+
+    async def test_delete_and_overwrite(self, cache: SessionCache) -> None:
+        sid = session_id()
+        await cache.put(sid, sample_view(sid))
+        newer = sample_view(sid)
+        newer.version = "6-0"
+        await cache.put(sid, newer)
+        got = await cache.get(sid)
+        assert got is not None and got.version == "6-0"
+        await cache.delete(sid)
+        assert await cache.get(sid) is None
+
+    @pytest.mark.parametrize(
+        "raw", [b"", b"not json", b"[1,2]", b'{"snapshot": 999, "view": {}}', b'{"snapshot": 1}']
+    )
+    async def test_an_unreadable_entry_reads_as_none(self, cache: SessionCache, raw: bytes) -> None:
+        sid = session_id()
+        await self.plant_raw(cache, sid, raw)
+        assert await cache.get(sid) is None
+
+    async def test_entries_expire_after_the_idle_time(self, cache: SessionCache) -> None:
+        sid = session_id()
+        await cache.put(sid, sample_view(sid))
+        await asyncio.sleep(self.ttl + 0.6)
+        assert await cache.get(sid) is None
+
+    @pytest.mark.parametrize("hostile", HOSTILE_SESSION_IDS)
+    async def test_hostile_ids_are_rejected(self, cache: SessionCache, hostile: str) -> None:
+        with pytest.raises(InvalidIdentifier):
+            await cache.get(hostile)
+        with pytest.raises(InvalidIdentifier):
+            await cache.put(hostile, SessionView())
