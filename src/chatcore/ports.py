@@ -241,3 +241,32 @@ class IdGenerator(Protocol):
     def new_id(self, prefix: str) -> str:
         """A unique id for messages, replies and conversations, e.g. ``msg_...``."""
         ...
+
+
+class WorkerStatus(BaseModel):
+    """A worker's liveness record, refreshed every heartbeat interval."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    worker_id: str
+    started_at: datetime
+    beat_at: datetime
+    state: Literal["running", "stopping"] = "running"
+    in_flight: tuple[str, ...] = ()
+    completed: int = 0
+    failed: int = 0
+    host: str = ""
+    pid: int = 0
+
+
+@runtime_checkable
+class Heartbeats(Protocol):
+    async def beat(self, status: WorkerStatus, *, ttl: float) -> None:
+        """Record ``status``; it disappears ``ttl`` seconds after the last beat."""
+        ...
+
+    async def workers(self) -> list[WorkerStatus]:
+        """Every worker that beat within its ttl."""
+        ...
+
+    async def remove(self, worker_id: str) -> None: ...

@@ -1,0 +1,261 @@
+"""The ``/ws`` protocol, version 1: the JSON frames clients and servers exchange.
+
+Every frame is a JSON object with a ``type``. The server's events carry their ``cursor`` (the
+position in the session's log); a client that reconnects names the last cursor it rendered
+and receives everything after it. The JSON Schemas in ``docs/protocol/`` are generated from
+these models (``chatcore schema``), and a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from chatcore.events import AnyEvent, Usage
+from chatcore.view import SessionView
+
+PROTOCOL_VERSION = 1
+
+# Client ids: what the client chooses (conversation ids, client message ids, request ids).
+ClientId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- client to server -------------------------------------------------------------------------
+
+
+class Hello(_Frame):
+    """First frame of every connection: prove the session, say where to resume from."""
+
+    type: Literal["hello"] = "hello"
+    protocol: int = PROTOCOL_VERSION
+    token: str = Field(min_length=1, max_length=1024)
+    last_event_id: str | None = Field(default=None, max_length=41)
+
+
+class Send(_Frame):
+    type: Literal["send"] = "send"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    client_message_id: ClientId
+    text: str
+
+
+class Cancel(_Frame):
+    type: Literal["cancel"] = "cancel"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+
+
+class StartConversation(_Frame):
+    type: Literal["start_conversation"] = "start_conversation"
+    request_id: ClientId | None = None
+    conversation_id: ClientId | None = None
+    title: str | None = Field(default=None, max_length=200)
+
+
+class RenameConversation(_Frame):
+    type: Literal["rename_conversation"] = "rename_conversation"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    title: str = Field(max_length=200)
+
+
+class SetProfile(_Frame):
+    """The welcome step's answers: how to address the user and in which language to reply."""
+
+    type: Literal["set_profile"] = "set_profile"
+    request_id: ClientId | None = None
+    display_name: str | None = Field(default=None, max_length=200)
+    language: str | None = Field(default=None, max_length=64)
+
+
+class Ping(_Frame):
+    type: Literal["ping"] = "ping"
+    nonce: str | None = Field(default=None, max_length=64)
+
+
+ClientFrame: TypeAlias = Annotated[
+    Hello | Send | Cancel | StartConversation | RenameConversation | SetProfile | Ping,
+    Field(discriminator="type"),
+]
+CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+# --- server to client -------------------------------------------------------------------------
+
+
+class Limits(_Frame):
+    max_message_chars: int
+    max_frame_bytes: int
+    messages_per_minute: int
+
+
+class Welcome(_Frame):
+    """Answer to ``hello``: the session is proven. ``token`` is a fresh one to store."""
+
+    type: Literal["welcome"] = "welcome"
+    protocol: int = PROTOCOL_VERSION
+    session_id: str
+    token: str
+    token_expires_at: datetime
+    model: str
+    limits: Limits
+    resume: Literal["snapshot", "events"]
+
+
+class PendingReply(_Frame):
+    reply_id: str
+    text: str
+    model: str
+    attempt: int
+
+
+class PendingState(_Frame):
+    message_id: str
+    cancel_requested: bool
+    reply: PendingReply | None
+
+
+class MessageState(_Frame):
+    message_id: str
+    role: Literal["user", "assistant"]
+    text: str
+    cursor: str
+    at: datetime
+    status: Literal["complete", "failed", "cancelled"]
+    client_message_id: str | None = None
+    in_reply_to: str | None = None
+    models: list[str] = Field(default_factory=list)
+    usage: Usage | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+class ConversationState(_Frame):
+    conversation_id: str
+    title: str
+    started_at: datetime
+    messages: list[MessageState]
+    pending: PendingState | None
+
+
+class ProfileState(_Frame):
+    display_name: str | None
+    language: str | None
+
+
+class Snapshot(_Frame):
+    """The whole session as of ``cursor`` (sent when the client has no cursor)."""
+
+    type: Literal["snapshot"] = "snapshot"
+    cursor: str | None
+    profile: ProfileState
+    conversations: list[ConversationState]
+
+
+class EventFrame(_Frame):
+    """One event of the session's log; ``cursor`` is its position."""
+
+    type: Literal["event"] = "event"
+    cursor: str
+    event: AnyEvent
+
+
+class CaughtUp(_Frame):
+    """Everything up to ``cursor`` has been sent; what follows is live."""
+
+    type: Literal["caught_up"] = "caught_up"
+    cursor: str | None
+
+
+class Ack(_Frame):
+    """Delivery confirmation: the command was recorded at ``cursor``."""
+
+    type: Literal["ack"] = "ack"
+    request_id: str | None = None
+    for_type: Literal["send", "cancel", "start_conversation", "rename_conversation", "set_profile"]
+    cursor: str | None
+    conversation_id: str | None = None
+    client_message_id: str | None = None
+    message_id: str | None = None
+    duplicate: bool = False
+
+
+class Error(_Frame):
+    """A refused frame. The connection stays usable unless the server then closes it."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    request_id: str | None = None
+    retry_after: float | None = None
+
+
+class Pong(_Frame):
+    type: Literal["pong"] = "pong"
+    nonce: str | None = None
+
+
+ServerFrame: TypeAlias = Annotated[
+    Welcome | Snapshot | EventFrame | CaughtUp | Ack | Error | Pong,
+    Field(discriminator="type"),
+]
+SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
+
+
+def snapshot_of(view: SessionView) -> Snapshot:
+    conversations = []
+    for conv in view.conversations.values():
+        pending = None
+        if conv.pending is not None:
+            draft = conv.pending.reply
+            pending = PendingState(
+                message_id=conv.pending.message_id,
+                cancel_requested=conv.pending.cancel_requested,
+                reply=PendingReply(
+                    reply_id=draft.reply_id,
+                    text=draft.text,
+                    model=draft.model,
+                    attempt=draft.attempt,
+                )
+                if draft is not None
+                else None,
+            )
+        conversations.append(
+            ConversationState(
+                conversation_id=conv.conversation_id,
+                title=conv.title,
+                started_at=conv.started_at,
+                messages=[
+                    MessageState(
+                        message_id=m.message_id,
+                        role=m.role,
+                        text=m.text,
+                        cursor=m.position,
+                        at=m.at,
+                        status=m.status,
+                        client_message_id=m.client_message_id,
+                        in_reply_to=m.in_reply_to,
+                        models=list(m.models),
+                        usage=m.usage,
+                        error_code=m.error_code,
+                        error=m.error,
+                    )
+                    for m in conv.messages
+                ],
+                pending=pending,
+            )
+        )
+    return Snapshot(
+        cursor=view.version,
+        profile=ProfileState(
+            display_name=view.profile.display_name, language=view.profile.language
+        ),
+        conversations=conversations,
+    )

@@ -1,0 +1,314 @@
+"""The worker loop: claim reply work, run generations concurrently, acknowledge, repeat.
+
+It knows only ports, so the same loop runs inside ``chatcore serve`` (in-memory queue) and in
+``chatcore worker`` processes (a Redis consumer group). It never blocks without a bound: every
+claim has a block time, every storage error is logged and retried with backoff and jitter, and
+a delivery that keeps failing is dead-lettered with a reply-failed event the user can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from chatcore.errors import PortError
+from chatcore.generation import Outcome, ReplyGenerator
+from chatcore.ports import Clock, Delivery, Heartbeats, WorkerStatus, WorkQueue
+from chatcore.service import ChatService
+
+log = logging.getLogger(__name__)
+
+UNDELIVERABLE_REASON = (
+    "Sorry, this message could not be answered after several attempts. Please try again later."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    concurrency: int = 16
+    claim_block: float = 2.0
+    max_attempts: int = 5
+    heartbeat_interval: float = 2.0
+    heartbeat_ttl: float = 10.0
+    sweep_interval: float = 15.0
+    intent_age: float = 30.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    dead_lettered: int = 0
+    errors: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Backoff:
+    """Exponential backoff with full jitter; ``random`` is injectable for tests."""
+
+    def __init__(
+        self, initial: float, maximum: float, rand: Callable[[], float] = random.random
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.rand = rand
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        ceiling: float = min(self.maximum, self.initial * 2.0**self.failures)
+        self.failures += 1
+        return ceiling * (0.5 + self.rand() / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class WorkerLoop:
+    def __init__(
+        self,
+        *,
+        queue: WorkQueue,
+        generator: ReplyGenerator,
+        service: ChatService,
+        clock: Clock,
+        worker_id: str,
+        settings: WorkerSettings | None = None,
+        heartbeats: Heartbeats | None = None,
+        host: str = "",
+        pid: int = 0,
+    ) -> None:
+        self.queue = queue
+        self.generator = generator
+        self.service = service
+        self.clock = clock
+        self.worker_id = worker_id
+        self.settings = settings or WorkerSettings()
+        self.heartbeats = heartbeats
+        self.host = host
+        self.pid = pid
+        self.stats = WorkerStats()
+        self.started_at: datetime = clock.now()
+        self._inflight: dict[asyncio.Task[None], Delivery] = {}
+        self._stopping = False
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def in_flight(self) -> list[Delivery]:
+        return list(self._inflight.values())
+
+    async def run(self, stop: asyncio.Event, *, grace: float = 30.0) -> None:
+        """Work until ``stop`` is set, then finish what is in flight within ``grace`` seconds;
+        whatever is still running after that is cancelled and left unacknowledged, so another
+        worker reclaims it."""
+        side = asyncio.create_task(self._housekeeping(stop), name=f"housekeeping:{self.worker_id}")
+        try:
+            await self._recover()
+            await self._claim_loop(stop)
+        finally:
+            self._stopping = True
+            await self._drain(grace)
+            side.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await side
+            await self._final_beat()
+
+    async def _recover(self) -> None:
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
+        while True:
+            try:
+                deliveries = await self.queue.recover(self.worker_id)
+            except PortError as exc:
+                await self._pause("recover", exc, backoff)
+                continue
+            for delivery in deliveries:
+                self._spawn(delivery)
+            if deliveries:
+                log.info(
+                    "recovered unacknowledged work",
+                    extra={"worker_id": self.worker_id, "count": len(deliveries)},
+                )
+            return
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
+        stop_wait = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.settings.concurrency - len(self._inflight)
+                if free <= 0:
+                    self._slot_freed.clear()
+                    slot = asyncio.create_task(self._slot_freed.wait())
+                    await asyncio.wait({slot, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    slot.cancel()
+                    continue
+                claim = asyncio.create_task(
+                    self.queue.claim(self.worker_id, count=free, block=self.settings.claim_block)
+                )
+                await asyncio.wait({claim, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not claim.done():
+                    claim.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, PortError):
+                        # A claim cut short may still have delivered: take what it got.
+                        for delivery in await claim:
+                            self._spawn(delivery)
+                    break
+                try:
+                    deliveries = claim.result()
+                except PortError as exc:
+                    await self._pause("claim", exc, backoff)
+                    continue
+                backoff.reset()
+                for delivery in deliveries:
+                    self._spawn(delivery)
+        finally:
+            stop_wait.cancel()
+
+    async def _pause(self, what: str, exc: PortError, backoff: Backoff) -> None:
+        delay = backoff.next_delay()
+        self.stats.errors += 1
+        log.warning(
+            "work queue unavailable; retrying",
+            extra={
+                "worker_id": self.worker_id,
+                "during": what,
+                "error": str(exc),
+                "retry_in": delay,
+            },
+        )
+        await asyncio.sleep(delay)
+
+    def _spawn(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._handle(delivery), name=f"reply:{delivery.item.message_id}")
+        self._inflight[task] = delivery
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._slot_freed.set()
+
+    async def _handle(self, delivery: Delivery) -> None:
+        item = delivery.item
+        ctx = {
+            "worker_id": self.worker_id,
+            "session_id": item.session_id,
+            "message_id": item.message_id,
+            "attempt": delivery.attempt,
+        }
+        try:
+            if delivery.attempt > self.settings.max_attempts:
+                await self._give_up(delivery, ctx)
+                return
+            outcome = await self.generator.generate(
+                item,
+                delivery_id=delivery.delivery_id,
+                owner=self.worker_id,
+                keepalive=lambda: self.queue.touch(delivery),
+            )
+            self.stats.outcomes[outcome.value] = self.stats.outcomes.get(outcome.value, 0) + 1
+            if outcome is Outcome.COMPLETED:
+                self.stats.completed += 1
+            elif outcome is Outcome.FAILED:
+                self.stats.failed += 1
+            elif outcome is Outcome.CANCELLED:
+                self.stats.cancelled += 1
+            if outcome is Outcome.LOST:
+                log.warning("delivery taken over by another worker; not acknowledging", extra=ctx)
+                return
+            await self.queue.ack(delivery)
+        except asyncio.CancelledError:
+            log.warning("reply interrupted by shutdown; it will be reclaimed", extra=ctx)
+            raise
+        except Exception:
+            # Left unacknowledged on purpose: the queue delivers it again after the reclaim
+            # timeout, and after max_attempts deliveries it is dead-lettered.
+            self.stats.errors += 1
+            log.exception("reply generation crashed; the delivery will be retried", extra=ctx)
+
+    async def _give_up(self, delivery: Delivery, ctx: dict[str, object]) -> None:
+        reason = f"delivered {delivery.attempt} times without an answer"
+        await self.service.fail_undeliverable(delivery.item, reason=UNDELIVERABLE_REASON)
+        await self.queue.dead_letter(delivery, reason)
+        self.stats.dead_lettered += 1
+        log.error("message dead-lettered", extra={**ctx, "reason": reason})
+
+    async def _drain(self, grace: float) -> None:
+        if not self._inflight:
+            return
+        log.info(
+            "stopping: finishing replies in flight",
+            extra={"worker_id": self.worker_id, "count": len(self._inflight), "grace": grace},
+        )
+        await self._beat()
+        _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(
+            worker_id=self.worker_id,
+            started_at=self.started_at,
+            beat_at=self.clock.now(),
+            state="stopping" if self._stopping else "running",
+            in_flight=tuple(
+                f"{d.item.session_id}/{d.item.message_id}" for d in self._inflight.values()
+            ),
+            completed=self.stats.completed,
+            failed=self.stats.failed,
+            host=self.host,
+            pid=self.pid,
+        )
+
+    async def _beat(self) -> None:
+        if self.heartbeats is None:
+            return
+        try:
+            await self.heartbeats.beat(self.status(), ttl=self.settings.heartbeat_ttl)
+        except PortError as exc:
+            log.warning(
+                "could not write the heartbeat",
+                extra={"worker_id": self.worker_id, "error": str(exc)},
+            )
+
+    async def _final_beat(self) -> None:
+        if self.heartbeats is None:
+            return
+        try:
+            await self.heartbeats.remove(self.worker_id)
+        except PortError as exc:
+            log.warning(
+                "could not remove the heartbeat",
+                extra={"worker_id": self.worker_id, "error": str(exc)},
+            )
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        last_sweep = self.clock.monotonic()
+        while not stop.is_set():
+            await self._beat()
+            if self.clock.monotonic() - last_sweep >= s.sweep_interval:
+                last_sweep = self.clock.monotonic()
+                try:
+                    repaired = await self.service.sweep_intents(older_than=s.intent_age)
+                except PortError as exc:
+                    log.warning(
+                        "intent sweep failed",
+                        extra={"worker_id": self.worker_id, "error": str(exc)},
+                    )
+                else:
+                    if repaired:
+                        log.warning(
+                            "sweep queued messages left behind",
+                            extra={"worker_id": self.worker_id, "count": repaired},
+                        )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=s.heartbeat_interval)

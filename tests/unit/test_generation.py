@@ -1,0 +1,305 @@
+"""Reply generation and the worker loop over the in-memory adapters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chatcore import decisions
+from chatcore.errors import LLMError
+from chatcore.events import (
+    TERMINAL_REPLY_EVENTS,
+    MessageSubmitted,
+    Recorded,
+    ReplyAbandoned,
+    ReplyCancelled,
+    ReplyCompleted,
+    ReplyDelta,
+    ReplyFailed,
+    ReplyModelSwitched,
+    ReplyStarted,
+)
+from chatcore.generation import Outcome, lease_key
+from chatcore.ports import CompletionRequest, LLMChunk, TextDelta, WorkItem
+from chatcore.service import OpenedSession
+from tests.support.harness import Harness
+from tests.support.scripted_llm import ScriptedLLM
+
+
+async def submit(
+    h: Harness, text: str = "Hi", client_id: str = "c1"
+) -> tuple[OpenedSession, WorkItem]:
+    s = await h.service.open_session()
+    res = await h.service.submit_message(
+        s.session_id, conversation_id=s.conversation_id, client_message_id=client_id, text=text
+    )
+    item = WorkItem(
+        session_id=s.session_id,
+        conversation_id=s.conversation_id,
+        message_id=res.message_id,
+        enqueued_at=h.clock.now(),
+    )
+    return s, item
+
+
+def of(records: list[Recorded], kind: type) -> list:  # type: ignore[type-arg]
+    return [r.event for r in records if isinstance(r.event, kind)]
+
+
+async def test_a_reply_streams_deltas_and_completes_with_usage() -> None:
+    h = Harness(llm=ScriptedLLM(words=["Hel", "lo", " world", "!"]))
+    s, item = await submit(h)
+    outcome = await h.generator().generate(item, delivery_id="d1", owner="w1")
+    assert outcome is Outcome.COMPLETED
+    log = await h.service.events_after(s.session_id, None)
+    assert "".join(d.text for d in of(log, ReplyDelta)) == "Hello world!"
+    (done,) = of(log, ReplyCompleted)
+    assert done.usage.completion_tokens == 4
+    view = await h.service.load(s.session_id)
+    assert view.conversations[s.conversation_id].messages[-1].text == "Hello world!"
+
+
+async def test_deltas_arriving_together_are_batched_into_fewer_events() -> None:
+    h = Harness(llm=ScriptedLLM(words=[f"w{n} " for n in range(200)]))
+    s, item = await submit(h)
+    await h.generator().generate(item, delivery_id="d1", owner="w1")
+    deltas = of(await h.service.events_after(s.session_id, None), ReplyDelta)
+    assert len(deltas) < 50
+    assert "".join(d.text for d in deltas) == "".join(f"w{n} " for n in range(200))
+
+
+async def test_the_prompt_carries_the_profile_and_the_history() -> None:
+    llm = ScriptedLLM()
+    h = Harness(llm=llm)
+    s = await h.service.open_session(display_name="Ada", language="French")
+    for n in range(2):
+        res = await h.service.submit_message(
+            s.session_id, conversation_id=s.conversation_id, client_message_id=f"c{n}", text=f"q{n}"
+        )
+        item = WorkItem(
+            session_id=s.session_id,
+            conversation_id=s.conversation_id,
+            message_id=res.message_id,
+            enqueued_at=h.clock.now(),
+        )
+        await h.generator().generate(item, delivery_id=f"d{n}", owner="w")
+    request = llm.requests[-1]
+    assert "Ada" in request.messages[0].content
+    assert "French" in request.messages[0].content
+    assert [m.role for m in request.messages] == ["system", "user", "assistant", "user"]
+    assert request.messages[-1].content == "q1"
+
+
+async def test_a_model_error_fails_the_reply_with_a_readable_reason_and_keeps_the_message() -> None:
+    llm = ScriptedLLM(
+        words=["a", "b", "c"], fail_after=2, error=LLMError("rate_limited", "Too many requests.")
+    )
+    h = Harness(llm=llm)
+    s, item = await submit(h)
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.FAILED
+    log = await h.service.events_after(s.session_id, None)
+    (failed,) = of(log, ReplyFailed)
+    assert (failed.code, failed.reason, failed.partial_text) == (
+        "llm_rate_limited",
+        "Too many requests.",
+        "ab",
+    )
+    view = await h.service.load(s.session_id)
+    assert [m.role for m in view.conversations[s.conversation_id].messages] == ["user", "assistant"]
+
+
+async def test_a_model_switch_is_recorded_and_both_models_are_credited() -> None:
+    h = Harness(llm=ScriptedLLM(words=["a", "b", "c", "d"], switch_after=2))
+    s, item = await submit(h)
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
+    log = await h.service.events_after(s.session_id, None)
+    (switch,) = of(log, ReplyModelSwitched)
+    assert (switch.from_model, switch.to_model) == ("scripted", "fallback")
+    view = await h.service.load(s.session_id)
+    reply = view.conversations[s.conversation_id].messages[-1]
+    assert reply.models == ["scripted", "fallback"]
+    assert reply.text == "abcd"
+
+
+async def test_cancel_stops_the_model_quickly_and_keeps_the_partial_answer() -> None:
+    """I7: the user's Stop reaches the generating worker, which closes the model stream."""
+    llm = ScriptedLLM(words=[f"w{n} " for n in range(400)], delay=0.02)
+    h = Harness(llm=llm)
+    s, item = await submit(h)
+    task = asyncio.create_task(h.generator().generate(item, delivery_id="d1", owner="w1"))
+    await h.wait_for(
+        s.session_id,
+        lambda v: (
+            (p := v.conversations[s.conversation_id].pending) is not None
+            and p.reply is not None
+            and p.reply.chunks
+        ),
+    )
+    await h.service.cancel_reply(s.session_id, conversation_id=s.conversation_id)
+    outcome = await asyncio.wait_for(task, timeout=2)
+    assert outcome is Outcome.CANCELLED
+    assert llm.closed_early == 1
+    log = await h.service.events_after(s.session_id, None)
+    (cancelled,) = of(log, ReplyCancelled)
+    said = "".join(d.text for d in of(log, ReplyDelta))
+    assert cancelled.partial_text == said
+    assert said.startswith("w0 ")
+    assert len(of(log, ReplyCompleted)) == 0
+
+
+async def test_cancel_is_noticed_while_the_model_is_silent() -> None:
+    llm = ScriptedLLM(words=["a", "b"], first_delay=30)
+    h = Harness(llm=llm)
+    s, item = await submit(h)
+    task = asyncio.create_task(h.generator().generate(item, delivery_id="d1", owner="w1"))
+    await h.wait_for(
+        s.session_id,
+        lambda v: v.conversations[s.conversation_id].pending.reply is not None,
+    )
+    await h.service.cancel_reply(s.session_id, conversation_id=s.conversation_id)
+    assert await asyncio.wait_for(task, timeout=2) is Outcome.CANCELLED
+    assert llm.closed_early == 1
+
+
+async def test_a_duplicate_delivery_does_not_start_a_second_reply() -> None:
+    h = Harness(llm=ScriptedLLM(words=["x"] * 20, delay=0.01))
+    s, item = await submit(h)
+    gen = h.generator()
+    outcomes = await asyncio.gather(
+        gen.generate(item, delivery_id="d1", owner="w1"),
+        gen.generate(item, delivery_id="d2", owner="w2"),
+    )
+    assert sorted(outcomes) == sorted([Outcome.COMPLETED, Outcome.BUSY])
+    log = await h.service.events_after(s.session_id, None)
+    assert len(of(log, ReplyStarted)) == 1
+    again = await gen.generate(item, delivery_id="d3", owner="w3")
+    assert again is Outcome.ALREADY_ANSWERED
+
+
+async def test_a_dead_worker_s_reply_is_abandoned_and_answered_again_once() -> None:
+    """I6: the item reclaimed from a dead consumer (same delivery id) takes the lease over,
+    marks the dead attempt abandoned, and produces exactly one completed reply."""
+    h = Harness(llm=ScriptedLLM(words=["fresh"]))
+    s, item = await submit(h)
+    view = await h.service.load(s.session_id)
+    await h.service.execute(
+        s.session_id,
+        view,
+        lambda v: decisions.start_reply(
+            v, h.clock.now(), message_id=item.message_id, reply_id="rep_dead", model="m"
+        ),
+    )
+    await h.leases.acquire(lease_key(item), "d1|dead-worker", 60)
+    gen = h.generator()
+    assert await gen.generate(item, delivery_id="other", owner="w2") is Outcome.BUSY
+    assert await gen.generate(item, delivery_id="d1", owner="w2") is Outcome.COMPLETED
+    log = await h.service.events_after(s.session_id, None)
+    assert [e.reply_id for e in of(log, ReplyAbandoned)] == ["rep_dead"]
+    assert [e.attempt for e in of(log, ReplyStarted)] == [1, 2]
+    terminals = [r.event for r in log if isinstance(r.event, TERMINAL_REPLY_EVENTS)]
+    assert len(terminals) == 1
+    assert isinstance(terminals[0], ReplyCompleted)
+
+
+async def test_a_worker_that_wakes_up_after_a_takeover_stops_without_writing() -> None:
+    slow = ScriptedLLM(words=[f"{n} " for n in range(100)], delay=0.02)
+    h = Harness(llm=slow)
+    s, item = await submit(h)
+    first = asyncio.create_task(h.generator().generate(item, delivery_id="d1", owner="w1"))
+    await h.wait_for(
+        s.session_id,
+        lambda v: v.conversations[s.conversation_id].pending.reply is not None,
+    )
+    # Another worker takes the message over (as after the first one's lease ran out).
+    view = await h.service.load(s.session_id)
+    await h.service.execute(
+        s.session_id,
+        view,
+        lambda v: decisions.start_reply(
+            v, h.clock.now(), message_id=item.message_id, reply_id="rep_new", model="m"
+        ),
+    )
+    assert await asyncio.wait_for(first, timeout=3) is Outcome.LOST
+    log = await h.service.events_after(s.session_id, None)
+    assert of(log, ReplyCompleted) == []
+
+
+async def test_the_worker_loop_answers_everything_once_across_two_workers() -> None:
+    h = Harness(llm=ScriptedLLM(words=["a", "b", "c"], delay=0.005))
+    sessions = []
+    for n in range(30):
+        s, _ = await submit(h, client_id=f"c{n}")
+        sessions.append(s)
+    stop = asyncio.Event()
+    w1, w2 = h.worker("w1", concurrency=4), h.worker("w2", concurrency=4)
+    runs = [asyncio.create_task(w.run(stop)) for w in (w1, w2)]
+    for s in sessions:
+        await h.wait_for(s.session_id, lambda v: v.pending_turns() == [])
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*runs), timeout=5)
+    for s in sessions:
+        log = await h.service.events_after(s.session_id, None)
+        assert len(of(log, ReplyCompleted)) == 1
+        assert len(of(log, MessageSubmitted)) == 1
+    assert w1.stats.completed + w2.stats.completed == 30
+    assert w1.stats.completed > 0
+    assert w2.stats.completed > 0
+    assert h.queue.pending_count() == 0
+
+
+class Crashing(ScriptedLLM):
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[LLMChunk]:
+        if request.messages:
+            raise RuntimeError("a bug in the model adapter")
+        yield TextDelta("never", "x")
+
+
+async def test_a_poison_message_is_dead_lettered_and_the_user_is_told() -> None:
+    h = Harness(llm=Crashing(), reclaim_after=0.05)
+    s, _ = await submit(h)
+    stop = asyncio.Event()
+    worker = h.worker("w1", max_attempts=3)
+    run = asyncio.create_task(worker.run(stop))
+    view = await h.wait_for(s.session_id, lambda v: v.pending_turns() == [])
+    stop.set()
+    await asyncio.wait_for(run, timeout=5)
+    reply = view.conversations[s.conversation_id].messages[-1]
+    assert reply.status == "failed"
+    assert reply.error_code == "undeliverable"
+    letters = await h.queue.dead_letters()
+    assert [(d.item.session_id, d.attempts) for d in letters] == [(s.session_id, 4)]
+
+
+async def test_stopping_finishes_replies_in_flight_and_writes_a_heartbeat() -> None:
+    h = Harness(llm=ScriptedLLM(words=["x"] * 10, delay=0.02))
+    s, _ = await submit(h)
+    stop = asyncio.Event()
+    worker = h.worker("w1")
+    run = asyncio.create_task(worker.run(stop))
+    await h.wait_for(
+        s.session_id,
+        lambda v: v.conversations[s.conversation_id].pending.reply is not None,
+    )
+    assert [w.worker_id for w in await h.heartbeats.workers()] == ["w1"]
+    stop.set()
+    await asyncio.wait_for(run, timeout=5)
+    view = await h.service.load(s.session_id)
+    assert view.conversations[s.conversation_id].messages[-1].status == "complete"
+    assert await h.heartbeats.workers() == []
+
+
+@pytest.mark.parametrize("grace", [0.05])
+async def test_stopping_hands_back_what_does_not_finish_in_the_grace_period(grace: float) -> None:
+    h = Harness(llm=ScriptedLLM(words=["x"] * 10, first_delay=30))
+    s, _ = await submit(h)
+    stop = asyncio.Event()
+    run = asyncio.create_task(h.worker("w1").run(stop, grace=grace))
+    await h.wait_for(
+        s.session_id,
+        lambda v: v.conversations[s.conversation_id].pending.reply is not None,
+    )
+    stop.set()
+    await asyncio.wait_for(run, timeout=5)
+    assert h.queue.pending_count() == 1  # unacknowledged: another worker reclaims it
