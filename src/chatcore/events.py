@@ -9,6 +9,7 @@ is the adapters' business, not the domain's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
@@ -255,10 +256,9 @@ def _reply_completed_v1(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class Recorded(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Recorded:
     """An event as stored: its position in the session's log, and the event."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     position: str
-    event: AnyEvent
+    event: Event

@@ -170,7 +170,7 @@ class EventStoreContract:
             version = batch[-1].position
         read = await store.read(sid)
         assert len(read) == 3002
-        assert [r.event.text for r in read[2:]] == [f"t{n} " for n in range(3000)]  # type: ignore[union-attr]
+        assert [r.event.text for r in read[2:]] == [f"t{n} " for n in range(3000)]  # type: ignore[attr-defined]
 
     async def test_tail_returns_at_once_when_events_are_waiting(self, store: EventStore) -> None:
         sid = session_id()

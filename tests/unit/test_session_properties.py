@@ -226,7 +226,7 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def every_message_has_at_most_one_terminal_reply(self) -> None:
         terminals = [
-            r.event.in_reply_to  # type: ignore[union-attr]
+            r.event.in_reply_to  # type: ignore[attr-defined]
             for r in self.sim.log
             if isinstance(r.event, TERMINAL_REPLY_EVENTS)
         ]

@@ -21,28 +21,48 @@ from chatcore.view import SessionView
 log = logging.getLogger(__name__)
 
 
+_PREFIX = b'{"v":'
+
+
 def encode_event(event: Event) -> bytes:
-    data = event.model_dump(mode="json")
-    data["v"] = type(event).schema_version
-    return orjson.dumps(data)
+    """``{"v":<schema version>,<the event's fields>}``: the version leads, so reading can
+    strip it without parsing the JSON twice."""
+    body = event.model_dump_json().encode()
+    return b'{"v":%d,%s' % (type(event).schema_version, body[1:])
 
 
 def decode_event(raw: bytes | str) -> AnyEvent:
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data.startswith(_PREFIX):
+        comma = data.find(b",", len(_PREFIX))
+        version_text = data[len(_PREFIX) : comma]
+        if comma > 0 and version_text.isdigit():
+            try:
+                event = EVENT_ADAPTER.validate_json(b"{" + data[comma + 1 :])
+            except ValidationError:
+                pass  # an older schema: take the upcasting path below
+            else:
+                if type(event).schema_version == int(version_text):
+                    return event
+    return _decode_upcasting(data)
+
+
+def _decode_upcasting(data: bytes) -> AnyEvent:
     try:
-        data: Any = orjson.loads(raw)
-        if not isinstance(data, dict):
+        payload: Any = orjson.loads(data)
+        if not isinstance(payload, dict):
             raise CorruptRecord("a stored event is not a JSON object")
-        version = int(data.pop("v", 1))
-        type_tag = data.get("type")
+        version = int(payload.pop("v", 1))
+        type_tag = payload.get("type")
         if not isinstance(type_tag, str):
             raise CorruptRecord("a stored event has no type")
-        return EVENT_ADAPTER.validate_python(upcast(type_tag, version, data))
+        return EVENT_ADAPTER.validate_python(upcast(type_tag, version, payload))
     except (orjson.JSONDecodeError, ValidationError, ValueError, TypeError) as exc:
         raise CorruptRecord(f"unreadable stored event: {exc}") from exc
 
 
 def decode_recorded(position: str, raw: bytes | str) -> Recorded:
-    return Recorded.model_construct(position=position, event=decode_event(raw))
+    return Recorded(position, decode_event(raw))
 
 
 def encode_view(view: SessionView) -> bytes:
