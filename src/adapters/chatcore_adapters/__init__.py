@@ -1,0 +1,1 @@
+"""chatcore_adapters: the adapters that plug the core's ports into the world."""
