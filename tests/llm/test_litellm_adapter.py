@@ -55,6 +55,12 @@ class Sleeps:
         await asyncio.sleep(0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def litellm_loaded() -> None:
+    """Pay LiteLLM's import (seconds of CPU) once, outside the tests' bounded waits."""
+    load_litellm()
+
+
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)
