@@ -349,6 +349,17 @@ async def test_continue_from_is_sent_as_the_start_of_the_reply(
     ]
 
 
+async def test_whitespace_said_so_far_is_not_sent_as_a_continuation(
+    primary: FakeOpenAI, sleeps: Sleeps
+) -> None:
+    chunks = await run(
+        make(sleeps, target(primary)), CompletionRequest(messages=MESSAGES, continue_from="  ")
+    )
+
+    assert text(chunks) == EXPECTED
+    assert primary.requests[0].messages == [m.model_dump() for m in MESSAGES]
+
+
 async def test_a_model_that_starts_over_is_not_repeated(
     primary: FakeOpenAI, sleeps: Sleeps
 ) -> None:

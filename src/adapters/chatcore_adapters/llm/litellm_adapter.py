@@ -463,7 +463,7 @@ class LiteLLMModel:
         first_deadline = min(started + target.first_token_timeout, final_deadline)
         payload = self._payload(messages, said)
         run.prompt_chars = sum(len(m["content"]) for m in payload)
-        guard = RepeatGuard(said)
+        guard = RepeatGuard(said if said.strip() else "")
         response: Any = None
         try:
             kwargs = self._call_options(target, payload)
@@ -518,7 +518,7 @@ class LiteLLMModel:
         if self._settings.system_prompt:
             payload.append({"role": "system", "content": self._settings.system_prompt})
         payload.extend({"role": m.role, "content": m.content} for m in messages)
-        if said:
+        if said.strip():
             # Some providers (Anthropic) treat a trailing assistant message as the start of
             # the reply to continue, and refuse one ending with whitespace.
             payload.append({"role": "assistant", "content": said.rstrip()})
