@@ -494,6 +494,19 @@ async def test_http_errors_map_to_error_kinds(
     assert "scripted" not in caught.value.message, "the provider's text is not for users"
 
 
+async def test_an_empty_answer_stopped_by_a_content_filter_is_a_refusal(
+    primary: FakeOpenAI, sleeps: Sleeps
+) -> None:
+    primary.script(Stream(tokens=(), finish_reason="content_filter"))
+
+    with pytest.raises(LLMError) as caught:
+        await run(make(sleeps, target(primary, retries=2)))
+
+    assert caught.value.kind == "bad_request"
+    assert "content policy" in caught.value.message
+    assert len(primary.requests) == 1
+
+
 async def test_an_auth_error_names_no_key_anywhere(
     primary: FakeOpenAI, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
 ) -> None:
