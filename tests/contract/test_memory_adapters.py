@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chatcore.ports import EventStore, Leases, SessionCache, WorkQueue
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryLeases,
@@ -9,8 +10,6 @@ from chatcore_adapters.memory import (
     MemoryWorkQueue,
 )
 from chatcore_adapters.system import SystemClock
-
-from chatcore.ports import EventStore, Leases, SessionCache, WorkQueue
 from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.session_cache_contract import SessionCacheContract
