@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from chatcore_adapters.codec import encode_view
 from chatcore_adapters.memory import MemoryWorkQueue
 from chatcore_adapters.redis import (
     RedisConnection,
@@ -30,7 +31,6 @@ from chatcore.errors import InvalidIdentifier, StoreUnavailable
 from chatcore.ports import DeadLetter, Delivery, WorkItem
 from chatcore.service import ChatService
 from chatcore.view import SessionView
-from chatcore_adapters.codec import encode_view
 from tests.support.factories import (
     EPOCH,
     HOSTILE_SESSION_IDS,
@@ -321,7 +321,7 @@ async def test_what_the_cache_holds_never_changes_what_load_returns(
     assert await load() == truth
 
 
-# --- (d) hostile ids never reach Redis --------------------------------------------------------------
+# --- (d) hostile ids never reach Redis ---------------------------------------------------------
 
 
 HOSTILE_LEASE_KEYS = ["", "*", "{x}", "reply:*:m1", "a b", "k\n", "x" * 300]
@@ -378,7 +378,7 @@ async def test_hostile_ids_send_no_command_to_redis(
         assert commands() == before
 
 
-# --- (e) a crash between "append the message" and "queue its work" ----------------------------------
+# --- (e) a crash between "append the message" and "queue its work" -----------------------------
 
 
 class ProcessDied(Exception):
