@@ -275,3 +275,10 @@ async def test_same_origin_and_configured_origins_are_accepted(start: Start) -> 
         async with api.ws(origin=origin) as client:
             welcome, _ = await client.hello(session["token"])
             assert welcome["type"] == "welcome"
+
+
+async def test_compression_is_not_negotiated_even_when_offered(start: Start) -> None:
+    api = await start()
+    async with api.ws(compression="deflate") as client:
+        assert client.ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in client.ws.response.headers

@@ -188,3 +188,29 @@ async def test_stopping_the_server_closes_sockets_with_1001_and_clients_resume(
     assert event_types(rest)[-1] == "reply_completed"
     text = delta_text(events(got) + rest)
     assert text == "".join(WORDS)
+
+
+async def test_a_client_too_far_behind_gets_a_snapshot_instead_of_a_long_replay(
+    start: Start,
+) -> None:
+    api = await start(llm=ScriptedLLM(words=WORDS), max_replay_events=5)
+    session = await api.new_session()
+    async with api.ws() as client:
+        _, frames = await client.hello(session["token"])
+        old_cursor = frames[-1]["cursor"]
+        await client.request(
+            {
+                "type": "send",
+                "conversation_id": session["conversation_id"],
+                "client_message_id": "q",
+                "text": "go",
+            }
+        )
+        await client.until(is_terminal)
+    async with api.ws() as client:
+        welcome, frames = await client.hello(session["token"], last_event_id=old_cursor)
+        assert welcome["resume"] == "snapshot"
+        snapshot = frames[0]
+        (conv,) = snapshot["conversations"]
+        assert conv["messages"][-1]["text"] == "".join(WORDS)
+        assert frames[-1] == {"type": "caught_up", "cursor": snapshot["cursor"]}
