@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from chatcore_adapters.llm import LLMSettings
-from chatcore_adapters.llm.litellm_adapter import LiteLLMModel
+from chatcore_adapters.llm.litellm_adapter import LiteLLMModel, load_litellm
 
 from tests.contract.llm_contract import WAIT, LLMContract, LLMSubject
 from tests.support.fake_openai import Fail, FakeOpenAI, Stream
@@ -29,6 +29,12 @@ def model_for(
         }
     )
     return LiteLLMModel(settings)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def litellm_loaded() -> None:
+    """Pay LiteLLM's import (seconds of CPU) once, outside the tests' bounded waits."""
+    load_litellm()
 
 
 class TestLiteLLMContract(LLMContract):

@@ -162,6 +162,19 @@ async def test_continue_from_another_models_text_goes_on_at_a_word_boundary() ->
     assert len(rest) < len(full) - len(said) + 1
 
 
+async def test_continue_from_only_whitespace_starts_from_the_beginning() -> None:
+    request = conversation(("user", "hello"))
+    full = text(await chunks_of(DemoLLM(delay=0), request))
+
+    rest = text(
+        await chunks_of(
+            DemoLLM(delay=0), CompletionRequest(messages=request.messages, continue_from=" ")
+        )
+    )
+
+    assert rest == full
+
+
 async def test_continue_from_the_whole_answer_leaves_only_the_usage_report() -> None:
     request = conversation(("user", "hello"))
     full = text(await chunks_of(DemoLLM(delay=0), request))
