@@ -36,7 +36,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and type(value) is not object:
                 entry[key] = _safe(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

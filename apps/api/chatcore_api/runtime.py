@@ -24,6 +24,20 @@ from chatcore_api.settings import ApiSettings
 log = logging.getLogger(__name__)
 
 
+async def _preload_model(container: Container) -> None:
+    """A real model (LiteLLM) is loaded and checked before the worker takes any work, so a
+    misspelt model or a missing key stops start-up instead of failing the first message.
+    The demo model has nothing to load; an API process without a worker never loads LiteLLM."""
+    preload = getattr(container.llm(), "preload", None)
+    if preload is None:
+        return
+    try:
+        await asyncio.to_thread(preload)
+    except ValueError as exc:
+        log.error("the configured model cannot be used", extra={"error": str(exc)})  # noqa: TRY400
+        raise
+
+
 @dataclass(eq=False)
 class Runtime:
     settings: ApiSettings
@@ -60,6 +74,8 @@ class Runtime:
             connection_settings=container.connection_settings(),
             model_name=container.llm().name,
         )
+        if settings.worker.enabled:
+            await _preload_model(container)
         runtime.feed.start()
         if settings.worker.enabled:
             worker: WorkerLoop = container.worker()
