@@ -163,7 +163,11 @@ async def test_two_api_processes_on_one_redis_serve_one_session(
         chatcore_serve(tmp_path, env=env) as second,
     ):
         async with httpx.AsyncClient() as http:
-            assert (await http.get(f"{first.http}/readyz")).json()["workers"] == 0
+            ready = (await http.get(f"{first.http}/readyz")).json()
+        # Without a worker of its own, this process sees workers only through a shared
+        # heartbeat store: a count, or null when none is available.
+        assert ready["storage"] is True and ready["in_process_worker"] is False
+        assert ready["workers"] in (None, 1)
         session = await first.new_session()
         on_first = await WsClient.open(first.ws_url)
         watcher = await WsClient.open(second.ws_url)

@@ -87,6 +87,9 @@ def test_secrets_never_show_in_repr_or_errors() -> None:
     with pytest.raises(SettingsError) as failed:
         load_settings(environ={"CHATCORE_SECRET_KEY": "too-short-secret"})
     assert "too-short-secret" not in str(failed.value)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(environ={"CHATCORE_REDIS_URL": "http://user:hunter2@host"})
+    assert "redis_url" in str(failed.value) and "hunter2" not in str(failed.value)
 
 
 def test_a_toml_or_json_config_file_is_read_below_the_environment(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatcore.errors import (
@@ -126,7 +126,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     storage: bool
-    workers: int
+    workers: int | None = Field(
+        description="Live workers; null when this process cannot see other processes' workers."
+    )
     in_process_worker: bool
 
 
@@ -194,13 +196,15 @@ def create_app(
             )
         except (PortError, TimeoutError):
             storage = False
-        workers = 0
+        workers: int | None = 0
         try:
             found = await asyncio.wait_for(runtime.heartbeats.workers(), timeout=2.0)
             workers = sum(1 for w in found if w.state == "running")
         except (PortError, TimeoutError):
             storage = False
-        ready = storage and workers > 0
+        if not runtime.workers_observable:
+            workers = None
+        ready = storage and (workers is None or workers > 0)
         body = Readiness(
             status="ready" if ready else "not_ready",
             storage=storage,

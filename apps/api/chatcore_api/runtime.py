@@ -8,6 +8,8 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from chatcore_adapters.memory import MemoryHeartbeats
+
 from chatcore.ports import Heartbeats
 from chatcore.protocol import CloseCode
 from chatcore.service import ChatService
@@ -56,6 +58,16 @@ class Runtime:
     _worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
     _worker_task: asyncio.Task[None] | None = None
     _stopped: bool = False
+
+    @property
+    def workers_observable(self) -> bool:
+        """Whether this process can see the workers' heartbeats: its own worker's always;
+        other processes' only through a shared store (an in-memory record kept by a Redis
+        deployment without a Redis heartbeat adapter sees nobody else)."""
+        shared = self.settings.backend == "memory" or not isinstance(
+            self.heartbeats, MemoryHeartbeats
+        )
+        return shared or self.worker is not None
 
     @classmethod
     async def start(cls, container: Container, settings: ApiSettings) -> Runtime:

@@ -396,6 +396,11 @@ def _inputs(inputs: _Inputs) -> Iterator[None]:
         _INPUTS.reset(token)
 
 
+def _sensitive(name: str) -> bool:
+    """Settings whose values must not be echoed (keys, and URLs that may hold passwords)."""
+    return any(word in name for word in ("secret", "key", "url", "password", "token"))
+
+
 def describe_errors(exc: ValidationError) -> str:
     """One line per problem, naming the setting as a user would write it."""
     lines = []
@@ -410,7 +415,7 @@ def describe_errors(exc: ValidationError) -> str:
         shown = ""
         if "input" in error and error["type"] not in {"missing"} and loc:
             value = error["input"]
-            if not isinstance(value, dict | list) and "secret" not in name:
+            if not isinstance(value, dict | list) and not _sensitive(name):
                 text = repr(value)
                 shown = f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
         message = error["msg"].removeprefix("Value error, ")
