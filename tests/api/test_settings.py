@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from chatcore_api.cli import main
-from chatcore_api.settings import SettingsError, load_settings
+from chatcore_api.settings import SettingsError, load_settings, unknown_environment
 
 KEY = "k" * 40
 
@@ -145,3 +145,16 @@ def test_the_cli_rejects_malformed_flags() -> None:
     with pytest.raises(SystemExit) as exited:
         main(["serve", "--port", "eighty"])
     assert exited.value.code == 2
+
+
+def test_misspelt_top_level_variables_are_found_for_a_warning() -> None:
+    environ = {
+        "CHATCORE_PROT": "9000",
+        "CHATCORE_PORT": "9000",
+        "CHATCORE_WORKER__ENABLED": "true",
+        "CHATCORE_CONFIG": "x.toml",
+        "CHATCORE_REQUIRE_REDIS": "1",
+        "CHATCORE_TEST_REDIS_URL": "redis://x",
+        "HOME": "/root",
+    }
+    assert unknown_environment(environ) == ["CHATCORE_PROT"]

@@ -11,11 +11,17 @@ http://127.0.0.1:8000. Settings also come from ``CHATCORE_*`` variables and a co
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from chatcore_api.settings import ApiSettings, SettingsError, load_settings
+from chatcore_api.settings import (
+    ApiSettings,
+    SettingsError,
+    load_settings,
+    unknown_environment,
+)
 
 DEFAULT_SCHEMA_DIR = Path("docs/protocol")
 
@@ -80,6 +86,10 @@ def _serve(args: argparse.Namespace) -> int:
     from chatcore_api.server import ChatServer, server_config
 
     configure_logging(settings.log_level, settings.log_format)
+    for name in unknown_environment():
+        logging.getLogger("chatcore_api").warning(
+            "ignoring an environment variable that names no setting", extra={"variable": name}
+        )
     app = create_app(settings)
     server = ChatServer(server_config(app, settings), app)
     mode = (

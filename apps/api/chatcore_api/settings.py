@@ -444,6 +444,26 @@ def load_settings(
         raise SettingsError(describe_errors(exc)) from None
 
 
+# CHATCORE_* variables that belong to other tools (the test suites, the config file path).
+_FOREIGN_ENV = ("CHATCORE_CONFIG", "CHATCORE_REQUIRE_", "CHATCORE_TEST_")
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``CHATCORE_*`` variables that name no setting (nested ones are checked by validation;
+    a misspelt top-level name would otherwise be ignored silently)."""
+    env = os.environ if environ is None else environ
+    known = {name.upper() for name in ApiSettings.model_fields}
+    found = []
+    for name in env:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_FOREIGN_ENV):
+            continue
+        field_name = upper.removeprefix(ENV_PREFIX).split("__", 1)[0]
+        if field_name not in known:
+            found.append(name)
+    return sorted(found)
+
+
 def effective_secret(settings: ApiSettings) -> tuple[bytes, bool]:
     """The token signing key, and whether it was generated for this process only."""
     if settings.secret_key is not None:
