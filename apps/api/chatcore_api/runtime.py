@@ -87,7 +87,11 @@ class Runtime:
             model_name=container.llm().name,
         )
         if settings.worker.enabled:
-            await _preload_model(container)
+            try:
+                await _preload_model(container)
+            except BaseException:
+                await runtime.stop()  # release what was built (the Redis client) before failing
+                raise
         runtime.feed.start()
         if settings.worker.enabled:
             worker: WorkerLoop = container.worker()
