@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,3 +321,13 @@ def delta_text(frames: list[Frame]) -> str:
 def cursor_key(cursor: str) -> tuple[int, int]:
     ms, seq = cursor.split("-")
     return int(ms), int(seq)
+
+
+def send_frame(session: Mapping[str, str], text: str = "Hi", cmid: str = "m1") -> Frame:
+    """A ``send`` frame for the session's first conversation."""
+    return {
+        "type": "send",
+        "conversation_id": session["conversation_id"],
+        "client_message_id": cmid,
+        "text": text,
+    }

@@ -10,7 +10,7 @@ import pytest
 from chatcore_api.tokens import TokenSigner
 from websockets.exceptions import InvalidStatus
 
-from tests.api.support import SECRET, Start, is_terminal
+from tests.api.support import SECRET, Start, is_terminal, send_frame
 from tests.support.factories import ManualClock
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -120,23 +120,9 @@ async def test_sending_faster_than_the_limit_is_refused_with_retry_after(start: 
     session = await api.new_session()
     async with api.ws() as client:
         await client.hello(session["token"])
-        first = await client.request(
-            {
-                "type": "send",
-                "conversation_id": session["conversation_id"],
-                "client_message_id": "a",
-                "text": "one",
-            }
-        )
+        first = await client.request(send_frame(session, "one", "a"))
         assert first["type"] == "ack"
-        second = await client.request(
-            {
-                "type": "send",
-                "conversation_id": session["conversation_id"],
-                "client_message_id": "b",
-                "text": "two",
-            }
-        )
+        second = await client.request(send_frame(session, "two", "b"))
         assert second["type"] == "error" and second["code"] == "rate_limited"
         assert 0 < second["retry_after"] <= 60
         assert (await client.ping())["type"] == "pong"

@@ -16,7 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.support import SECRET, WsClient, cursor_key, delta_text, is_event, is_terminal
+from tests.api.support import (
+    SECRET,
+    WsClient,
+    cursor_key,
+    delta_text,
+    is_event,
+    is_terminal,
+    send_frame,
+)
 from tests.support.redis_server import free_port, unique_prefix
 
 pytestmark = pytest.mark.slow
@@ -105,14 +113,7 @@ async def test_serve_runs_the_embedded_default_and_stops_gracefully_on_sigterm(
         try:
             welcome, _ = await client.hello(session["token"])
             assert "demo" in welcome["model"]
-            await client.request(
-                {
-                    "type": "send",
-                    "conversation_id": session["conversation_id"],
-                    "client_message_id": "m",
-                    "text": "What is chatcore?",
-                }
-            )
+            await client.request(send_frame(session, "What is chatcore?", "m"))
             await client.recv_until(is_event("reply_delta"))
             served.process.send_signal(signal.SIGTERM)
             assert await client.close_code(timeout=15) == 1001
@@ -174,14 +175,7 @@ async def test_two_api_processes_on_one_redis_serve_one_session(
         try:
             await on_first.hello(session["token"])
             await watcher.hello(session["token"])
-            await on_first.request(
-                {
-                    "type": "send",
-                    "conversation_id": session["conversation_id"],
-                    "client_message_id": "m",
-                    "text": "hello",
-                }
-            )
+            await on_first.request(send_frame(session, "hello", "m"))
             got = await on_first.recv_until(is_event("reply_delta"))
             cursor = got[-1]["cursor"]
         finally:

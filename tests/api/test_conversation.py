@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from tests.api.support import (
-    Frame,
     Start,
     cursor_key,
     delta_text,
@@ -14,17 +12,9 @@ from tests.api.support import (
     events,
     is_event,
     is_terminal,
+    send_frame,
 )
 from tests.support.scripted_llm import ScriptedLLM
-
-
-def send_frame(session: dict[str, Any], text: str = "Hi", cmid: str = "m1") -> Frame:
-    return {
-        "type": "send",
-        "conversation_id": session["conversation_id"],
-        "client_message_id": cmid,
-        "text": text,
-    }
 
 
 async def test_a_conversation_goes_hello_snapshot_send_ack_then_the_streamed_reply(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from chatcore_api.logs import JsonFormatter
 
-from tests.api.support import Start, is_terminal, serve, settings_for
+from tests.api.support import Start, is_terminal, send_frame, serve, settings_for
 from tests.support.scripted_llm import ScriptedLLM
 
 
@@ -45,14 +45,7 @@ async def test_metrics_expose_connections_frames_messages_and_reply_timings(star
     session = await api.new_session()
     async with api.ws() as client:
         await client.hello(session["token"])
-        await client.request(
-            {
-                "type": "send",
-                "conversation_id": session["conversation_id"],
-                "client_message_id": "m",
-                "text": "hi",
-            }
-        )
+        await client.request(send_frame(session, "hi", "m"))
         await client.until(is_terminal)
         await client.send("{oops")
         await client.recv()
@@ -92,14 +85,7 @@ async def test_logs_carry_session_ids_but_never_tokens(
     session = await api.new_session()
     async with api.ws() as client:
         welcome, _ = await client.hello(session["token"])
-        await client.request(
-            {
-                "type": "send",
-                "conversation_id": session["conversation_id"],
-                "client_message_id": "m",
-                "text": "hi",
-            }
-        )
+        await client.request(send_frame(session, "hi", "m"))
         await client.until(is_terminal)
     formatter = JsonFormatter()
     lines = [formatter.format(record) for record in caplog.records]

@@ -17,6 +17,7 @@ from tests.api.support import (
     events,
     is_event,
     is_terminal,
+    send_frame,
     serve,
 )
 from tests.support.scripted_llm import ScriptedLLM
@@ -43,14 +44,7 @@ async def test_resuming_mid_reply_from_every_cursor_gives_exactly_the_suffix(sta
             _, frames = await main.hello(token)
             first_cursor = frames[-1]["cursor"]
             seen = [first_cursor]
-            await main.send(
-                {
-                    "type": "send",
-                    "conversation_id": session["conversation_id"],
-                    "client_message_id": "q",
-                    "text": "go",
-                }
-            )
+            await main.send(send_frame(session, "go", "q"))
             deltas = 0
             while True:
                 frame = await main.recv()
@@ -92,14 +86,7 @@ async def test_a_snapshot_taken_mid_reply_plus_the_live_deltas_is_the_whole_answ
     session = await api.new_session()
     async with api.ws() as main:
         await main.hello(session["token"])
-        await main.request(
-            {
-                "type": "send",
-                "conversation_id": session["conversation_id"],
-                "client_message_id": "q",
-                "text": "go",
-            }
-        )
+        await main.request(send_frame(session, "go", "q"))
         await main.recv_until(is_event("reply_delta"))
         async with api.ws() as late:
             welcome, frames = await late.hello(session["token"])
@@ -162,14 +149,7 @@ async def test_stopping_the_server_closes_sockets_with_1001_and_clients_resume(
         client = await WsClient.open(first.ws_url)
         try:
             await client.hello(session["token"])
-            await client.request(
-                {
-                    "type": "send",
-                    "conversation_id": session["conversation_id"],
-                    "client_message_id": "q",
-                    "text": "go",
-                }
-            )
+            await client.request(send_frame(session, "go", "q"))
             got = await client.recv_until(is_event("reply_delta"))
             cursor = got[-1]["cursor"]
             stopping = asyncio.create_task(client.close_code())
@@ -198,14 +178,7 @@ async def test_a_client_too_far_behind_gets_a_snapshot_instead_of_a_long_replay(
     async with api.ws() as client:
         _, frames = await client.hello(session["token"])
         old_cursor = frames[-1]["cursor"]
-        await client.request(
-            {
-                "type": "send",
-                "conversation_id": session["conversation_id"],
-                "client_message_id": "q",
-                "text": "go",
-            }
-        )
+        await client.request(send_frame(session, "go", "q"))
         await client.until(is_terminal)
     async with api.ws() as client:
         welcome, frames = await client.hello(session["token"], last_event_id=old_cursor)
