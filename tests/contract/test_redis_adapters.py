@@ -6,10 +6,13 @@ Every adapter gets its own connection and key prefix, so tests never see each ot
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from chatcore_adapters.redis import (
     RedisConnection,
     RedisEventStore,
+    RedisHeartbeats,
     RedisLeases,
     RedisSessionCache,
     RedisSettings,
@@ -17,8 +20,9 @@ from chatcore_adapters.redis import (
     connect,
 )
 
-from chatcore.ports import EventStore, Leases, SessionCache, WorkQueue
+from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkQueue
 from tests.contract.event_store_contract import EventStoreContract
+from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.session_cache_contract import SessionCacheContract
 from tests.contract.work_queue_contract import WorkQueueContract
@@ -114,6 +118,29 @@ class _Leases(_OnRedis, LeasesContract):
         await leases.conn.aclose()
 
 
+class _Heartbeats(_OnRedis, HeartbeatsContract):
+    async def make_heartbeats(self) -> Heartbeats:
+        return RedisHeartbeats(self.connect())
+
+    async def close_heartbeats(self, heartbeats: Heartbeats) -> None:
+        assert isinstance(heartbeats, RedisHeartbeats)
+        await heartbeats.conn.aclose()
+
+    async def test_the_keys_expire_with_the_last_record(self) -> None:
+        from tests.contract.heartbeats_contract import status
+
+        heartbeats = RedisHeartbeats(self.connect())
+        try:
+            await heartbeats.beat(status("w1"), ttl=0.2)
+            client = heartbeats.conn.client
+            assert 0 < await client.pttl(heartbeats.records) <= 200
+            assert 0 < await client.pttl(heartbeats.expiry) <= 200
+            await asyncio.sleep(0.4)
+            assert await client.exists(heartbeats.records, heartbeats.expiry) == 0
+        finally:
+            await heartbeats.conn.aclose()
+
+
 class TestRedisEventStore(_Store):
     pass
 
@@ -127,6 +154,10 @@ class TestRedisWorkQueue(_Queue):
 
 
 class TestRedisLeases(_Leases):
+    pass
+
+
+class TestRedisHeartbeats(_Heartbeats):
     pass
 
 
@@ -147,4 +178,9 @@ class TestClusterWorkQueue(_OnCluster, _Queue):
 
 @pytest.mark.cluster
 class TestClusterLeases(_OnCluster, _Leases):
+    pass
+
+
+@pytest.mark.cluster
+class TestClusterHeartbeats(_OnCluster, _Heartbeats):
     pass
