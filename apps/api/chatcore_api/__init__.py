@@ -1,0 +1,1 @@
+"""chatcore_api: the bundled API, its CLI and the worker processes (the composition root)."""
