@@ -17,6 +17,8 @@ from chatcore.events import Usage
 from chatcore.ports import CompletionRequest, LLMChunk, PromptMessage, TextDelta, UsageReport
 
 DEMO_NAME = "chatcore-demo (offline demo model)"
+# Seconds between word-sized tokens: about 50 tokens a second, like a hosted model.
+DEFAULT_DELAY = 0.035
 
 _QUOTE_LIMIT = 200
 # A name: a word, then at most three more capitalised words ("Ada", "Ada Lovelace").
@@ -126,7 +128,7 @@ class DemoLLM:
     """The offline demo model. ``delay`` is the pause between word-sized tokens (0: none);
     ``system_prompt`` (the operator's, from settings) is read as if sent first."""
 
-    def __init__(self, *, delay: float = 0.025, system_prompt: str | None = None) -> None:
+    def __init__(self, *, delay: float = DEFAULT_DELAY, system_prompt: str | None = None) -> None:
         if delay < 0:
             raise ValueError("delay must not be negative")
         self._delay = delay

@@ -209,14 +209,16 @@ def classify_error(exc: BaseException) -> LLMError:
 def _retry_after(exc: BaseException | None) -> float | None:
     """Seconds the provider asked us to wait (``Retry-After``), when it said so in seconds."""
     for candidate in (exc, getattr(exc, "original_exception", None)):
-        response = getattr(candidate, "response", None)
-        headers = getattr(response, "headers", None)
-        if headers is None:
-            continue
-        with contextlib.suppress(AttributeError, TypeError, ValueError):
-            value = headers.get("retry-after")
-            if value is not None:
-                return max(0.0, float(value))
+        for headers in (
+            getattr(candidate, "litellm_response_headers", None),  # where LiteLLM keeps them
+            getattr(candidate, "headers", None),
+            getattr(getattr(candidate, "response", None), "headers", None),
+        ):
+            # An HTTP date, or anything unreadable, is ignored: the backoff applies.
+            with contextlib.suppress(AttributeError, TypeError, ValueError):
+                value = headers.get("retry-after")  # type: ignore[union-attr]
+                if value is not None:
+                    return max(0.0, float(value))
     return None
 
 

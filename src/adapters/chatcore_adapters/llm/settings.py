@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from chatcore_adapters.llm.demo import DEFAULT_DELAY
+
 DEMO_MODEL = "demo"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -134,7 +136,7 @@ class LLMSettings(ModelSettings):
         description="Operator instructions sent first, before the conversation's own messages.",
     )
     demo_delay: float = Field(
-        default=0.025,
+        default=DEFAULT_DELAY,
         ge=0,
         le=5,
         description="Pause of the demo model between tokens, in seconds (0: as fast as it can).",
