@@ -1,0 +1,97 @@
+"""The worker loop's guards against deliveries that come back to it: a delivery read just
+before the process froze and reclaimed by another worker since, and its own delivery reclaimed
+by itself while still working on it. Both could otherwise restart a reply that is doing fine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatcore_adapters.memory import MemoryWorkQueue
+
+from chatcore.events import Event, Recorded, ReplyAbandoned, ReplyCompleted, ReplyStarted
+from chatcore.generation import GenerationSettings
+from chatcore.ports import Clock, Delivery
+from tests.support.harness import Harness
+from tests.support.scripted_llm import ScriptedLLM
+
+
+class LateQueue(MemoryWorkQueue):
+    """The in-memory queue, plus deliveries a consumer read earlier and only now sees (its
+    process was frozen between the read and the reply): handed out at its next claim."""
+
+    def __init__(self, clock: Clock, *, reclaim_after: float) -> None:
+        super().__init__(clock, reclaim_after=reclaim_after)
+        self.late: list[Delivery] = []
+        self.handed_out = asyncio.Event()
+
+    async def claim(self, consumer: str, *, count: int, block: float) -> list[Delivery]:
+        mine = [d for d in self.late if d.consumer == consumer]
+        if mine:
+            self.late = [d for d in self.late if d.consumer != consumer]
+            self.handed_out.set()
+            return mine
+        return await super().claim(consumer, count=count, block=block)
+
+
+def kinds(records: list[Recorded], kind: type[Event]) -> list[Event]:
+    return [r.event for r in records if isinstance(r.event, kind)]
+
+
+async def test_a_delivery_reaching_a_worker_after_a_takeover_is_left_alone() -> None:
+    h = Harness(llm=ScriptedLLM(words=["one", " two"]), reclaim_after=0.1)
+    queue = LateQueue(h.clock, reclaim_after=0.1)
+    h.queue = h.service.queue = queue
+    opened = await h.service.open_session()
+    await h.service.submit_message(
+        opened.session_id, conversation_id=opened.conversation_id, client_message_id="c1", text="q"
+    )
+    stale = await queue.claim("w1", count=1, block=0)  # w1 reads it, then freezes
+    await asyncio.sleep(0.2)
+
+    stop = asyncio.Event()
+    w2 = h.worker("w2")
+    runs = [asyncio.create_task(w2.run(stop))]
+    await h.wait_for(opened.session_id, lambda v: v.pending_turns() == [])
+
+    queue.late = stale  # w1 wakes up with what it had read
+    w1 = h.worker("w1")
+    runs.append(asyncio.create_task(w1.run(stop)))
+    await asyncio.wait_for(queue.handed_out.wait(), timeout=5)
+    await asyncio.sleep(0.2)  # time to (wrongly) start a reply, if it were going to
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*runs), timeout=5)
+
+    log = await h.service.events_after(opened.session_id, None)
+    assert len(kinds(log, ReplyStarted)) == 1
+    assert kinds(log, ReplyAbandoned) == []
+    assert len(kinds(log, ReplyCompleted)) == 1
+    assert w1.stats.outcomes == {}
+    assert w2.stats.completed == 1
+
+
+async def test_a_worker_does_not_start_a_second_reply_for_a_delivery_it_is_working_on() -> None:
+    # The reply renews its delivery every 0.3 s but the queue reclaims after 0.1 s idle, so
+    # the worker's own claims keep handing it the delivery it is already answering.
+    h = Harness(
+        llm=ScriptedLLM(words=[f"w{n} " for n in range(20)], delay=0.05),
+        reclaim_after=0.1,
+        generation=GenerationSettings(
+            flush_interval=0.005, cancel_poll_interval=0.05, lease_ttl=2.0, keepalive_interval=0.3
+        ),
+    )
+    opened = await h.service.open_session()
+    await h.service.submit_message(
+        opened.session_id, conversation_id=opened.conversation_id, client_message_id="c1", text="q"
+    )
+    stop = asyncio.Event()
+    worker = h.worker("w1")
+    run = asyncio.create_task(worker.run(stop))
+    await h.wait_for(opened.session_id, lambda v: v.pending_turns() == [])
+    stop.set()
+    await asyncio.wait_for(run, timeout=5)
+
+    log = await h.service.events_after(opened.session_id, None)
+    assert len(kinds(log, ReplyStarted)) == 1
+    assert kinds(log, ReplyAbandoned) == []
+    assert len(kinds(log, ReplyCompleted)) == 1
+    assert worker.stats.completed == 1
