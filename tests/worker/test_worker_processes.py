@@ -199,6 +199,13 @@ async def test_a_worker_frozen_while_waiting_for_work_does_not_take_back_what_it
     assert abandoned(records, asked.message_id) == []
 
 
+def group_consumers(deployment: Deployment) -> dict[str, int]:
+    """The consumers of the work queue's group and how many entries each holds."""
+    with deployment.server.client() as admin:
+        rows = admin.xinfo_consumers(f"{deployment.prefix}{{chatcore:work}}", "workers")
+    return {row["name"].decode(): int(row["pending"]) for row in rows}
+
+
 def _fresh_blocked_read(admin: redis.Redis) -> bool:
     return any(
         c.get("name") == "chatcore-worker" and "b" in c.get("flags", "") and c.get("idle") == "0"
@@ -323,6 +330,7 @@ async def test_sigterm_lets_the_reply_in_flight_finish_then_exits_cleanly(
     assert isinstance(the_only_terminal(records, asked), ReplyCompleted)
     assert worker_id not in {w.worker_id for w in await chat.heartbeats.workers()}
     assert a.lines("worker stopped", completed=1)
+    assert worker_id not in group_consumers(deployment)  # it left the consumer group
 
 
 async def test_sigterm_hands_back_a_reply_longer_than_the_grace_period(
@@ -338,6 +346,8 @@ async def test_sigterm_hands_back_a_reply_longer_than_the_grace_period(
     assert a.wait(15) == 0
     assert terminal_events(await chat.events(asked.session_id), asked.message_id) == []
     assert a.lines("reply interrupted by shutdown; it will be reclaimed")
+    (worker_id,) = {line["worker_id"] for line in a.lines("worker started")}
+    assert group_consumers(deployment)[worker_id] == 1  # still holds the entry, for b
 
     deployment.pool.worker("b", env={"CHATCORE_LLM__DEMO_DELAY": "0"})
     records = await chat.wait_terminal(asked, timeout=30)

@@ -32,8 +32,10 @@ from chatcore_adapters.redis import (
     RedisWorkQueue,
     connect,
 )
+from chatcore_adapters.redis.consumers import ConsumerJanitor
 from chatcore_adapters.system import RandomIds, SystemClock
 
+from chatcore.errors import PortError
 from chatcore.generation import GenerationSettings, ReplyGenerator
 from chatcore.ports import LLM
 from chatcore.service import ChatService
@@ -67,6 +69,10 @@ class WorkerConfig:
     intent_age: float = 30.0
     backoff_max: float = 5.0
     cache_ttl: float = 3600.0
+    # Consumers of crashed workers (no pending entries left) are removed from the group once
+    # idle this long; every worker looks for them every ``prune_interval`` seconds.
+    forget_consumers_after: float = 3600.0
+    prune_interval: float = 600.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.max_attempts < 1:
@@ -112,6 +118,7 @@ class WorkerRuntime:
     heartbeats: RedisHeartbeats
     service: ChatService
     loop: WorkerLoop
+    janitor: ConsumerJanitor
 
     async def aclose(self) -> None:
         await self.conn.aclose()
@@ -159,7 +166,7 @@ def build_runtime(config: WorkerConfig, *, worker_id: str, llm: LLM) -> WorkerRu
         host=socket.gethostname(),
         pid=os.getpid(),
     )
-    return WorkerRuntime(conn, queue, heartbeats, service, loop)
+    return WorkerRuntime(conn, queue, heartbeats, service, loop, ConsumerJanitor(queue))
 
 
 class WorkerIdFilter(logging.Filter):
@@ -192,6 +199,32 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
+async def _prune_consumers(
+    janitor: ConsumerJanitor, config: WorkerConfig, stop: asyncio.Event
+) -> None:
+    """Now and then, remove the consumers that crashed workers left in the group."""
+    while not stop.is_set():
+        try:
+            removed = await janitor.forget_idle(config.forget_consumers_after)
+        except PortError as exc:
+            log.warning("could not tidy the consumer group", extra={"error": str(exc)})
+        else:
+            if removed:
+                log.info("removed consumers of workers long gone", extra={"count": removed})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=config.prune_interval)
+
+
+async def _leave_group(runtime: WorkerRuntime, worker_id: str) -> None:
+    """A worker stopping for good takes its name out of the group, unless it still holds
+    entries (replies cut short by the grace period), which others must reclaim first."""
+    try:
+        if await runtime.janitor.forget(worker_id):
+            log.info("left the consumer group")
+    except PortError as exc:
+        log.warning("could not leave the consumer group", extra={"error": str(exc)})
+
+
 async def serve(
     config: WorkerConfig,
     *,
@@ -218,11 +251,9 @@ async def serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    watcher = (
-        asyncio.create_task(_watch_parent(supervised_by, stop))
-        if supervised_by is not None
-        else None
-    )
+    side = [asyncio.create_task(_prune_consumers(runtime.janitor, config, stop))]
+    if supervised_by is not None:
+        side.append(asyncio.create_task(_watch_parent(supervised_by, stop)))
     log.info(
         "worker started",
         extra={
@@ -237,13 +268,15 @@ async def serve(
     )
     try:
         await runtime.loop.run(stop, grace=config.grace)
+        await _leave_group(runtime, worker_id)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if watcher is not None:
-            watcher.cancel()
+        stop.set()
+        for task in side:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await task
         await runtime.aclose()
     stats = runtime.loop.stats
     log.info(
