@@ -118,3 +118,9 @@ async def test_serve_with_workers_runs_worker_processes_beside_the_api(
     assert server.wait(40) == 0
     assert len(server.lines("worker stopped")) == 2
     assert server.lines("supervisor stopped", exit_code=0)
+
+
+def test_serve_with_workers_needs_redis() -> None:
+    result = run_cli("serve", "--workers", "2", env={})
+    assert result.returncode == 2
+    assert "workers need Redis" in result.stderr

@@ -172,3 +172,40 @@ def test_the_check_prints_one_line_per_worker_and_a_summary() -> None:
 def test_the_check_of_an_empty_deployment_says_so() -> None:
     assert render_table([]).splitlines()[-1] == "0 live, 0 stale, 0 listed"
     assert json.loads(render_json([])) == {"live": 0, "workers": []}
+
+
+def test_the_worker_redis_client_never_waits_silently() -> None:
+    from chatcore_adapters.redis import create_client
+
+    config = worker_config(settings(), parse("--claim-block", "3"))
+    client = create_client(config.redis)
+    kwargs = client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    assert kwargs["socket_timeout"] > config.claim_block
+    assert kwargs["socket_keepalive"] is True
+    assert kwargs["health_check_interval"] > 0
+    assert kwargs["socket_connect_timeout"] > 0
+
+
+def test_a_worker_with_the_demo_model_never_imports_litellm() -> None:
+    import subprocess
+    import sys
+
+    from tests.support.worker_processes import checkout_env
+
+    code = (
+        "import sys\n"
+        "from chatcore_api.cli import main\n"
+        "from chatcore_api.worker_runtime import WorkerConfig, load_llm\n"
+        "from chatcore_adapters.redis import RedisSettings\n"
+        "load_llm(WorkerConfig(redis=RedisSettings()))\n"
+        "assert 'litellm' not in sys.modules, 'litellm was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=checkout_env({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
