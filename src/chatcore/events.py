@@ -101,7 +101,8 @@ class ReplyDelta(Event):
 
 
 class ReplyModelSwitched(Event):
-    """The model failed part-way and another one continues the same reply from here on."""
+    """The model changed mid-reply: the one before failed (before or during its answer) and
+    ``to_model`` continues the same reply from here on, after the text already said."""
 
     type: Literal["reply_model_switched"] = "reply_model_switched"
     conversation_id: str

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from chatcore_adapters.llm import DemoLLM
 
+from chatcore_adapters.llm import DemoLLM
 from tests.contract.llm_contract import LLMContract, LLMSubject
 
 

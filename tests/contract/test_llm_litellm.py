@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from chatcore_adapters.llm import LLMSettings
-from chatcore_adapters.llm.litellm_adapter import LiteLLMModel
 
-from tests.contract.llm_contract import WAIT, LLMContract, LLMSubject
+from chatcore_adapters.llm import LLMSettings
+from chatcore_adapters.llm.litellm_adapter import LiteLLMModel, load_litellm
+from tests.contract.llm_contract import WAIT, FailingLLMContract, LLMSubject
 from tests.support.fake_openai import Fail, FakeOpenAI, Stream
 
 KEY_ENV = "CHATCORE_TEST_FAKE_KEY"
@@ -31,7 +31,13 @@ def model_for(
     return LiteLLMModel(settings)
 
 
-class TestLiteLLMContract(LLMContract):
+@pytest.fixture(scope="module", autouse=True)
+def litellm_loaded() -> None:
+    """Pay LiteLLM's import (seconds of CPU) once, outside the tests' bounded waits."""
+    load_litellm()
+
+
+class TestLiteLLMContract(FailingLLMContract):
     @pytest.fixture
     async def subject(self, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LLMSubject]:
         monkeypatch.setenv(KEY_ENV, "sk-contract-test-key-0123456789")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkQueue
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
@@ -10,8 +11,6 @@ from chatcore_adapters.memory import (
     MemoryWorkQueue,
 )
 from chatcore_adapters.system import SystemClock
-
-from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkQueue
 from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.leases_contract import LeasesContract

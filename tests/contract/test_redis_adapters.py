@@ -7,9 +7,16 @@ Every adapter gets its own connection and key prefix, so tests never see each ot
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
+from redis.crc import key_slot
+
+from chatcore.errors import ConcurrencyConflict, CorruptRecord
+from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkItem, WorkQueue
+from chatcore_adapters.codec import encode_event
 from chatcore_adapters.redis import (
+    KeySpace,
     RedisConnection,
     RedisEventStore,
     RedisHeartbeats,
@@ -19,14 +26,13 @@ from chatcore_adapters.redis import (
     RedisWorkQueue,
     connect,
 )
-
-from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkQueue
 from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.session_cache_contract import SessionCacheContract
 from tests.contract.work_queue_contract import WorkQueueContract
-from tests.support.redis_server import unique_prefix
+from tests.support.factories import EPOCH, delta, message, opening, session_id
+from tests.support.redis_server import free_port, unique_prefix
 
 pytestmark = pytest.mark.redis
 
@@ -74,8 +80,6 @@ class _Store(_OnRedis, EventStoreContract):
 
     async def test_a_long_session_is_read_in_pages(self) -> None:
         """A log longer than a page comes back whole, and ``limit`` across pages holds."""
-        from tests.support.factories import delta, session_id
-
         store = RedisEventStore(self.connect(), page_size=7)
         try:
             sid = session_id()
@@ -184,3 +188,155 @@ class TestClusterLeases(_OnCluster, _Leases):
 @pytest.mark.cluster
 class TestClusterHeartbeats(_OnCluster, _Heartbeats):
     pass
+
+
+# --- Redis specifics, beyond the contracts ------------------------------------------------------
+
+
+@pytest.fixture
+async def conn(redis_url: str) -> AsyncIterator[RedisConnection]:
+    conn = _OnRedis.connect(_with_url(redis_url))
+    try:
+        yield conn
+    finally:
+        await conn.aclose()
+
+
+def _with_url(url: str) -> _OnRedis:
+    holder = _OnRedis()
+    holder.url = url
+    return holder
+
+
+def test_the_key_layout() -> None:
+    sid = session_id()
+    keys = KeySpace()
+    assert keys.events(sid) == f"chat:{{{sid}}}"
+    assert keys.view(sid) == f"session:{{{sid}}}"
+    assert keys.lease(f"reply:{sid}:msg_1") == f"lease:{{{sid}}}:reply:msg_1"
+    assert keys.lease("k1") == "lease:{k1}"
+    queue = keys.queue("chatcore:work")
+    assert (queue.stream, queue.dead, queue.intents) == (
+        "{chatcore:work}",
+        "{chatcore:work}:dead",
+        "{chatcore:work}:intents",
+    )
+    assert KeySpace("t1:").events(sid) == f"t1:chat:{{{sid}}}"
+    # A session's keys share one cluster slot; so do a queue's.
+    slots = {key_slot(k.encode()) for k in (keys.events(sid), keys.view(sid))}
+    slots.add(key_slot(keys.lease(f"reply:{sid}:m1").encode()))
+    assert len(slots) == 1
+    assert len({key_slot(k.encode()) for k in (queue.stream, queue.dead, queue.intents)}) == 1
+
+
+@pytest.mark.parametrize("prefix", ["{x}", "a b", "*", "x" * 65])
+def test_an_unsafe_prefix_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        RedisSettings(prefix=prefix)
+
+
+def test_settings_keep_the_socket_timeout_above_every_block() -> None:
+    settings = RedisSettings(max_block=7.0, read_margin=3.0)
+    assert settings.socket_timeout == 10.0 > settings.max_block
+    with pytest.raises(ValueError, match="scheme"):
+        RedisSettings(url="http://localhost:6379")
+    with pytest.raises(ValueError, match="max_block"):
+        RedisSettings(max_block=0)
+
+
+async def test_block_times_are_clamped_and_never_zero(conn: RedisConnection) -> None:
+    assert conn.block_ms(0) is None
+    assert conn.block_ms(-1) is None
+    assert conn.block_ms(0.0001) == 1
+    assert conn.block_ms(2.5) == 2500
+    assert conn.block_ms(3600) == int(conn.settings.max_block * 1000)
+
+
+async def test_ping_tells_whether_redis_answers(conn: RedisConnection) -> None:
+    assert await conn.ping() is True
+    closed = connect(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", retries=0))
+    try:
+        assert await closed.ping(timeout=2) is False
+    finally:
+        await closed.aclose()
+
+
+async def test_a_retried_append_is_applied_once(conn: RedisConnection) -> None:
+    """The reply of an append is lost and redis-py sends the same script again: the second
+    run answers with the ids of the first instead of a conflict or a second copy."""
+    store = RedisEventStore(conn)
+    sid = session_id()
+    base = await store.append(sid, opening(sid), expected_version=None)
+    key = conn.keys.events(sid)
+    args: list[bytes | str] = [base[-1].position, "token-1"]
+    args += [encode_event(message(1)), encode_event(delta(1))]
+    script = store._append_script
+    first = await script(keys=[key], args=args)
+    again = await script(keys=[key], args=args)
+    assert first == again and first[0] == 1
+    assert [r.event for r in await store.read(sid)] == [*opening(sid), message(1), delta(1)]
+    # Another token at the same version is a genuine conflict.
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(sid, [message(2)], expected_version=base[-1].position)
+
+
+async def test_unreadable_log_entries_raise_corrupt_record(conn: RedisConnection) -> None:
+    store = RedisEventStore(conn)
+    for fields in ({"x": b"1"}, {"e": b"not json"}, {"e": b'{"type": "no_such_event"}'}):
+        sid = session_id()
+        await conn.client.xadd(conn.keys.events(sid), fields)  # type: ignore[arg-type]
+        with pytest.raises(CorruptRecord):
+            await store.read(sid)
+        with pytest.raises(CorruptRecord):
+            await store.tail({sid: None}, timeout=0)
+
+
+async def test_a_vanished_consumer_group_comes_back_with_the_work_left(
+    conn: RedisConnection,
+) -> None:
+    queue = RedisWorkQueue(conn, reclaim_after=30)
+    sid = session_id()
+    items = [_item(n, sid) for n in range(3)]
+    for it in items:
+        await queue.enqueue(it)
+    (first,) = await queue.claim("a", count=1, block=1)
+    await queue.ack(first)
+    await conn.client.xgroup_destroy(queue.keys.stream, queue.group)
+    got = await queue.claim("b", count=10, block=1)
+    assert [d.item for d in got] == items[1:]
+    assert await queue.touch(first) is False
+    # Also when the whole stream is gone (a restart without persistence).
+    await conn.client.delete(queue.keys.stream)
+    assert await queue.recover("b") == []
+    assert await queue.touch(got[0]) is False
+    await queue.enqueue(items[0])
+    assert [d.item for d in await queue.claim("c", count=10, block=1)] == [items[0]]
+
+
+async def test_an_unreadable_work_item_becomes_a_dead_letter(conn: RedisConnection) -> None:
+    queue = RedisWorkQueue(conn)
+    sid = session_id()
+    await queue.ensure_group()
+    await conn.client.xadd(queue.keys.stream, {"i": b"{not an item"})
+    await queue.enqueue(_item(1, sid))
+    got = await queue.claim("a", count=10, block=1)
+    assert [d.item for d in got] == [_item(1, sid)]
+    assert await conn.client.xlen(queue.keys.dead) == 1
+    assert await queue.dead_letters() == []  # listed only when it reads back as an item
+    assert await queue.claim("b", count=10, block=0.05) == []
+
+
+async def test_attempts_count_every_delivery(conn: RedisConnection) -> None:
+    queue = RedisWorkQueue(conn, reclaim_after=0.05)
+    sid = session_id()
+    await queue.enqueue(_item(1, sid))
+    attempts = [d.attempt for d in await queue.claim("a", count=1, block=1)]
+    attempts += [d.attempt for d in await queue.recover("a")]
+    await asyncio.sleep(0.1)
+    attempts += [d.attempt for d in await queue.claim("b", count=1, block=1)]
+    attempts += [d.attempt for d in await queue.recover("b")]
+    assert attempts == [1, 2, 3, 4]
+
+
+def _item(n: int, sid: str) -> WorkItem:
+    return WorkItem(session_id=sid, conversation_id="c1", message_id=f"m{n}", enqueued_at=EPOCH)

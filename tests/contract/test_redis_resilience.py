@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import signal
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 import redis
+
+from chatcore.errors import InvalidIdentifier, StoreUnavailable
+from chatcore.ports import DeadLetter, Delivery, WorkItem
+from chatcore.service import ChatService
+from chatcore.view import SessionView
+from chatcore_adapters.codec import encode_view
 from chatcore_adapters.memory import MemoryWorkQueue
 from chatcore_adapters.redis import (
     RedisConnection,
@@ -25,12 +33,6 @@ from chatcore_adapters.redis import (
     connect,
 )
 from chatcore_adapters.system import SystemClock
-
-from chatcore.errors import InvalidIdentifier, StoreUnavailable
-from chatcore.ports import DeadLetter, Delivery, WorkItem
-from chatcore.service import ChatService
-from chatcore.view import SessionView
-from chatcore_adapters.codec import encode_view
 from tests.support.factories import (
     EPOCH,
     HOSTILE_SESSION_IDS,
@@ -182,23 +184,26 @@ async def test_a_blocking_wait_never_outlives_its_deadline_on_a_silent_server(
 ) -> None:
     """A server that accepts connections but never answers (stopped with SIGSTOP) is reported
     as unavailable once the call's deadline passes, instead of hanging."""
-    conn = connect(fast_settings(durable_server.url))
+    settings = dataclasses.replace(
+        fast_settings(durable_server.url), operation_timeout=1.0, max_block=1.0
+    )
+    conn = connect(settings)
     try:
         store, queue = RedisEventStore(conn), RedisWorkQueue(conn)
         sid = session_id()
         await store.append(sid, opening(sid), expected_version=None)
         assert durable_server.process is not None
-        durable_server.process.send_signal(19)  # SIGSTOP
+        durable_server.process.send_signal(signal.SIGSTOP)
         try:
             for call in (
                 store.read(sid),
-                store.tail({sid: None}, timeout=1),
-                queue.claim("w", count=1, block=1),
+                store.tail({sid: None}, timeout=0.5),
+                queue.claim("w", count=1, block=0.5),
             ):
                 with pytest.raises(StoreUnavailable):
                     await bounded(call)
         finally:
-            durable_server.process.send_signal(18)  # SIGCONT
+            durable_server.process.send_signal(signal.SIGCONT)
         assert len(await bounded(store.read(sid))) == 2
     finally:
         await conn.aclose()
@@ -321,7 +326,7 @@ async def test_what_the_cache_holds_never_changes_what_load_returns(
     assert await load() == truth
 
 
-# --- (d) hostile ids never reach Redis --------------------------------------------------------------
+# --- (d) hostile ids never reach Redis ---------------------------------------------------------
 
 
 HOSTILE_LEASE_KEYS = ["", "*", "{x}", "reply:*:m1", "a b", "k\n", "x" * 300]
@@ -378,7 +383,7 @@ async def test_hostile_ids_send_no_command_to_redis(
         assert commands() == before
 
 
-# --- (e) a crash between "append the message" and "queue its work" ----------------------------------
+# --- (e) a crash between "append the message" and "queue its work" -----------------------------
 
 
 class ProcessDied(Exception):

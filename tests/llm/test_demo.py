@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from chatcore_adapters.llm import DEMO_NAME, DemoLLM, LLMSettings, build_llm
-from chatcore_adapters.llm.demo import compose_answer, estimate_tokens, find_user_name
 
 from chatcore.ports import CompletionRequest, LLMChunk, PromptMessage, TextDelta, UsageReport
+from chatcore_adapters.llm import DEMO_NAME, DemoLLM, LLMSettings, build_llm
+from chatcore_adapters.llm.demo import compose_answer, estimate_tokens, find_user_name
 
 WAIT = 10.0
 
@@ -160,6 +160,19 @@ async def test_continue_from_another_models_text_goes_on_at_a_word_boundary() ->
     assert not rest[0].isspace()
     assert full.endswith(rest)
     assert len(rest) < len(full) - len(said) + 1
+
+
+async def test_continue_from_only_whitespace_starts_from_the_beginning() -> None:
+    request = conversation(("user", "hello"))
+    full = text(await chunks_of(DemoLLM(delay=0), request))
+
+    rest = text(
+        await chunks_of(
+            DemoLLM(delay=0), CompletionRequest(messages=request.messages, continue_from=" ")
+        )
+    )
+
+    assert rest == full
 
 
 async def test_continue_from_the_whole_answer_leaves_only_the_usage_report() -> None:

@@ -8,17 +8,12 @@ Backoff sleeps go through an injected recorder so retries are instant and inspec
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from chatcore_adapters.llm import LLMSettings, build_llm
-from chatcore_adapters.llm.litellm_adapter import (
-    CONTINUE_INSTRUCTION,
-    LiteLLMModel,
-    load_litellm,
-)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatcore.errors import LLMError
@@ -29,6 +24,12 @@ from chatcore.ports import (
     PromptMessage,
     TextDelta,
     UsageReport,
+)
+from chatcore_adapters.llm import LLMSettings, build_llm
+from chatcore_adapters.llm.litellm_adapter import (
+    CONTINUE_INSTRUCTION,
+    LiteLLMModel,
+    load_litellm,
 )
 from tests.support.fake_openai import Fail, FakeOpenAI, Stream, echo_answer, split_tokens
 
@@ -53,6 +54,12 @@ class Sleeps:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def litellm_loaded() -> None:
+    """Pay LiteLLM's import (seconds of CPU) once, outside the tests' bounded waits."""
+    load_litellm()
 
 
 @pytest.fixture(autouse=True)
@@ -343,6 +350,17 @@ async def test_continue_from_is_sent_as_the_start_of_the_reply(
     ]
 
 
+async def test_whitespace_said_so_far_is_not_sent_as_a_continuation(
+    primary: FakeOpenAI, sleeps: Sleeps
+) -> None:
+    chunks = await run(
+        make(sleeps, target(primary)), CompletionRequest(messages=MESSAGES, continue_from="  ")
+    )
+
+    assert text(chunks) == EXPECTED
+    assert primary.requests[0].messages == [m.model_dump() for m in MESSAGES]
+
+
 async def test_a_model_that_starts_over_is_not_repeated(
     primary: FakeOpenAI, sleeps: Sleeps
 ) -> None:
@@ -476,6 +494,19 @@ async def test_http_errors_map_to_error_kinds(
     assert "scripted" not in caught.value.message, "the provider's text is not for users"
 
 
+async def test_an_empty_answer_stopped_by_a_content_filter_is_a_refusal(
+    primary: FakeOpenAI, sleeps: Sleeps
+) -> None:
+    primary.script(Stream(tokens=(), finish_reason="content_filter"))
+
+    with pytest.raises(LLMError) as caught:
+        await run(make(sleeps, target(primary, retries=2)))
+
+    assert caught.value.kind == "bad_request"
+    assert "content policy" in caught.value.message
+    assert len(primary.requests) == 1
+
+
 async def test_an_auth_error_names_no_key_anywhere(
     primary: FakeOpenAI, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -590,13 +621,69 @@ async def test_fallbacks_configured_by_environment_are_used(
 # --- start-up checks ------------------------------------------------------------------------------
 
 
-def test_preload_accepts_known_providers_and_rejects_unknown_ones() -> None:
+def test_preload_accepts_known_providers_and_rejects_unknown_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     LiteLLMModel(
         LLMSettings(model="openai/gpt-4o-mini", fallbacks=({"model": "ollama_chat/llama3.2"},))
     ).preload()
 
     with pytest.raises(ValueError, match="provider/model"):
         LiteLLMModel(LLMSettings(model="no-such-provider/some-model")).preload()
+
+
+def test_preload_rejects_a_model_whose_key_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)
+    llm = LiteLLMModel(
+        LLMSettings(model="openai/gpt-4o-mini", fallbacks=({"model": "groq/llama-3.1-8b-instant"},))
+    )
+
+    with pytest.raises(ValueError, match=r"groq/llama-3\.1-8b-instant.*GROQ_API_KEY"):
+        llm.preload()
+
+
+async def test_a_missing_provider_key_is_an_auth_error_before_any_request(
+    primary: FakeOpenAI, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    options = target(primary, retries=2)
+    del options["api_key_env"]
+
+    with pytest.raises(LLMError) as caught:
+        await run(make(sleeps, options))
+
+    assert caught.value.kind == "auth"
+    assert not caught.value.retryable
+    assert primary.requests == []
+
+
+async def test_for_anthropic_the_said_text_goes_last_as_the_start_of_the_reply(
+    primary: FakeOpenAI, sleeps: Sleeps
+) -> None:
+    # The fake server does not speak Anthropic's API (it answers 404); what matters here is
+    # the request it received.
+    llm = make(
+        sleeps,
+        target(
+            primary,
+            model="anthropic/claude-3-5-haiku-latest",
+            api_base=primary.base_url.removesuffix("/v1"),
+            retries=0,
+        ),
+    )
+
+    with pytest.raises(LLMError):
+        await run(llm, CompletionRequest(messages=MESSAGES, continue_from="A WAL is "))
+
+    [seen] = primary.requests
+    assert seen.path == "/v1/messages"
+    assert seen.headers["x-api-key"] == SECRET
+    last = seen.messages[-1]
+    assert last["role"] == "assistant"
+    assert json.dumps(last["content"]).count("A WAL is") == 1
+    assert CONTINUE_INSTRUCTION in json.dumps(seen.messages[-2])
 
 
 def test_the_adapter_shows_no_secret_in_its_repr() -> None:

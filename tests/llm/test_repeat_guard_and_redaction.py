@@ -6,9 +6,9 @@ Importing the adapter module does not import LiteLLM, so these run without it.
 from __future__ import annotations
 
 import pytest
-from chatcore_adapters.llm.litellm_adapter import RepeatGuard, classify_error, redact
 
 from chatcore.errors import LLMError
+from chatcore_adapters.llm.litellm_adapter import RepeatGuard, classify_error, redact
 
 SAID = "The write-ahead log records every change before it is applied, "
 

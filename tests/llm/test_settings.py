@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from chatcore_adapters.llm import DemoLLM, LLMSettings, ModelSettings, build_llm
-from chatcore_adapters.llm.litellm_adapter import LiteLLMModel
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatcore_adapters.llm import DemoLLM, LLMSettings, ModelSettings, build_llm
+from chatcore_adapters.llm.litellm_adapter import LiteLLMModel
 
 
 class AppSettings(BaseSettings):

@@ -237,9 +237,6 @@ class FakeOpenAI:
         except ConnectionError:
             seen.disconnected.set()
         finally:
-            if not seen.disconnected.is_set():
-                # Give the watcher a moment to notice a close racing the last write.
-                await asyncio.sleep(0)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from chatcore.generation import GenerationSettings, ReplyGenerator
+from chatcore.ports import LLM
+from chatcore.service import ChatService, ServiceSettings
+from chatcore.view import SessionView
+from chatcore.worker import WorkerLoop, WorkerSettings
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
@@ -13,12 +18,6 @@ from chatcore_adapters.memory import (
     MemoryWorkQueue,
 )
 from chatcore_adapters.system import RandomIds, SystemClock
-
-from chatcore.generation import GenerationSettings, ReplyGenerator
-from chatcore.ports import LLM
-from chatcore.service import ChatService, ServiceSettings
-from chatcore.view import SessionView
-from chatcore.worker import WorkerLoop, WorkerSettings
 from tests.support.scripted_llm import ScriptedLLM
 
 FAST = GenerationSettings(

@@ -8,17 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from chatcore_adapters.redis import (
-    RedisConnection,
-    RedisEventStore,
-    RedisHeartbeats,
-    RedisSessionCache,
-    RedisSettings,
-    RedisWorkQueue,
-    connect,
-)
-from chatcore_adapters.system import RandomIds, SystemClock
-
 from chatcore.errors import PortError
 from chatcore.events import (
     TERMINAL_REPLY_EVENTS,
@@ -29,6 +18,16 @@ from chatcore.events import (
     ReplyStarted,
 )
 from chatcore.service import ChatService
+from chatcore_adapters.redis import (
+    RedisConnection,
+    RedisEventStore,
+    RedisHeartbeats,
+    RedisSessionCache,
+    RedisSettings,
+    RedisWorkQueue,
+    connect,
+)
+from chatcore_adapters.system import RandomIds, SystemClock
 
 
 @dataclass(frozen=True, slots=True)

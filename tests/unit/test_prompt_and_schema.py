@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from chatcore_adapters.codec import decode_event, encode_event
 
 from chatcore.errors import CorruptRecord
 from chatcore.events import ReplyCompleted, upcast
 from chatcore.prompt import PromptSettings, build_prompt, estimate_tokens
 from chatcore.view import ChatMessage, Conversation, Profile
+from chatcore_adapters.codec import decode_event, encode_event
 from tests.support.factories import EPOCH
 
 

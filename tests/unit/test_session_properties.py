@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 
-from chatcore_adapters.codec import decode_view, encode_view
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -27,6 +26,7 @@ from chatcore.events import (
     Usage,
 )
 from chatcore.view import SessionView, apply, fold, project
+from chatcore_adapters.codec import decode_view, encode_view
 from tests.support.factories import EPOCH
 
 SID = "S" * 22

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from chatcore_adapters.memory import MemoryWorkQueue
-
 from chatcore.events import Event, Recorded, ReplyAbandoned, ReplyCompleted, ReplyStarted
 from chatcore.generation import GenerationSettings
 from chatcore.ports import Clock, Delivery
+from chatcore_adapters.memory import MemoryWorkQueue
 from tests.support.harness import Harness
 from tests.support.scripted_llm import ScriptedLLM
 

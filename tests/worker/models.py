@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from chatcore_adapters.llm import DemoLLM
-
 from chatcore.ports import LLM, CompletionRequest, LLMChunk
+from chatcore_adapters.llm import DemoLLM
 
 
 class CrashOnPoison:

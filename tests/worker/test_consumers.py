@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from chatcore_adapters.redis import RedisSettings, RedisWorkQueue, connect
-from chatcore_adapters.redis.consumers import ConsumerJanitor
 
 from chatcore.ports import WorkItem
+from chatcore_adapters.redis import RedisSettings, RedisWorkQueue, connect
+from chatcore_adapters.redis.consumers import ConsumerJanitor
 from tests.support.redis_server import unique_prefix
 
 pytestmark = pytest.mark.redis

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+
+from chatcore.ports import WorkerStatus
 from chatcore_adapters.redis import RedisHeartbeats, RedisSettings, connect
 from chatcore_api.app import create_app
 from chatcore_api.settings import load_settings
-
-from chatcore.ports import WorkerStatus
 from tests.support.redis_server import unique_prefix
 
 pytestmark = pytest.mark.redis

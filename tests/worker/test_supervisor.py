@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from chatcore_api.supervisor import ChildSpec, RestartPolicy, Supervisor, describe_exit
 
 PY = sys.executable

@@ -9,6 +9,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from chatcore.ports import WorkerStatus
 from chatcore_adapters.llm import DemoLLM
 from chatcore_api.settings import ApiSettings, SettingsError, load_settings
 from chatcore_api.worker_health import assess, exit_code, render_json, render_table
@@ -20,8 +22,6 @@ from chatcore_api.worker_main import (
     worker_config,
 )
 from chatcore_api.worker_runtime import WorkerConfig, load_llm, new_worker_id
-
-from chatcore.ports import WorkerStatus
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 REDIS = {"CHATCORE_REDIS_URL": "redis://127.0.0.1:1/0", "CHATCORE_SECRET_KEY": "k" * 40}

@@ -18,6 +18,13 @@ import os
 import secrets
 import socket
 
+from dependency_injector import containers, providers
+
+from chatcore.decisions import Limits
+from chatcore.generation import GenerationSettings, ReplyGenerator
+from chatcore.ports import LLM, Clock, EventStore, Heartbeats, WorkQueue
+from chatcore.service import ChatService, ServiceSettings
+from chatcore.worker import WorkerLoop, WorkerSettings
 from chatcore_adapters import redis as redis_adapters
 from chatcore_adapters.llm import build_llm
 from chatcore_adapters.memory import (
@@ -37,13 +44,6 @@ from chatcore_adapters.redis import (
     connect,
 )
 from chatcore_adapters.system import RandomIds, SystemClock
-from dependency_injector import containers, providers
-
-from chatcore.decisions import Limits
-from chatcore.generation import GenerationSettings, ReplyGenerator
-from chatcore.ports import LLM, Clock, EventStore, Heartbeats, WorkQueue
-from chatcore.service import ChatService, ServiceSettings
-from chatcore.worker import WorkerLoop, WorkerSettings
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.feed import SessionFeed
 from chatcore_api.handler import ConnectionSettings

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from chatcore_adapters.llm.settings import LLMSettings
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -43,6 +42,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from pydantic_settings.sources.utils import parse_env_vars
+
+from chatcore_adapters.llm.settings import LLMSettings
 
 ENV_PREFIX = "CHATCORE_"
 CONFIG_ENV = "CHATCORE_CONFIG"

@@ -25,9 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from chatcore_adapters.redis import RedisHeartbeats, RedisSettings, connect
-
 from chatcore.errors import PortError
+from chatcore_adapters.redis import RedisHeartbeats, RedisSettings, connect
 from chatcore_api.logs import configure_logging
 from chatcore_api.settings import SECRET_KEY_ENV, ApiSettings, SettingsError, load_settings
 from chatcore_api.supervisor import ChildSpec, RestartPolicy, Supervisor

@@ -21,6 +21,11 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chatcore.errors import PortError
+from chatcore.generation import GenerationSettings, ReplyGenerator
+from chatcore.ports import LLM
+from chatcore.service import ChatService
+from chatcore.worker import WorkerLoop, WorkerSettings
 from chatcore_adapters.llm import LLMSettings, build_llm
 from chatcore_adapters.redis import (
     RedisConnection,
@@ -34,12 +39,6 @@ from chatcore_adapters.redis import (
 )
 from chatcore_adapters.redis.consumers import ConsumerJanitor
 from chatcore_adapters.system import RandomIds, SystemClock
-
-from chatcore.errors import PortError
-from chatcore.generation import GenerationSettings, ReplyGenerator
-from chatcore.ports import LLM
-from chatcore.service import ChatService
-from chatcore.worker import WorkerLoop, WorkerSettings
 
 log = logging.getLogger(__name__)
 

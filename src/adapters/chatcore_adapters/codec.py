@@ -9,10 +9,11 @@ longer parses, reads as "no cache" and the view is rebuilt from the log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from chatcore.errors import CorruptRecord
 from chatcore.events import EVENT_ADAPTER, AnyEvent, Event, Recorded, upcast
@@ -20,7 +21,7 @@ from chatcore.view import SessionView
 
 log = logging.getLogger(__name__)
 
-
+_EVENTS: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
 _PREFIX = b'{"v":'
 
 
@@ -31,25 +32,36 @@ def encode_event(event: Event) -> bytes:
     return b'{"v":%d,%s' % (type(event).schema_version, body[1:])
 
 
-def decode_event(raw: bytes | str) -> AnyEvent:
+def _split(raw: bytes | str) -> tuple[int, bytes] | None:
+    """``(version, the event's JSON without "v")`` for a record written by :func:`encode_event`;
+    ``None`` for anything else (older writers, corrupt data)."""
     data = raw.encode() if isinstance(raw, str) else raw
-    if data.startswith(_PREFIX):
-        comma = data.find(b",", len(_PREFIX))
-        version_text = data[len(_PREFIX) : comma]
-        if comma > 0 and version_text.isdigit():
-            try:
-                event = EVENT_ADAPTER.validate_json(b"{" + data[comma + 1 :])
-            except ValidationError:
-                pass  # an older schema: take the upcasting path below
-            else:
-                if type(event).schema_version == int(version_text):
-                    return event
-    return _decode_upcasting(data)
+    if not data.startswith(_PREFIX):
+        return None
+    comma = data.find(b",", len(_PREFIX))
+    version_text = data[len(_PREFIX) : comma]
+    if comma < 0 or not version_text.isdigit():
+        return None
+    return int(version_text), b"{" + data[comma + 1 :]
 
 
-def _decode_upcasting(data: bytes) -> AnyEvent:
+def decode_event(raw: bytes | str) -> AnyEvent:
+    split = _split(raw)
+    if split is not None:
+        version, body = split
+        try:
+            event = EVENT_ADAPTER.validate_json(body)
+        except ValidationError:
+            pass  # an older schema, or damage: the careful path below says which
+        else:
+            if type(event).schema_version == version:
+                return event
+    return _decode_upcasting(raw)
+
+
+def _decode_upcasting(raw: bytes | str) -> AnyEvent:
     try:
-        payload: Any = orjson.loads(data)
+        payload: Any = orjson.loads(raw)
         if not isinstance(payload, dict):
             raise CorruptRecord("a stored event is not a JSON object")
         version = int(payload.pop("v", 1))
@@ -63,6 +75,35 @@ def _decode_upcasting(data: bytes) -> AnyEvent:
 
 def decode_recorded(position: str, raw: bytes | str) -> Recorded:
     return Recorded(position, decode_event(raw))
+
+
+def decode_records(entries: Iterable[tuple[str, bytes | str]]) -> list[Recorded]:
+    """Decode many ``(position, stored event)`` pairs: the same result as
+    :func:`decode_recorded` on each, but current-schema records are validated in one
+    pydantic-core call over a JSON array (reading a long log is dominated by decoding)."""
+    pairs = list(entries)
+    splits = [_split(raw) for _, raw in pairs]
+    if all(s is not None for s in splits):
+        bodies = [s[1] for s in splits if s is not None]
+        try:
+            events = _EVENTS.validate_json(b"[" + b",".join(bodies) + b"]")
+        except ValidationError:
+            pass  # some record needs upcasting or is damaged: decode one by one
+        else:
+            out: list[Recorded] = []
+            for (position, raw), split, event in zip(pairs, splits, events, strict=True):
+                assert split is not None
+                if type(event).schema_version != split[0]:
+                    event = _decode_upcasting(raw)
+                out.append(Recorded(position, event))
+            return out
+    records = []
+    for position, raw in pairs:
+        try:
+            records.append(Recorded(position, decode_event(raw)))
+        except CorruptRecord as exc:
+            raise CorruptRecord(f"event at {position}: {exc.message}") from exc
+    return records
 
 
 def encode_view(view: SessionView) -> bytes:

@@ -114,10 +114,10 @@ def resume_offset(answer: str, said: str) -> int:
     Normally ``said`` is the start of this same answer. When it is not (another model said
     it), skip as much of the answer and go on at the next word, so nothing is said twice.
     """
-    if not said:
-        return 0
     if answer.startswith(said):
         return len(said)
+    if not said.strip():
+        return 0
     if len(said) >= len(answer):
         return len(answer)
     boundary = re.compile(r"\s").search(answer, len(said))

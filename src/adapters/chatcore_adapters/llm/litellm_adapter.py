@@ -46,11 +46,23 @@ from chatcore_adapters.llm.settings import LLMSettings, ModelSettings
 
 logger = logging.getLogger(__name__)
 
-# Sent after the text said so far when another attempt must carry on with it.
+# Sent with the text said so far when another call must carry on with it.
 CONTINUE_INSTRUCTION = (
-    "Your previous message above is the beginning of your reply; it was cut off by a "
-    "technical problem. Continue it from exactly where it stops. Do not repeat any of it, "
-    "do not start over and do not mention the interruption: write only what comes next."
+    "Your reply to the last user message was cut off by a technical problem; its beginning "
+    "is the assistant message of this conversation. Continue it from exactly where it "
+    "stops. Do not repeat any of it, do not start over and do not mention the interruption: "
+    "write only what comes next."
+)
+# Providers whose API continues a final assistant message as the start of the reply
+# ("prefill"): for them that message goes last, after the instruction.
+_PREFILL_PROVIDERS = frozenset({"anthropic"})
+# Providers that need a key and take it from the environment only: a missing key is a
+# configuration error, reported as such before any request.
+_KEYED_PROVIDERS = frozenset(
+    {
+        *("openai", "anthropic", "groq", "mistral", "deepseek", "together_ai", "xai"),
+        *("fireworks_ai", "openrouter", "cohere", "cohere_chat", "gemini", "perplexity"),
+    }
 )
 
 USER_MESSAGES = {
@@ -358,7 +370,8 @@ class LiteLLMModel:
         return f"LiteLLMModel(models={list(self.models)!r})"
 
     def preload(self) -> None:
-        """Import LiteLLM now and check every model names a provider LiteLLM knows.
+        """Import LiteLLM now and check that LiteLLM knows every model's provider and that
+        the API keys they need are in the environment (raises :class:`ValueError`).
 
         For a worker's start-up, so a typo fails there and not at the first message.
         """
@@ -371,6 +384,9 @@ class LiteLLMModel:
                     f"LiteLLM does not know the provider of model {target.model!r}: "
                     "write it as provider/model, e.g. openai/gpt-4o-mini"
                 ) from exc
+            problem = self._missing_credentials(target)
+            if problem is not None:
+                raise ValueError(f"model {target.model!r} has no API key: {problem}")
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[LLMChunk]:
         litellm = await _load_litellm_async()
@@ -461,9 +477,9 @@ class LiteLLMModel:
         started = loop.time()
         final_deadline = started + target.timeout
         first_deadline = min(started + target.first_token_timeout, final_deadline)
-        payload = self._payload(messages, said)
+        payload = self._payload(target, messages, said)
         run.prompt_chars = sum(len(m["content"]) for m in payload)
-        guard = RepeatGuard(said)
+        guard = RepeatGuard(said if said.strip() else "")
         response: Any = None
         try:
             kwargs = self._call_options(target, payload)
@@ -513,16 +529,21 @@ class LiteLLMModel:
                 LLMError("bad_request", _CONTENT_POLICY), "finish_reason=content_filter"
             )
 
-    def _payload(self, messages: tuple[PromptMessage, ...], said: str) -> list[dict[str, str]]:
+    def _payload(
+        self, target: ModelSettings, messages: tuple[PromptMessage, ...], said: str
+    ) -> list[dict[str, str]]:
         payload: list[dict[str, str]] = []
         if self._settings.system_prompt:
             payload.append({"role": "system", "content": self._settings.system_prompt})
         payload.extend({"role": m.role, "content": m.content} for m in messages)
-        if said:
-            # Some providers (Anthropic) treat a trailing assistant message as the start of
-            # the reply to continue, and refuse one ending with whitespace.
-            payload.append({"role": "assistant", "content": said.rstrip()})
-            payload.append({"role": "system", "content": CONTINUE_INSTRUCTION})
+        if said.strip():
+            # Trailing whitespace is trimmed: a prefill may not end with it (Anthropic).
+            partial = {"role": "assistant", "content": said.rstrip()}
+            instruction = {"role": "system", "content": CONTINUE_INSTRUCTION}
+            if _provider(target.model) in _PREFILL_PROVIDERS:
+                payload += [instruction, partial]
+            else:
+                payload += [partial, instruction]
         return payload
 
     def _call_options(self, target: ModelSettings, payload: list[dict[str, str]]) -> dict[str, Any]:
@@ -540,19 +561,37 @@ class LiteLLMModel:
         }
         if target.api_base is not None:
             options["api_base"] = target.api_base
+        problem = self._missing_credentials(target)
+        if problem is not None:
+            raise _AttemptFailed(LLMError("auth", USER_MESSAGES["auth"], retryable=False), problem)
         if target.api_key_env is not None:
-            key = os.environ.get(target.api_key_env)
-            if not key:
-                raise _AttemptFailed(
-                    LLMError("auth", USER_MESSAGES["auth"], retryable=False),
-                    f"environment variable {target.api_key_env} (api_key_env) is not set",
-                )
-            options["api_key"] = key
+            options["api_key"] = os.environ[target.api_key_env]
         if target.temperature is not None:
             options["temperature"] = target.temperature
         if target.max_tokens is not None:
             options["max_tokens"] = target.max_tokens
         return options
+
+    def _missing_credentials(self, target: ModelSettings) -> str | None:
+        """What is missing for ``target``'s key, or ``None`` (names only, never values)."""
+        if target.api_key_env is not None:
+            if os.environ.get(target.api_key_env):
+                return None
+            return f"environment variable {target.api_key_env} (api_key_env) is not set"
+        if _provider(target.model) not in _KEYED_PROVIDERS or not _litellm:
+            return None
+        try:
+            report = _litellm[0].validate_environment(model=target.model)
+            missing = [str(name) for name in report.get("missing_keys", ())]
+        except Exception:  # noqa: BLE001 - no verdict: let the call itself find out
+            return None
+        keys = [name for name in missing if name.endswith(("_KEY", "_TOKEN"))]
+        if not keys:
+            return None
+        return (
+            f"environment variable {' or '.join(keys)} is not set "
+            f"(or name another one with api_key_env)"
+        )
 
     # --- retries, usage, errors ---------------------------------------------------------------
 
@@ -592,6 +631,11 @@ class LiteLLMModel:
             f"None of the configured models could answer. {last.message}",
             retryable=any(f.retryable for f in failures),
         )
+
+
+def _provider(model: str) -> str:
+    """The provider part of a LiteLLM model string (``openai`` for ``openai/gpt-4o-mini``)."""
+    return model.split("/", 1)[0] if "/" in model else "openai"
 
 
 def _read_chunk(chunk: Any, run: _Run) -> str:

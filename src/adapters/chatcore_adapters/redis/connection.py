@@ -194,5 +194,8 @@ class RedisConnection:
 
 
 def connect(settings: RedisSettings) -> RedisConnection:
-    """Build the application's connection (lazy: nothing is sent until it is used)."""
+    """Build the application's connection (lazy: nothing is sent until it is used).
+
+    Like every asyncio client, it belongs to the event loop that first uses it: build it
+    inside the loop that will run the adapters, and ``aclose()`` it there."""
     return RedisConnection(create_client(settings), settings)

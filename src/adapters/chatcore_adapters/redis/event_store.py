@@ -25,7 +25,7 @@ from redis.crc import key_slot
 from chatcore.errors import ConcurrencyConflict, CorruptRecord, InvalidIdentifier
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
-from chatcore_adapters.codec import decode_recorded, encode_event
+from chatcore_adapters.codec import decode_records, encode_event
 from chatcore_adapters.redis.connection import RedisConnection
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,13 @@ def _text(value: bytes | str) -> str:
 
 
 def _decode(entries: Iterable[Any]) -> list[Recorded]:
-    out: list[Recorded] = []
+    pairs: list[tuple[str, bytes]] = []
     for entry_id, fields in entries:
         raw = fields.get(_FIELD) if fields else None
         if raw is None:
             raise CorruptRecord(f"stream entry {_text(entry_id)} has no event")
-        out.append(decode_recorded(_text(entry_id), raw))
-    return out
+        pairs.append((_text(entry_id), raw))
+    return decode_records(pairs)
 
 
 def _valid_position(value: str) -> bool:
