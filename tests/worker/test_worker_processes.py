@@ -390,9 +390,28 @@ async def test_the_supervisor_restarts_a_worker_process_that_was_killed(
         wait_until(lambda pid=pid: not _alive(pid), 5, f"child {pid} to be gone")  # type: ignore[misc]
 
 
+async def test_workers_stop_by_themselves_when_their_supervisor_is_killed(
+    deployment: Deployment, chat: RedisChat
+) -> None:
+    sup = deployment.pool.worker("supervisor", "--processes", "1")
+    sup.wait_for_log("worker started", timeout=20)
+    (child,) = {line["pid"] for line in sup.lines("child process started")}
+
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.wait(10)
+    sup.wait_for_log("the supervisor is gone; stopping", timeout=10)
+    wait_until(lambda: not _alive(child), 15, "the orphaned worker to exit")
+    assert sup.lines("worker stopped")
+
+
 def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:  # gone in between, or no /proc at all
+        return not os.path.isdir("/proc")
