@@ -41,7 +41,10 @@ async def test_consumers_without_pending_work_are_forgotten_and_the_others_kept(
     queue: RedisWorkQueue,
 ) -> None:
     janitor = ConsumerJanitor(queue)
-    assert await janitor.forget_idle(0) == 0  # no group yet: nothing to do
+    assert await janitor.forget_idle(0) == 0  # no stream yet: nothing to do
+    await queue.conn.client.xadd(queue.keys.stream, {"x": "1"})
+    assert await janitor.forget_idle(0) == 0  # a stream without the group: nothing either
+    await queue.conn.client.delete(queue.keys.stream)
     for n in range(3):
         await queue.enqueue(item(n))
     for name in ("finished", "busy", "other"):

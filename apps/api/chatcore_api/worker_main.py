@@ -264,12 +264,3 @@ def serve_with_workers(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chatcore worker", description=__doc__.split("\n")[0])
-    add_worker_arguments(parser)
-    return run_worker_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

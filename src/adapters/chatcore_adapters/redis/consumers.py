@@ -42,7 +42,11 @@ class ConsumerJanitor:
             try:
                 removed = await self._forget(keys=[self.queue.keys.stream], args=args)
             except ResponseError as exc:
-                if is_error(exc, "NOGROUP") or "no such key" in str(exc).lower():
+                if (
+                    is_error(exc, "NOGROUP")
+                    or "NOGROUP" in str(exc)
+                    or "no such key" in str(exc).lower()
+                ):
                     return 0
                 raise
         return int(removed)
