@@ -263,4 +263,3 @@ def serve_with_workers(
         thread.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
