@@ -84,7 +84,7 @@ async def test_a_worker_killed_mid_reply_is_taken_over_and_the_message_answered_
     assert answer.endswith(ANSWER_END)
     view = await chat.service.load(asked.session_id)
     assert view.conversations[asked.conversation_id].messages[-1].text == answer
-    assert b.lines("reply completed", session_id=asked.session_id)
+    b.wait_for_log("reply completed", timeout=10, session_id=asked.session_id)
 
 
 async def test_a_frozen_worker_resumes_and_never_writes_into_a_reply_taken_over(
@@ -116,7 +116,7 @@ async def test_a_frozen_worker_resumes_and_never_writes_into_a_reply_taken_over(
     await wait_started(chat, later, timeout=RESUME_BOUND)
     later_records = await chat.wait_terminal(later, timeout=30)
     assert isinstance(the_only_terminal(later_records, later), ReplyCompleted)
-    assert a.lines("reply completed", session_id=later.session_id), "a did not do the new work"
+    a.wait_for_log("reply completed", timeout=10, session_id=later.session_id)  # a did it
 
     # a let its old reply go: either its next write found the takeover, or the write it had
     # in flight when it froze ran out of time (Redis ran it before the takeover, at a's
@@ -179,7 +179,7 @@ async def test_workers_resume_after_redis_restarts_and_nothing_acknowledged_is_l
         finally:
             other.signal(signal.SIGCONT)
         assert isinstance(the_only_terminal(records, probe), ReplyCompleted)
-        assert worker.lines("reply completed", session_id=probe.session_id)
+        worker.wait_for_log("reply completed", timeout=10, session_id=probe.session_id)
 
 
 async def test_a_worker_frozen_while_waiting_for_work_does_not_take_back_what_it_missed(
@@ -269,9 +269,12 @@ async def test_two_workers_answer_200_messages_exactly_once_and_share_the_work(
     for one in asked:
         records = await chat.events(one.session_id)
         assert isinstance(the_only_terminal(records, one), ReplyCompleted)
-    done = [len(w.lines("reply completed")) for w in workers]
-    assert sum(done) == 200
-    assert all(n > 0 for n in done), f"one worker did all the work: {done}"
+
+    def completed() -> list[int]:
+        return [len(w.lines("reply completed")) for w in workers]
+
+    wait_until(lambda: sum(completed()) == 200, 10, "200 replies in the workers' logs")
+    assert all(n > 0 for n in completed()), f"one worker did all the work: {completed()}"
 
 
 async def test_a_poison_message_is_dead_lettered_and_the_user_told(
@@ -298,6 +301,7 @@ async def test_a_poison_message_is_dead_lettered_and_the_user_told(
     assert [s.attempt for s in started(records, poison.message_id)] == [1, 2, 3]
     assert len(abandoned(records, poison.message_id)) == 2
 
+    a.wait_for_log("message dead-lettered", timeout=10, session_id=poison.session_id)
     (dead,) = await chat.queue.dead_letters()
     assert dead.item.message_id == poison.message_id
     assert dead.attempts == 4
