@@ -260,7 +260,10 @@ class WorkerLoop:
             extra={"worker_id": self.worker_id, "count": len(self._inflight), "grace": grace},
         )
         await self._beat()
-        _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+        tasks = set(self._inflight)  # some may have finished during the beat
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
         if pending:

@@ -8,8 +8,8 @@ import asyncio
 
 from chatcore.events import Event, Recorded, ReplyAbandoned, ReplyCompleted, ReplyStarted
 from chatcore.generation import GenerationSettings
-from chatcore.ports import Clock, Delivery
-from chatcore_adapters.memory import MemoryWorkQueue
+from chatcore.ports import Clock, Delivery, WorkerStatus
+from chatcore_adapters.memory import MemoryHeartbeats, MemoryWorkQueue
 from tests.support.harness import Harness
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -94,3 +94,29 @@ async def test_a_worker_does_not_start_a_second_reply_for_a_delivery_it_is_worki
     assert kinds(log, ReplyAbandoned) == []
     assert len(kinds(log, ReplyCompleted)) == 1
     assert worker.stats.completed == 1
+
+
+class SlowHeartbeats(MemoryHeartbeats):
+    """Heartbeats over a slow link: each beat takes a while."""
+
+    async def beat(self, status: WorkerStatus, *, ttl: float) -> None:
+        await asyncio.sleep(0.3)
+        await super().beat(status, ttl=ttl)
+
+
+async def test_stopping_while_the_last_reply_finishes_during_the_final_beat_is_clean() -> None:
+    llm = ScriptedLLM(words=["a", "b", "c"], delay=0.05)
+    h = Harness(llm=llm)
+    h.heartbeats = SlowHeartbeats(h.clock)
+    opened = await h.service.open_session()
+    await h.service.submit_message(
+        opened.session_id, conversation_id=opened.conversation_id, client_message_id="c1", text="q"
+    )
+    stop = asyncio.Event()
+    worker = h.worker("w1", heartbeat_interval=5)
+    run = asyncio.create_task(worker.run(stop, grace=5))
+    await asyncio.wait_for(llm.started.wait(), timeout=5)
+    stop.set()  # the reply ends (~0.1 s) while the stopping beat is still being written
+    await asyncio.wait_for(run, timeout=5)
+    log = await h.service.events_after(opened.session_id, None)
+    assert len(kinds(log, ReplyCompleted)) == 1
