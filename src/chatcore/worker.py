@@ -264,10 +264,13 @@ class WorkerLoop:
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        # Past the grace period: cancel what is left (it stays unacknowledged, so another
+        # worker takes it over). A cancellation can be lost in a library's wait, so ask again
+        # until each task has ended.
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.2)
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(

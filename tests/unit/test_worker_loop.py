@@ -120,3 +120,48 @@ async def test_stopping_while_the_last_reply_finishes_during_the_final_beat_is_c
     await asyncio.wait_for(run, timeout=5)
     log = await h.service.events_after(opened.session_id, None)
     assert len(kinds(log, ReplyCompleted)) == 1
+
+
+class SwallowingQueue(MemoryWorkQueue):
+    """The in-memory queue behind a slow link whose client swallows the first cancellation
+    that reaches it (as ``asyncio.wait_for`` can on Python 3.11)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock, reclaim_after=30)
+        self.swallowed = 0
+
+    async def touch(self, delivery: Delivery) -> bool:
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+        return await super().touch(delivery)
+
+
+async def test_a_reply_past_the_grace_period_is_cut_short_even_if_a_cancellation_is_lost() -> None:
+    llm = ScriptedLLM(words=[f"w{n} " for n in range(60)], delay=0.05)
+    h = Harness(
+        llm=llm,
+        generation=GenerationSettings(
+            flush_interval=0.005, cancel_poll_interval=0.05, lease_ttl=5.0, keepalive_interval=0.01
+        ),
+    )
+    queue = SwallowingQueue(h.clock)
+    h.queue = h.service.queue = queue
+    opened = await h.service.open_session()
+    await h.service.submit_message(
+        opened.session_id, conversation_id=opened.conversation_id, client_message_id="c1", text="q"
+    )
+    stop = asyncio.Event()
+    worker = h.worker("w1")
+    run = asyncio.create_task(worker.run(stop, grace=0.3))
+    await asyncio.wait_for(llm.started.wait(), timeout=5)
+    stop.set()
+    await asyncio.wait_for(run, timeout=10)
+
+    assert queue.swallowed == 1
+    log = await h.service.events_after(opened.session_id, None)
+    assert kinds(log, ReplyCompleted) == []  # handed back, not finished after the grace
+    assert worker.stats.completed == 0
