@@ -66,10 +66,12 @@ class SessionFeed:
         store: EventStore,
         *,
         block: float = 5.0,
+        min_round: float = 0.02,
         metrics: ApiMetrics | None = None,
     ) -> None:
         self._store = store
         self._block = block
+        self._min_round = min_round
         self._metrics = metrics
         self._followed: dict[str, _Followed] = {}
         self._changed = asyncio.Event()
@@ -155,15 +157,28 @@ class SessionFeed:
                 continue
             backoff.reset()
             self.rounds += 1
-            if found:
+            if found is None:
+                log.debug("live feed round interrupted", extra={"sessions": len(cursors)})
+            elif found:
+                log.debug(
+                    "live feed round",
+                    extra={"sessions": len(cursors), "found": sum(map(len, found.values()))},
+                )
                 self._deliver(found)
 
     async def _read(self, cursors: dict[str, str | None]) -> dict[str, list[Recorded]] | None:
         """One tail round, cut short (returning ``None``) when a new session is followed."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         tail = asyncio.ensure_future(self._store.tail(cursors, timeout=self._block))
         changed = asyncio.ensure_future(self._changed.wait())
         try:
             await asyncio.wait({tail, changed}, return_when=asyncio.FIRST_COMPLETED)
+            early = started + self._min_round - loop.time()
+            if not tail.done() and early > 0:
+                # Coalesce bursts of new sessions: interrupt a read at most once per
+                # min_round (on Redis each interruption costs a reconnect).
+                await asyncio.wait({tail}, timeout=early)
         finally:
             changed.cancel()
             if not tail.done():

@@ -152,6 +152,7 @@ class WebSocketHandler:
         self._wake = asyncio.Event()
         self._overflowed = False
         self._closed = False
+        self._writer: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
 
     # --- LiveConnection ---------------------------------------------------------------------
@@ -163,12 +164,20 @@ class WebSocketHandler:
     def deliver(self, events: Sequence[OutEvent]) -> None:
         if self._overflowed or self._closed:
             return
-        if len(self._queue) + len(events) > self._settings.send_queue_limit:
-            self._overflowed = True
-            self._queue.clear()
-        else:
-            self._queue.extend(events)
+        if self._queue and len(self._queue) + len(events) > self._settings.send_queue_limit:
+            self._overflow()  # (one batch into an empty queue is never too much)
+            return
+        self._queue.extend(events)
         self._wake.set()
+
+    def _overflow(self) -> None:
+        """Too far behind: stop writing now (even mid-send) and close with 1013, so the
+        client resumes from its last cursor instead of holding frames here."""
+        self._overflowed = True
+        self._queue.clear()
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def shutdown(self, code: int, reason: str) -> None:
         await self._close(code, reason)
@@ -247,9 +256,14 @@ class WebSocketHandler:
             self._cursor = backlog.view.version
         else:
             for record in backlog.events:
+                if self._overflowed:
+                    break
                 if position_after(record.position, self._cursor):
                     await self._send_text(encode_event(record).text, "event")
                     self._cursor = record.position
+        if self._overflowed:
+            await self._close(CloseCode.TRY_AGAIN_LATER, "too slow: resume from your cursor")
+            return
         await self._send_frame(CaughtUp(cursor=self._cursor))
         log.info(
             "connection ready",
@@ -260,6 +274,9 @@ class WebSocketHandler:
     async def _live(self) -> None:
         reader = asyncio.create_task(self._read_loop(), name=f"ws-read:{self._session_id}")
         writer = asyncio.create_task(self._write_loop(), name=f"ws-write:{self._session_id}")
+        self._writer = writer
+        if self._overflowed:
+            writer.cancel()  # overflowed while the backlog was being sent
         try:
             await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -268,6 +285,12 @@ class WebSocketHandler:
             for task in (reader, writer):
                 with contextlib.suppress(asyncio.CancelledError, _SendFailed):
                     await task
+        if self._overflowed:
+            log.warning(
+                "client too slow; closing so it resumes from its cursor",
+                extra={"session_id": self._session_id},
+            )
+            await self._close(CloseCode.TRY_AGAIN_LATER, "too slow: resume from your cursor")
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -440,11 +463,12 @@ class WebSocketHandler:
 
     def _push_frame(self, frame: BaseModel) -> None:
         kind = str(getattr(frame, "type", "frame"))
+        if self._overflowed or self._closed:
+            return
         if len(self._queue) >= self._settings.send_queue_limit:
-            self._overflowed = True
-            self._queue.clear()
-        else:
-            self._queue.append((frame.model_dump_json(), kind))
+            self._overflow()
+            return
+        self._queue.append((frame.model_dump_json(), kind))
         self._wake.set()
 
     def _push_error(
@@ -465,19 +489,14 @@ class WebSocketHandler:
             await self._wake.wait()
             self._wake.clear()
             if self._overflowed:
-                log.warning(
-                    "client too slow; closing so it resumes from its cursor",
-                    extra={"session_id": self._session_id},
-                )
-                await self._close(CloseCode.TRY_AGAIN_LATER, "too slow: resume from your cursor")
-                return
+                return  # _live closes with 1013
             while self._queue and not self._overflowed and not self._closed:
                 item = self._queue.popleft()
                 if isinstance(item, OutEvent):
                     if not position_after(item.cursor, self._cursor):
                         continue  # already sent in the backlog (or by an earlier batch)
-                    self._cursor = item.cursor
                     await self._send_text(item.text, "event")
+                    self._cursor = item.cursor
                 else:
                     await self._send_text(*item)
             if self._closed:

@@ -314,6 +314,13 @@ class ApiSettings(BaseSettings):
             raise ValueError("token_ttl must be between one minute and 400 days")
         return value
 
+    @field_validator("web_dir", mode="before")
+    @classmethod
+    def _web_dir_empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None  # CHATCORE_WEB_DIR="" turns the web client off; never "the cwd"
+        return value
+
     @field_validator("web_dir")
     @classmethod
     def _web_dir_exists(cls, value: Path | None) -> Path | None:

@@ -1,0 +1,144 @@
+"""Settings: environment, config file and flags; a malformed configuration stops the process
+at start-up with a message naming the setting; secrets never show."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from chatcore_api.cli import main
+from chatcore_api.settings import SettingsError, load_settings
+
+KEY = "k" * 40
+
+
+def test_the_defaults_are_the_embedded_mode_on_localhost() -> None:
+    settings = load_settings(environ={})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.backend == "memory" and settings.redis_url is None
+    assert settings.worker.enabled is True
+    assert settings.llm.is_demo
+    assert settings.token_ttl == timedelta(days=7)
+    assert settings.allowed_origins == []
+    assert (settings.max_frame_bytes, settings.max_message_chars) == (65536, 8000)
+
+
+def test_environment_variables_set_nested_values() -> None:
+    settings = load_settings(
+        environ={
+            "CHATCORE_PORT": "9000",
+            "CHATCORE_WORKER__CONCURRENCY": "4",
+            "CHATCORE_LLM__DEMO_DELAY": "0",
+            "CHATCORE_TOKEN_TTL": "3600",
+            "CHATCORE_ALLOWED_ORIGINS": "https://a.example, http://b.example:8080/",
+            "CHATCORE_LOG_LEVEL": "DEBUG",
+        }
+    )
+    assert settings.port == 9000 and settings.worker.concurrency == 4
+    assert settings.llm.demo_delay == 0
+    assert settings.token_ttl == timedelta(hours=1)
+    assert settings.allowed_origins == ["https://a.example", "http://b.example:8080"]
+    assert settings.log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({"CHATCORE_PORT": "eighty"}, ["port", "CHATCORE_PORT"]),
+        ({"CHATCORE_WORKER__CONCURENCY": "4"}, ["worker.concurency", "unknown setting"]),
+        ({"CHATCORE_LLM__MODLE": "x"}, ["llm.modle", "unknown setting"]),
+        ({"CHATCORE_MAX_FRAME_BYTES": "10"}, ["max_frame_bytes"]),
+        ({"CHATCORE_ALLOWED_ORIGINS": "*"}, ["allowed_origins", "wildcard"]),
+        ({"CHATCORE_ALLOWED_ORIGINS": "chat.example.com"}, ["allowed_origins", "origin"]),
+        ({"CHATCORE_REDIS_URL": "http://localhost"}, ["redis_url", "redis://"]),
+        ({"CHATCORE_REDIS_URL": "redis://localhost"}, ["CHATCORE_SECRET_KEY", "required"]),
+        ({"CHATCORE_SECRET_KEY": "short"}, ["secret_key", "32"]),
+        ({"CHATCORE_LOG_FORMAT": "xml"}, ["log_format"]),
+        ({"CHATCORE_WEB_DIR": "/no/such/dir"}, ["web_dir", "not a directory"]),
+        ({"CHATCORE_LLM__FALLBACKS": '[{"model": "groq/x"}]'}, ["llm", "fallbacks"]),
+    ],
+)
+def test_a_malformed_setting_fails_with_a_message_naming_it(
+    environ: dict[str, str], names: list[str]
+) -> None:
+    with pytest.raises(SettingsError) as failed:
+        load_settings(environ=environ)
+    message = str(failed.value)
+    for name in names:
+        assert name in message, message
+
+
+def test_an_empty_web_dir_turns_the_web_client_off() -> None:
+    assert load_settings(environ={"CHATCORE_WEB_DIR": ""}).web_dir is None
+
+
+def test_secrets_never_show_in_repr_or_errors() -> None:
+    settings = load_settings(
+        environ={
+            "CHATCORE_SECRET_KEY": KEY,
+            "CHATCORE_REDIS_URL": "redis://user:hunter2@redis.internal:6379/0",
+        }
+    )
+    shown = repr(settings) + str(settings) + json.dumps(settings.model_dump(mode="json"))
+    assert KEY not in shown and "hunter2" not in shown
+    assert settings.redis_url_display == "redis://user:***@redis.internal:6379/0"
+    with pytest.raises(SettingsError) as failed:
+        load_settings(environ={"CHATCORE_SECRET_KEY": "too-short-secret"})
+    assert "too-short-secret" not in str(failed.value)
+
+
+def test_a_toml_or_json_config_file_is_read_below_the_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "chatcore.toml"
+    toml.write_text('port = 9100\nhost = "0.0.0.0"\n[worker]\nconcurrency = 3\n')
+    settings = load_settings(toml, environ={"CHATCORE_PORT": "9200"})
+    assert (settings.host, settings.port, settings.worker.concurrency) == ("0.0.0.0", 9200, 3)
+    assert load_settings(toml, environ={}, port=9300).port == 9300
+    as_json = tmp_path / "chatcore.json"
+    as_json.write_text(json.dumps({"max_message_chars": 100, "llm": {"demo_delay": 0.5}}))
+    from_env = load_settings(environ={"CHATCORE_CONFIG": str(as_json)})
+    assert from_env.max_message_chars == 100 and from_env.llm.demo_delay == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("bad.toml", "port = [", "not valid"),
+        ("bad.json", "{", "not valid"),
+        ("list.json", "[1]", "table/object"),
+        ("extra.toml", "prot = 1\n", "prot (CHATCORE_PROT): unknown setting"),
+        ("secret.toml", f'secret_key = "{KEY}"\n', "environment only"),
+        ("nested.toml", "[worker]\nenabled = 'maybe'\n", "worker.enabled"),
+    ],
+)
+def test_a_malformed_config_file_fails_clearly(
+    tmp_path: Path, name: str, content: str, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(SettingsError) as failed:
+        load_settings(path, environ={})
+    assert expected in str(failed.value)
+    assert KEY not in str(failed.value)
+
+
+def test_a_missing_config_file_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read the config file"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_serve_refuses_to_start_on_bad_settings_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "chatcore.toml"
+    path.write_text("max_frame_bytes = 'big'\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "max_frame_bytes" in err and "invalid settings" in err
+
+
+def test_the_cli_rejects_malformed_flags() -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", "eighty"])
+    assert exited.value.code == 2
