@@ -20,7 +20,6 @@ from chatcore.view import SessionView
 PROTOCOL_VERSION = 1
 
 
-
 class CloseCode(IntEnum):
     """Why the server closed a connection (RFC 6455 codes, and 4xxx ones of this protocol).
 
