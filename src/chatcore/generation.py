@@ -244,8 +244,12 @@ class _Run:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     chunk = inbox.get_nowait()
             else:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the queue hands over a chunk, and a worker told to
+                # stop would then go on writing the reply.
                 try:
-                    chunk = await asyncio.wait_for(inbox.get(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        chunk = await inbox.get()
                 except TimeoutError:
                     chunk = None
             if chunk is _END:

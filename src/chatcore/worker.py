@@ -186,6 +186,14 @@ class WorkerLoop:
         await asyncio.sleep(delay)
 
     def _spawn(self, delivery: Delivery) -> None:
+        if any(d.delivery_id == delivery.delivery_id for d in self._inflight.values()):
+            # Our own delivery came back (we were frozen past the reclaim timeout and then
+            # reclaimed it ourselves): the task already working on it carries on.
+            log.info(
+                "delivery already in progress here",
+                extra={"worker_id": self.worker_id, "message_id": delivery.item.message_id},
+            )
+            return
         task = asyncio.create_task(self._handle(delivery), name=f"reply:{delivery.item.message_id}")
         self._inflight[task] = delivery
         task.add_done_callback(self._finished)
@@ -203,6 +211,11 @@ class WorkerLoop:
             "attempt": delivery.attempt,
         }
         try:
+            if not await self.queue.touch(delivery):
+                # A delivery that reached us late (it was read just before this process froze,
+                # and another worker has reclaimed it since): it is not ours to work on.
+                log.warning("delivery already taken over by another worker; skipping", extra=ctx)
+                return
             if delivery.attempt > self.settings.max_attempts:
                 await self._give_up(delivery, ctx)
                 return
@@ -247,11 +260,17 @@ class WorkerLoop:
             extra={"worker_id": self.worker_id, "count": len(self._inflight), "grace": grace},
         )
         await self._beat()
-        _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        tasks = set(self._inflight)  # some may have finished during the beat
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        # Past the grace period: cancel what is left (it stays unacknowledged, so another
+        # worker takes it over). A cancellation can be lost in a library's wait, so ask again
+        # until each task has ended.
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.2)
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(

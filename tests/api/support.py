@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from dependency_injector import providers
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from chatcore.ports import LLM
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
@@ -29,12 +35,6 @@ from chatcore_api.app import create_app
 from chatcore_api.container import Container
 from chatcore_api.server import ChatServer, server_config
 from chatcore_api.settings import ApiSettings, load_settings
-from dependency_injector import providers
-from fastapi import FastAPI
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
-from chatcore.ports import LLM
 from tests.support.redis_server import unique_prefix
 
 Frame = dict[str, Any]

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from chatcore_api.tokens import TokenSigner
 from websockets.exceptions import InvalidStatus
 
+from chatcore_api.tokens import TokenSigner
 from tests.api.support import SECRET, Start, is_terminal, send_frame
 from tests.support.factories import ManualClock
 from tests.support.scripted_llm import ScriptedLLM

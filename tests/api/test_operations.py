@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from chatcore_api.logs import JsonFormatter
 
+from chatcore_api.logs import JsonFormatter
 from tests.api.support import Start, is_terminal, send_frame, serve, settings_for
 from tests.support.scripted_llm import ScriptedLLM
 

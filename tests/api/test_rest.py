@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from chatcore_api.tokens import TokenSigner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
+from chatcore_api.tokens import TokenSigner
 from tests.api.support import SECRET, Frame, RunningApi, Start, is_terminal, serve, settings_for
 from tests.support.factories import ManualClock
 from tests.support.scripted_llm import ScriptedLLM

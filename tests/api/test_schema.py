@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chatcore_api.schema import protocol_schemas, stale_schemas, write_schemas
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from chatcore_api.schema import protocol_schemas, stale_schemas, write_schemas
 from tests.api.support import Frame, Start, is_terminal
 from tests.support.scripted_llm import ScriptedLLM
 

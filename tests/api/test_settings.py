@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from chatcore_api.cli import main
 from chatcore_api.settings import SettingsError, load_settings, unknown_environment
 

@@ -12,6 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from starlette.types import Message
+from starlette.websockets import WebSocket
+
+from chatcore.errors import StoreUnavailable
+from chatcore.events import Recorded
+from chatcore.service import ChatService
 from chatcore_adapters.memory import MemoryEventStore, MemorySessionCache, MemoryWorkQueue
 from chatcore_adapters.system import RandomIds, SystemClock
 from chatcore_api.connections import ConnectionManager
@@ -23,12 +29,6 @@ from chatcore_api.ratelimit import RateLimiter
 from chatcore_api.security import origin_allowed
 from chatcore_api.sessions import SessionManager
 from chatcore_api.tokens import TokenSigner
-from starlette.types import Message
-from starlette.websockets import WebSocket
-
-from chatcore.errors import StoreUnavailable
-from chatcore.events import Recorded
-from chatcore.service import ChatService
 from tests.support.factories import ManualClock
 
 KEY = b"unit-test-key-" * 3

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from chatcore.ports import EventStore, Leases, SessionCache, WorkQueue
+from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkQueue
 from chatcore_adapters.memory import (
     MemoryEventStore,
+    MemoryHeartbeats,
     MemoryLeases,
     MemorySessionCache,
     MemoryWorkQueue,
 )
 from chatcore_adapters.system import SystemClock
 from tests.contract.event_store_contract import EventStoreContract
+from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.session_cache_contract import SessionCacheContract
 from tests.contract.work_queue_contract import WorkQueueContract
@@ -38,3 +40,8 @@ class TestMemoryWorkQueue(WorkQueueContract):
 class TestMemoryLeases(LeasesContract):
     async def make_leases(self) -> Leases:
         return MemoryLeases(SystemClock())
+
+
+class TestMemoryHeartbeats(HeartbeatsContract):
+    async def make_heartbeats(self) -> Heartbeats:
+        return MemoryHeartbeats(SystemClock())

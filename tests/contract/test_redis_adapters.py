@@ -13,12 +13,13 @@ import pytest
 from redis.crc import key_slot
 
 from chatcore.errors import ConcurrencyConflict, CorruptRecord
-from chatcore.ports import EventStore, Leases, SessionCache, WorkItem, WorkQueue
+from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkItem, WorkQueue
 from chatcore_adapters.codec import encode_event
 from chatcore_adapters.redis import (
     KeySpace,
     RedisConnection,
     RedisEventStore,
+    RedisHeartbeats,
     RedisLeases,
     RedisSessionCache,
     RedisSettings,
@@ -26,6 +27,7 @@ from chatcore_adapters.redis import (
     connect,
 )
 from tests.contract.event_store_contract import EventStoreContract
+from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.session_cache_contract import SessionCacheContract
 from tests.contract.work_queue_contract import WorkQueueContract
@@ -120,6 +122,29 @@ class _Leases(_OnRedis, LeasesContract):
         await leases.conn.aclose()
 
 
+class _Heartbeats(_OnRedis, HeartbeatsContract):
+    async def make_heartbeats(self) -> Heartbeats:
+        return RedisHeartbeats(self.connect())
+
+    async def close_heartbeats(self, heartbeats: Heartbeats) -> None:
+        assert isinstance(heartbeats, RedisHeartbeats)
+        await heartbeats.conn.aclose()
+
+    async def test_the_keys_expire_with_the_last_record(self) -> None:
+        from tests.contract.heartbeats_contract import status
+
+        heartbeats = RedisHeartbeats(self.connect())
+        try:
+            await heartbeats.beat(status("w1"), ttl=0.2)
+            client = heartbeats.conn.client
+            assert 0 < await client.pttl(heartbeats.records) <= 200
+            assert 0 < await client.pttl(heartbeats.expiry) <= 200
+            await asyncio.sleep(0.4)
+            assert await client.exists(heartbeats.records, heartbeats.expiry) == 0
+        finally:
+            await heartbeats.conn.aclose()
+
+
 class TestRedisEventStore(_Store):
     pass
 
@@ -133,6 +158,10 @@ class TestRedisWorkQueue(_Queue):
 
 
 class TestRedisLeases(_Leases):
+    pass
+
+
+class TestRedisHeartbeats(_Heartbeats):
     pass
 
 
@@ -153,6 +182,11 @@ class TestClusterWorkQueue(_OnCluster, _Queue):
 
 @pytest.mark.cluster
 class TestClusterLeases(_OnCluster, _Leases):
+    pass
+
+
+@pytest.mark.cluster
+class TestClusterHeartbeats(_OnCluster, _Heartbeats):
     pass
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request, WebSocket
@@ -37,6 +38,7 @@ from chatcore_api.runtime import Runtime
 from chatcore_api.security import BodyLimit, SecurityHeaders, origin_allowed
 from chatcore_api.settings import ApiSettings, load_settings
 from chatcore_api.web import WebClient
+from chatcore_api.worker_health import assess
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +201,10 @@ def create_app(
         workers: int | None = 0
         try:
             found = await asyncio.wait_for(runtime.heartbeats.workers(), timeout=2.0)
-            workers = sum(1 for w in found if w.state == "running")
+            # Only workers beating on time count (the same rule as `chatcore worker --check`).
+            stale_after = 2 * settings.worker.heartbeat_interval
+            health = assess(found, now=datetime.now(UTC), stale_after=stale_after)
+            workers = sum(1 for h in health if h.live)
         except (PortError, TimeoutError):
             storage = False
         if not runtime.workers_observable:

@@ -1,6 +1,8 @@
 """The ``chatcore`` command.
 
     chatcore serve   [--host H] [--port P] [--config FILE] [--redis-url URL] [--no-worker]
+                     [--workers N]
+    chatcore worker  [--config FILE] [--processes N] [--check [--json]] [tuning flags]
     chatcore schema  [--out docs/protocol] [--check]
 
 ``serve`` with no options is the embedded default: everything in this process (in-memory
@@ -22,6 +24,7 @@ from chatcore_api.settings import (
     load_settings,
     unknown_environment,
 )
+from chatcore_api.worker_main import add_worker_arguments
 
 DEFAULT_SCHEMA_DIR = Path("docs/protocol")
 
@@ -51,6 +54,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not generate replies in this process (`chatcore worker` processes do)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="also run N `chatcore worker` processes beside the API, restarted if one dies "
+        "(needs Redis; replaces the in-process worker)",
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="run reply workers as processes (needs Redis), or check on them",
+        description="Generate replies from the shared work queue on Redis. Stops gracefully "
+        "on SIGTERM/SIGINT: in-flight replies finish within the grace period or are handed "
+        "back to other workers.",
+    )
+    add_worker_arguments(worker)
 
     schema = commands.add_parser(
         "schema",
@@ -68,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve_settings(args: argparse.Namespace) -> ApiSettings:
     settings = load_settings(args.config, host=args.host, port=args.port, redis_url=args.redis_url)
-    if args.no_worker:
+    if args.no_worker or args.workers:
         worker = settings.worker.model_copy(update={"enabled": False})
         settings = settings.model_copy(update={"worker": worker})
     return settings
@@ -81,15 +100,24 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"chatcore: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
 
-    from chatcore_api.app import create_app
     from chatcore_api.logs import configure_logging
-    from chatcore_api.server import ChatServer, server_config
 
     configure_logging(settings.log_level, settings.log_format)
     for name in unknown_environment():
         logging.getLogger("chatcore_api").warning(
             "ignoring an environment variable that names no setting", extra={"variable": name}
         )
+    if args.workers is not None:
+        from chatcore_api.worker_main import serve_with_workers
+
+        return serve_with_workers(args, settings, lambda: _serve_app(settings))
+    return _serve_app(settings)
+
+
+def _serve_app(settings: ApiSettings) -> int:
+    from chatcore_api.app import create_app
+    from chatcore_api.server import ChatServer, server_config
+
     app = create_app(settings)
     server = ChatServer(server_config(app, settings), app)
     mode = (
@@ -123,4 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "worker":
+        from chatcore_api.worker_main import run_worker_command
+
+        return run_worker_command(args)
     return _schema(args)

@@ -18,6 +18,13 @@ import os
 import secrets
 import socket
 
+from dependency_injector import containers, providers
+
+from chatcore.decisions import Limits
+from chatcore.generation import GenerationSettings, ReplyGenerator
+from chatcore.ports import LLM, Clock, EventStore, Heartbeats, WorkQueue
+from chatcore.service import ChatService, ServiceSettings
+from chatcore.worker import WorkerLoop, WorkerSettings
 from chatcore_adapters import redis as redis_adapters
 from chatcore_adapters.llm import build_llm
 from chatcore_adapters.memory import (
@@ -37,13 +44,6 @@ from chatcore_adapters.redis import (
     connect,
 )
 from chatcore_adapters.system import RandomIds, SystemClock
-from dependency_injector import containers, providers
-
-from chatcore.decisions import Limits
-from chatcore.generation import GenerationSettings, ReplyGenerator
-from chatcore.ports import LLM, Clock, EventStore, Heartbeats, WorkQueue
-from chatcore.service import ChatService, ServiceSettings
-from chatcore.worker import WorkerLoop, WorkerSettings
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.feed import SessionFeed
 from chatcore_api.handler import ConnectionSettings
@@ -109,6 +109,23 @@ def _token_signer(settings: ApiSettings, clock: Clock) -> TokenSigner:
     return TokenSigner(key, ttl=settings.token_ttl, clock=clock)
 
 
+def _worker_settings(settings: ApiSettings) -> WorkerSettings:
+    w = settings.worker
+    return WorkerSettings(
+        concurrency=w.concurrency,
+        claim_block=w.claim_block,
+        max_attempts=w.max_attempts,
+        heartbeat_interval=w.heartbeat_interval,
+        heartbeat_ttl=w.heartbeat_ttl,
+        backoff_max=w.backoff_max,
+    )
+
+
+def _generation_settings(settings: ApiSettings) -> GenerationSettings:
+    w = settings.worker
+    return GenerationSettings(lease_ttl=w.lease_ttl, keepalive_interval=w.keepalive_interval)
+
+
 def _worker(
     settings: ApiSettings,
     queue: WorkQueue,
@@ -124,7 +141,7 @@ def _worker(
         service=service,
         clock=clock,
         worker_id=f"api-{host}-{os.getpid()}-{secrets.token_hex(3)}",
-        settings=WorkerSettings(concurrency=settings.worker.concurrency),
+        settings=_worker_settings(settings),
         heartbeats=heartbeats,
         host=host,
         pid=os.getpid(),
@@ -213,7 +230,7 @@ class Container(containers.DeclarativeContainer):
         leases=leases,
         clock=clock,
         ids=ids,
-        settings=providers.Object(GenerationSettings()),
+        settings=providers.Callable(_generation_settings, settings),
     )
     worker = providers.Singleton(_worker, settings, queue, generator, service, clock, heartbeats)
 

@@ -8,12 +8,11 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from chatcore_adapters.memory import MemoryHeartbeats
-
 from chatcore.ports import Heartbeats
 from chatcore.protocol import CloseCode
 from chatcore.service import ChatService
 from chatcore.worker import WorkerLoop
+from chatcore_adapters.memory import MemoryHeartbeats
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.container import Container
 from chatcore_api.feed import SessionFeed

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from chatcore_adapters.llm.settings import LLMSettings
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -43,6 +42,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from pydantic_settings.sources.utils import parse_env_vars
+
+from chatcore_adapters.llm.settings import LLMSettings
 
 ENV_PREFIX = "CHATCORE_"
 CONFIG_ENV = "CHATCORE_CONFIG"
@@ -77,6 +78,47 @@ class WorkerOptions(BaseModel):
         le=600,
         description="Seconds replies in flight may take to finish when the process stops; "
         "what is left is taken over by another worker.",
+    )
+    # --- tuning of `chatcore worker` processes (the worker's own checks tie them together) ---
+    claim_block: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds one claim waits for new work."
+    )
+    lease_ttl: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a reply's lease lasts unless its worker renews it.",
+    )
+    keepalive_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds between renewals of a reply's lease and delivery; at most half of "
+        "lease_ttl and of redis.reclaim_after.",
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Deliveries of a message before it is dead-lettered."
+    )
+    heartbeat_interval: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds between a worker's heartbeats."
+    )
+    heartbeat_ttl: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a heartbeat stays listed; a worker silent this long is gone.",
+    )
+    backoff_max: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Longest pause between retries while Redis is unreachable.",
+    )
+    llm_factory: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="`package.module:callable` returning a chatcore.ports.LLM, used by "
+        "`chatcore worker` instead of the llm settings (a model of your own).",
     )
 
 

@@ -6,6 +6,7 @@ adapter::
     conn = connect(RedisSettings(url="redis://redis:6379/0"))
     store, cache = RedisEventStore(conn), RedisSessionCache(conn, ttl=3600)
     queue, leases = RedisWorkQueue(conn, reclaim_after=30), RedisLeases(conn)
+    heartbeats = RedisHeartbeats(conn)
     ...
     await conn.aclose()
 """
@@ -18,6 +19,7 @@ from chatcore_adapters.redis.connection import (
     create_client,
 )
 from chatcore_adapters.redis.event_store import RedisEventStore
+from chatcore_adapters.redis.heartbeats import RedisHeartbeats
 from chatcore_adapters.redis.keys import KeySpace
 from chatcore_adapters.redis.leases import RedisLeases
 from chatcore_adapters.redis.queue import RedisWorkQueue
@@ -26,6 +28,7 @@ __all__ = [
     "KeySpace",
     "RedisConnection",
     "RedisEventStore",
+    "RedisHeartbeats",
     "RedisLeases",
     "RedisSessionCache",
     "RedisSettings",

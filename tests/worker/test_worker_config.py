@@ -1,0 +1,211 @@
+"""How ``chatcore worker`` reads its settings and flags, and how ``--check`` judges heartbeats
+(in-process: no Redis, no child processes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chatcore.ports import WorkerStatus
+from chatcore_adapters.llm import DemoLLM
+from chatcore_api.settings import ApiSettings, SettingsError, load_settings
+from chatcore_api.worker_health import assess, exit_code, render_json, render_table
+from chatcore_api.worker_main import (
+    add_worker_arguments,
+    child_arguments,
+    load_worker_settings,
+    worker_children,
+    worker_config,
+)
+from chatcore_api.worker_runtime import WorkerConfig, load_llm, new_worker_id
+
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+REDIS = {"CHATCORE_REDIS_URL": "redis://127.0.0.1:1/0", "CHATCORE_SECRET_KEY": "k" * 40}
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def settings(**env: str) -> ApiSettings:
+    return load_settings(environ={**REDIS, **env})
+
+
+def test_the_worker_takes_its_settings_from_the_app_settings() -> None:
+    config = worker_config(
+        settings(
+            CHATCORE_REDIS__PREFIX="p:",
+            CHATCORE_REDIS__RECLAIM_AFTER="12",
+            CHATCORE_WORKER__CONCURRENCY="3",
+            CHATCORE_WORKER__LEASE_TTL="20",
+            CHATCORE_WORKER__MAX_ATTEMPTS="7",
+            CHATCORE_WORKER__SHUTDOWN_GRACE="4",
+            CHATCORE_LLM__DEMO_DELAY="0.5",
+        ),
+        parse(),
+    )
+    assert (config.concurrency, config.reclaim_after, config.lease_ttl) == (3, 12.0, 20.0)
+    assert (config.max_attempts, config.grace) == (7, 4.0)
+    assert config.redis.prefix == "p:"
+    assert config.redis.url == "redis://127.0.0.1:1/0"
+    assert config.llm.demo_delay == 0.5
+
+
+def test_flags_override_the_settings() -> None:
+    config = worker_config(
+        settings(CHATCORE_WORKER__CONCURRENCY="3"),
+        parse("--concurrency", "9", "--reclaim-after", "40", "--grace", "1.5"),
+    )
+    assert (config.concurrency, config.reclaim_after, config.grace) == (9, 40.0, 1.5)
+
+
+def test_the_socket_timeout_outlasts_the_claim_block() -> None:
+    config = worker_config(settings(), parse("--claim-block", "7"))
+    assert config.redis.max_block == 7.0
+    assert config.redis.socket_timeout > config.claim_block
+
+
+def test_a_worker_without_redis_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(SettingsError, match="workers need Redis: set CHATCORE_REDIS_URL"):
+        worker_config(load_settings(environ={}), parse())
+
+
+def test_a_keepalive_too_slow_for_the_reclaim_timeout_is_refused() -> None:
+    with pytest.raises(SettingsError, match="keepalive_interval must be at most half"):
+        worker_config(settings(CHATCORE_WORKER__KEEPALIVE_INTERVAL="20"), parse())
+
+
+def test_a_worker_does_not_need_the_api_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHATCORE_SECRET_KEY", raising=False)
+    monkeypatch.setenv("CHATCORE_REDIS_URL", "redis://127.0.0.1:1/0")
+    with pytest.raises(SettingsError, match="CHATCORE_SECRET_KEY is required"):
+        load_settings()
+    assert load_worker_settings(None).redis_url is not None
+
+
+def test_supervised_children_get_the_same_flags_but_not_processes() -> None:
+    args = parse("--processes", "3", "--concurrency", "2", "--log-level", "debug")
+    assert child_arguments(args) == ["--concurrency", "2", "--log-level", "debug"]
+    children = worker_children(3, args)
+    assert [c.name for c in children] == ["worker-1", "worker-2", "worker-3"]
+    argv = children[0].argv
+    assert argv[1:4] == ("-m", "chatcore_api", "worker")
+    assert "--processes" not in argv
+    assert argv[-2] == "--supervised-by"
+
+
+def test_worker_ids_name_the_host_and_process_and_are_unique() -> None:
+    ids = {new_worker_id() for _ in range(50)}
+    assert len(ids) == 50
+    for worker_id in ids:
+        assert re.fullmatch(r"[A-Za-z0-9.-]+-\d+-[0-9a-f]{6}", worker_id)
+
+
+def test_a_model_factory_replaces_the_llm_settings() -> None:
+    base = worker_config(settings(), parse())
+    config = WorkerConfig(redis=base.redis, llm_factory="tests.worker.models:crash_on_poison")
+    assert load_llm(config).name == "crash-on-poison"
+    assert isinstance(load_llm(base), DemoLLM)
+    with pytest.raises(TypeError, match="did not return"):
+        load_llm(WorkerConfig(redis=base.redis, llm_factory="os:getcwd"))
+
+
+def status(worker_id: str, age: float, **fields: object) -> WorkerStatus:
+    return WorkerStatus.model_validate(
+        {
+            "worker_id": worker_id,
+            "started_at": NOW - timedelta(minutes=5),
+            "beat_at": NOW - timedelta(seconds=age),
+            "host": "h1",
+            "pid": 42,
+            **fields,
+        }
+    )
+
+
+def test_a_worker_that_missed_a_beat_is_stale_and_not_live() -> None:
+    health = assess(
+        [
+            status("fresh", 0.5, completed=3),
+            status("late", 5.0),
+            status("leaving", 0.1, state="stopping"),
+        ],
+        now=NOW,
+        stale_after=4.0,
+    )
+    states = {h.status.worker_id: (h.state, h.live) for h in health}
+    assert states == {
+        "fresh": ("running", True),
+        "late": ("stale", False),
+        "leaving": ("stopping", False),
+    }
+    assert exit_code(health) == 0
+    assert exit_code([h for h in health if h.status.worker_id != "fresh"]) == 1
+    assert exit_code([]) == 1
+
+
+def test_the_check_prints_one_line_per_worker_and_a_summary() -> None:
+    health = assess(
+        [status("w-1", 0.5, completed=3, failed=1, in_flight=("s/m",)), status("w-2", 9.0)],
+        now=NOW,
+        stale_after=4.0,
+    )
+    lines = render_table(health).splitlines()
+    assert lines[0].split() == [
+        "WORKER", "HOST", "PID", "STATE", "IN-FLIGHT", "LAST", "BEAT", "COMPLETED", "FAILED",
+    ]  # fmt: skip
+    assert lines[1].split() == ["w-1", "h1", "42", "running", "1", "0.5s", "ago", "3", "1"]
+    assert lines[2].split()[3] == "stale"
+    assert lines[-1] == "1 live, 1 stale, 2 listed"
+    data = json.loads(render_json(health))
+    assert data["live"] == 1
+    assert [w["state"] for w in data["workers"]] == ["running", "stale"]
+    assert data["workers"][1]["last_beat_age"] == 9.0
+
+
+def test_the_check_of_an_empty_deployment_says_so() -> None:
+    assert render_table([]).splitlines()[-1] == "0 live, 0 stale, 0 listed"
+    assert json.loads(render_json([])) == {"live": 0, "workers": []}
+
+
+def test_the_worker_redis_client_never_waits_silently() -> None:
+    from chatcore_adapters.redis import create_client
+
+    config = worker_config(settings(), parse("--claim-block", "3"))
+    client = create_client(config.redis)
+    kwargs = client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    assert kwargs["socket_timeout"] > config.claim_block
+    assert kwargs["socket_keepalive"] is True
+    assert kwargs["health_check_interval"] > 0
+    assert kwargs["socket_connect_timeout"] > 0
+
+
+def test_a_worker_with_the_demo_model_never_imports_litellm() -> None:
+    import subprocess
+    import sys
+
+    from tests.support.worker_processes import checkout_env
+
+    code = (
+        "import sys\n"
+        "from chatcore_api.cli import main\n"
+        "from chatcore_api.worker_runtime import WorkerConfig, load_llm\n"
+        "from chatcore_adapters.redis import RedisSettings\n"
+        "load_llm(WorkerConfig(redis=RedisSettings()))\n"
+        "assert 'litellm' not in sys.modules, 'litellm was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=checkout_env({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
