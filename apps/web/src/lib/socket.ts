@@ -1,0 +1,402 @@
+/**
+ * The socket core: one logical connection to `/ws` that keeps itself alive.
+ *
+ * `connectSocket` is a plain function returning a handle with `dispose()`, so a React effect
+ * can own it and StrictMode's mount/unmount/mount leaves exactly one socket behind (the first
+ * connect is deferred by a timer that the first unmount cancels before any socket exists).
+ *
+ * What it guarantees:
+ * - every connection starts with `hello` (token and resume cursor built fresh for each
+ *   attempt by `prepareHello`), and frames given to `send` before the server's `welcome` are
+ *   queued and sent, in order, right after it;
+ * - at most one socket and at most one reconnect timer exist at any time; frames and close
+ *   events of a socket that was replaced are ignored;
+ * - reconnects back off exponentially with full jitter (random and timers injectable), and
+ *   the backoff resets only after a `welcome` (a server that accepts and drops is not a
+ *   success);
+ * - when nothing has arrived for `idleMs` a `ping` goes out; when still nothing arrives within
+ *   `deadMs` the socket is dropped and replaced (a half-open TCP connection never hangs us);
+ * - only close code 4001 or an `unauthorized` / `token_expired` error frame means the session
+ *   is gone ("expired"); every other close is a blip and is retried;
+ * - while the browser says it is offline no attempt is made; coming back online retries at
+ *   once.
+ */
+
+import { backoffDelay, DEFAULT_BACKOFF, type BackoffPolicy } from "./backoff";
+import {
+  CloseCode,
+  parseServerFrame,
+  SESSION_GONE_CODES,
+  type ClientFrame,
+  type HelloFrame,
+  type ServerFrame,
+} from "./protocol";
+
+/** The part of the browser's WebSocket the core uses (a fake implements it in tests). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export const WS_OPEN = 1;
+
+export type TimerId = ReturnType<typeof setTimeout>;
+
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): TimerId;
+  clearTimeout(id: TimerId): void;
+  now(): number;
+}
+
+export interface NetworkMonitor {
+  isOnline(): boolean;
+  /** Calls `listener` when the browser goes online or offline; returns an unsubscribe. */
+  subscribe(listener: (online: boolean) => void): () => void;
+}
+
+export type SocketStatus =
+  | { kind: "idle" }
+  | { kind: "connecting"; attempt: number }
+  | { kind: "open" }
+  | { kind: "reconnecting"; attempt: number; retryAt: number; reason: string }
+  | { kind: "offline" }
+  | { kind: "expired"; reason: string }
+  | { kind: "closed" };
+
+export interface HeartbeatPolicy {
+  /** Silence (no frame received) after which a ping is sent, ms. */
+  idleMs: number;
+  /** After the ping, how long to wait for any frame before giving the socket up, ms. */
+  deadMs: number;
+}
+
+export const DEFAULT_HEARTBEAT: HeartbeatPolicy = { idleMs: 20_000, deadMs: 10_000 };
+
+/** Thrown by `prepareHello` when there is no session to resume and none can be made. */
+export class SessionGoneError extends Error {}
+
+export interface SocketOptions {
+  url: () => string;
+  /** Builds the hello of one attempt (may create a session first). A rejection is a failed
+   * attempt (retried with backoff) unless it is a `SessionGoneError` (expired). */
+  prepareHello: () => Promise<HelloFrame>;
+  onFrame: (frame: ServerFrame) => void;
+  onStatus: (status: SocketStatus) => void;
+  createSocket?: (url: string) => WebSocketLike;
+  timers?: Timers;
+  random?: () => number;
+  backoff?: BackoffPolicy;
+  heartbeat?: HeartbeatPolicy;
+  network?: NetworkMonitor;
+  /** Delay of the very first connect, ms (0 still defers it past a StrictMode remount). */
+  connectDelayMs?: number;
+}
+
+export interface SocketHandle {
+  /** Sends now if the session is open, otherwise queues until the next `welcome`. */
+  send(frame: ClientFrame): void;
+  /** Sends only if the session is open right now; returns whether it did. */
+  sendIfOpen(frame: ClientFrame): boolean;
+  isOpen(): boolean;
+  /** Skip the wait: connect now (also restarts after "expired", e.g. with a new session). */
+  retryNow(): void;
+  dispose(): void;
+}
+
+export const browserTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (id) => clearTimeout(id),
+  now: () => Date.now(),
+};
+
+export function browserNetwork(): NetworkMonitor {
+  return {
+    isOnline: () => (typeof navigator === "undefined" ? true : navigator.onLine !== false),
+    subscribe(listener) {
+      if (typeof window === "undefined") return () => {};
+      const online = () => listener(true);
+      const offline = () => listener(false);
+      window.addEventListener("online", online);
+      window.addEventListener("offline", offline);
+      return () => {
+        window.removeEventListener("online", online);
+        window.removeEventListener("offline", offline);
+      };
+    },
+  };
+}
+
+const alwaysOnline: NetworkMonitor = { isOnline: () => true, subscribe: () => () => {} };
+
+export function connectSocket(options: SocketOptions): SocketHandle {
+  const timers = options.timers ?? browserTimers;
+  const random = options.random ?? Math.random;
+  const policy = options.backoff ?? DEFAULT_BACKOFF;
+  const heartbeat = options.heartbeat ?? DEFAULT_HEARTBEAT;
+  const network = options.network ?? alwaysOnline;
+  const createSocket =
+    options.createSocket ?? ((url: string) => new WebSocket(url) as unknown as WebSocketLike);
+
+  let socket: WebSocketLike | null = null;
+  let welcomed = false;
+  let disposed = false;
+  let expired = false;
+  /** Consecutive failed attempts since the last welcome. */
+  let failures = 0;
+  /** Bumped for every attempt: async steps of an older attempt check it and give up. */
+  let generation = 0;
+  let reconnectTimer: TimerId | null = null;
+  let silenceTimer: TimerId | null = null;
+  let pingOutstanding = false;
+  const queue: ClientFrame[] = [];
+  let status: SocketStatus = { kind: "idle" };
+
+  function setStatus(next: SocketStatus): void {
+    status = next;
+    options.onStatus(next);
+  }
+
+  function clearReconnectTimer(): void {
+    if (reconnectTimer !== null) {
+      timers.clearTimeout(reconnectTimer);
+      reconnectTimer = null;
+    }
+  }
+
+  function clearSilenceTimer(): void {
+    if (silenceTimer !== null) {
+      timers.clearTimeout(silenceTimer);
+      silenceTimer = null;
+    }
+  }
+
+  /** (Re)arm the silence watch: called on every frame received and when a socket is made. */
+  function armSilenceTimer(): void {
+    clearSilenceTimer();
+    pingOutstanding = false;
+    silenceTimer = timers.setTimeout(onSilence, heartbeat.idleMs);
+  }
+
+  function onSilence(): void {
+    silenceTimer = null;
+    const ws = socket;
+    if (ws === null) return;
+    if (!pingOutstanding && welcomed && ws.readyState === WS_OPEN) {
+      pingOutstanding = true;
+      ws.send(JSON.stringify({ type: "ping", nonce: String(timers.now()) }));
+      silenceTimer = timers.setTimeout(onSilence, heartbeat.deadMs);
+      return;
+    }
+    drop("no answer from the server");
+  }
+
+  /** Forget the current socket without waiting for its close handshake. */
+  function detach(code: number, reason: string): void {
+    const ws = socket;
+    socket = null;
+    welcomed = false;
+    clearSilenceTimer();
+    if (ws === null) return;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = null;
+    try {
+      ws.close(code, reason);
+    } catch {
+      // Closing a socket that never opened may throw in some browsers; it is gone either way.
+    }
+  }
+
+  /** The connection is lost or unusable: replace it after a backoff delay. */
+  function drop(reason: string): void {
+    detach(CloseCode.clientDeadPeer, reason);
+    scheduleReconnect(reason);
+  }
+
+  function scheduleReconnect(reason: string): void {
+    if (disposed || expired) return;
+    clearReconnectTimer();
+    if (!network.isOnline()) {
+      setStatus({ kind: "offline" });
+      return;
+    }
+    const delay = backoffDelay(failures, random, policy);
+    failures += 1;
+    setStatus({ kind: "reconnecting", attempt: failures, retryAt: timers.now() + delay, reason });
+    reconnectTimer = timers.setTimeout(() => {
+      reconnectTimer = null;
+      connect();
+    }, delay);
+  }
+
+  function markExpired(reason: string): void {
+    expired = true;
+    clearReconnectTimer();
+    detach(CloseCode.normal, "session expired");
+    setStatus({ kind: "expired", reason });
+  }
+
+  function connect(): void {
+    if (disposed) return;
+    clearReconnectTimer();
+    detach(CloseCode.normal, "replaced");
+    expired = false;
+    if (!network.isOnline()) {
+      setStatus({ kind: "offline" });
+      return;
+    }
+    const attempt = ++generation;
+    setStatus({ kind: "connecting", attempt: failures + 1 });
+    options.prepareHello().then(
+      (hello) => {
+        if (disposed || attempt !== generation) return;
+        open(hello, attempt);
+      },
+      (error: unknown) => {
+        if (disposed || attempt !== generation) return;
+        if (error instanceof SessionGoneError) {
+          markExpired(error.message);
+          return;
+        }
+        scheduleReconnect(error instanceof Error ? error.message : "could not reach the server");
+      },
+    );
+  }
+
+  function open(hello: HelloFrame, attempt: number): void {
+    let ws: WebSocketLike;
+    try {
+      ws = createSocket(options.url());
+    } catch (error) {
+      scheduleReconnect(error instanceof Error ? error.message : "could not open a socket");
+      return;
+    }
+    socket = ws;
+    armSilenceTimer();
+    const current = () => !disposed && socket === ws && attempt === generation;
+
+    ws.onopen = () => {
+      if (!current()) return;
+      ws.send(JSON.stringify(hello));
+    };
+    ws.onmessage = (event) => {
+      if (!current()) return;
+      armSilenceTimer();
+      const frame = parseServerFrame(event.data);
+      if (frame === null || frame.type === "pong") return;
+      if (frame.type === "welcome") {
+        welcomed = true;
+        failures = 0;
+        setStatus({ kind: "open" });
+        options.onFrame(frame);
+        flushQueue();
+        return;
+      }
+      if (frame.type === "error" && SESSION_GONE_CODES.has(frame.code)) {
+        options.onFrame(frame);
+        if (current()) markExpired(frame.message || frame.code);
+        return;
+      }
+      options.onFrame(frame);
+    };
+    ws.onclose = (event) => {
+      if (!current()) return;
+      if (event.code === CloseCode.unauthorized) {
+        markExpired(event.reason || "the session has expired");
+        return;
+      }
+      socket = null;
+      welcomed = false;
+      clearSilenceTimer();
+      scheduleReconnect(describeClose(event.code, event.reason));
+    };
+    ws.onerror = () => {
+      // A close event always follows an error; the reconnect is decided there.
+    };
+  }
+
+  function flushQueue(): void {
+    const ws = socket;
+    while (queue.length > 0 && ws !== null && welcomed && ws.readyState === WS_OPEN) {
+      const frame = queue.shift()!;
+      ws.send(JSON.stringify(frame));
+    }
+  }
+
+  function sendIfOpen(frame: ClientFrame): boolean {
+    const ws = socket;
+    if (ws === null || !welcomed || ws.readyState !== WS_OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  const unsubscribeNetwork = network.subscribe((online) => {
+    if (disposed || expired) return;
+    if (online) {
+      if (socket === null) connect();
+      return;
+    }
+    if (socket === null) {
+      clearReconnectTimer();
+      setStatus({ kind: "offline" });
+      return;
+    }
+    // The socket may still work (a local server); probe it now instead of trusting the flag.
+    const ws = socket;
+    if (welcomed && ws.readyState === WS_OPEN && !pingOutstanding) {
+      clearSilenceTimer();
+      pingOutstanding = true;
+      ws.send(JSON.stringify({ type: "ping", nonce: String(timers.now()) }));
+      silenceTimer = timers.setTimeout(onSilence, heartbeat.deadMs);
+    }
+  });
+
+  reconnectTimer = timers.setTimeout(() => {
+    reconnectTimer = null;
+    connect();
+  }, options.connectDelayMs ?? 0);
+
+  return {
+    send(frame) {
+      if (!sendIfOpen(frame)) queue.push(frame);
+    },
+    sendIfOpen,
+    isOpen: () => socket !== null && welcomed,
+    retryNow() {
+      if (disposed) return;
+      if (status.kind === "open" || status.kind === "connecting") return;
+      failures = expired ? 0 : failures;
+      connect();
+    },
+    dispose() {
+      if (disposed) return;
+      disposed = true;
+      generation += 1;
+      clearReconnectTimer();
+      detach(CloseCode.normal, "client closed");
+      unsubscribeNetwork();
+      queue.length = 0;
+      setStatus({ kind: "closed" });
+    },
+  };
+}
+
+function describeClose(code: number, reason: string): string {
+  if (reason) return reason;
+  switch (code) {
+    case CloseCode.goingAway:
+      return "the server is restarting";
+    case CloseCode.tryAgainLater:
+      return "the server is busy";
+    case CloseCode.frameTooBig:
+      return "a message was too large for the server";
+    default:
+      return "the connection was lost";
+  }
+}
