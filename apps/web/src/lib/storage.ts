@@ -199,7 +199,9 @@ export function savedFromState(state: ChatState): SavedChat {
 }
 
 function isQuotaError(error: unknown): boolean {
-  return error instanceof Error && /quota/i.test(`${error.name} ${error.message}`);
+  if (typeof error !== "object" || error === null) return false;
+  const { name, message, code } = error as { name?: unknown; message?: unknown; code?: unknown };
+  return code === 22 || code === 1014 || /quota/i.test(`${String(name)} ${String(message)}`);
 }
 
 /** Returns false when nothing could be written. */
