@@ -9,6 +9,7 @@ these models (``chatcore schema``), and a test keeps them in step.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import IntEnum
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -17,6 +18,27 @@ from chatcore.events import AnyEvent, Usage
 from chatcore.view import SessionView
 
 PROTOCOL_VERSION = 1
+
+
+
+class CloseCode(IntEnum):
+    """Why the server closed a connection (RFC 6455 codes, and 4xxx ones of this protocol).
+
+    A client reconnects with its last cursor after every code except the 4001/4002/4003
+    family, which need a change first (a new session, no cursor, a newer client).
+    """
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the server is shutting down: reconnect (to another process)
+    POLICY_VIOLATION = 1008  # no hello in time, or the handshake was refused
+    TOO_BIG = 1009  # a frame was larger than limits.max_frame_bytes
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # too slow to keep up, or storage unavailable: reconnect later
+    UNAUTHORIZED = 4001  # token invalid or expired, or the session is gone: start a new one
+    BAD_CURSOR = 4002  # last_event_id is not an event of this session: resume without it
+    UNSUPPORTED_PROTOCOL = 4003  # hello.protocol is not a version this server speaks
+    IDLE_TIMEOUT = 4008  # no frame from the client for too long: reconnect when needed
+
 
 # Client ids: what the client chooses (conversation ids, client message ids, request ids).
 ClientId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.:-]+$")]

@@ -198,6 +198,27 @@ class EventStoreContract:
         found = await store.tail({sid: recorded[-1].position}, timeout=5)
         assert [r.event for r in found[sid]] == [message(1)]
 
+    async def test_a_malformed_position_is_rejected(self, store: EventStore) -> None:
+        sid = session_id()
+        await store.append(sid, opening(sid), expected_version=None)
+        for bad in ["", "x", "1", "1-", "-1", "01-0", "1-0 ", "1-0-0"]:
+            with pytest.raises(InvalidIdentifier):
+                await store.read(sid, after=bad)
+            with pytest.raises(InvalidIdentifier):
+                await store.tail({sid: bad}, timeout=0)
+
+    async def test_tail_reports_every_session_with_events(self, store: EventStore) -> None:
+        sids = [session_id() for _ in range(6)]
+        recorded = {
+            sid: await store.append(sid, opening(sid), expected_version=None) for sid in sids
+        }
+        quiet = session_id()
+        cursors: dict[str, str | None] = {sid: None for sid in sids}
+        cursors[sids[0]] = recorded[sids[0]][-1].position  # nothing new there
+        cursors[quiet] = None  # no log at all
+        found = await store.tail(cursors, timeout=1)
+        assert found == {sid: recorded[sid] for sid in sids[1:]}
+
     @pytest.mark.parametrize("hostile", HOSTILE_SESSION_IDS)
     async def test_hostile_session_ids_are_rejected(self, store: EventStore, hostile: str) -> None:
         with pytest.raises(InvalidIdentifier):
@@ -206,6 +227,8 @@ class EventStoreContract:
             await store.read(hostile)
         with pytest.raises(InvalidIdentifier):
             await store.tail({hostile: None}, timeout=0)
+        with pytest.raises(InvalidIdentifier):
+            await store.last_position(hostile)
 
     def test_interleaved_writers_never_lose_duplicate_or_reorder(self) -> None:
         """Two writers append from their own (possibly stale) view of the version: every

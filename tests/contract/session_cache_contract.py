@@ -87,9 +87,18 @@ class SessionCacheContract:
         await asyncio.sleep(self.ttl + 0.6)
         assert await cache.get(sid) is None
 
+    async def test_reading_an_entry_keeps_it_alive(self, cache: SessionCache) -> None:
+        sid = session_id()
+        await cache.put(sid, sample_view(sid))
+        for _ in range(4):  # twice the idle time in all, read every half of it
+            await asyncio.sleep(self.ttl / 2)
+            assert await cache.get(sid) is not None
+
     @pytest.mark.parametrize("hostile", HOSTILE_SESSION_IDS)
     async def test_hostile_ids_are_rejected(self, cache: SessionCache, hostile: str) -> None:
         with pytest.raises(InvalidIdentifier):
             await cache.get(hostile)
         with pytest.raises(InvalidIdentifier):
             await cache.put(hostile, SessionView())
+        with pytest.raises(InvalidIdentifier):
+            await cache.delete(hostile)

@@ -145,3 +145,31 @@ class WorkQueueContract:
         await queue.clear_intent(sid, "cm1")
         stale = await queue.stale_intents(older_than=0.01)
         assert (sid, "cm1") not in stale and (sid, "cm2") in stale
+
+    async def test_touching_an_acknowledged_delivery_is_false(self, queue: WorkQueue) -> None:
+        await queue.enqueue(item(1))
+        (d,) = await queue.claim("a", count=1, block=1)
+        await queue.ack(d)
+        assert await queue.touch(d) is False
+
+    async def test_dead_letters_keeps_the_newest_oldest_first(self, queue: WorkQueue) -> None:
+        items = [item(n) for n in range(4)]
+        for it in items:
+            await queue.enqueue(it)
+        for n, d in enumerate(await queue.claim("a", count=4, block=1)):
+            await queue.dead_letter(d, f"reason {n}")
+        letters = await queue.dead_letters(limit=2)
+        assert [(x.item, x.reason) for x in letters] == [
+            (items[2], "reason 2"),
+            (items[3], "reason 3"),
+        ]
+
+    async def test_an_intent_s_client_message_id_comes_back_as_written(
+        self, queue: WorkQueue
+    ) -> None:
+        sid = session_id()
+        await queue.record_intent(sid, "web:42:a.b")
+        await asyncio.sleep(0.05)
+        assert (sid, "web:42:a.b") in await queue.stale_intents(older_than=0.01)
+        await queue.clear_intent(sid, "web:42:a.b")
+        assert (sid, "web:42:a.b") not in await queue.stale_intents(older_than=0)

@@ -1,0 +1,116 @@
+"""The ``chatcore`` command.
+
+    chatcore serve   [--host H] [--port P] [--config FILE] [--redis-url URL] [--no-worker]
+    chatcore schema  [--out docs/protocol] [--check]
+
+``serve`` with no options is the embedded default: everything in this process (in-memory
+storage, a reply worker, the offline demo model) and the web client at ``/``, on
+http://127.0.0.1:8000. Settings also come from ``CHATCORE_*`` variables and a config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from chatcore_api.settings import ApiSettings, SettingsError, load_settings
+
+DEFAULT_SCHEMA_DIR = Path("docs/protocol")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatcore", description="chatcore: real-time AI chat server and tools."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the API, the /ws protocol server and the web client",
+        description="Run the API server. Without Redis everything runs in this process.",
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--config", type=Path, help="TOML or JSON settings file (default: $CHATCORE_CONFIG)"
+    )
+    serve.add_argument(
+        "--redis-url",
+        help="use Redis (prefer CHATCORE_REDIS_URL: a password here shows in the process list)",
+    )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not generate replies in this process (`chatcore worker` processes do)",
+    )
+
+    schema = commands.add_parser(
+        "schema",
+        help="write the JSON Schemas of the protocol's frames",
+        description="Write the JSON Schema of every client and server frame of protocol v1.",
+    )
+    schema.add_argument("--out", type=Path, default=DEFAULT_SCHEMA_DIR)
+    schema.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; fail if the files under --out are not up to date",
+    )
+    return parser
+
+
+def _serve_settings(args: argparse.Namespace) -> ApiSettings:
+    settings = load_settings(args.config, host=args.host, port=args.port, redis_url=args.redis_url)
+    if args.no_worker:
+        worker = settings.worker.model_copy(update={"enabled": False})
+        settings = settings.model_copy(update={"worker": worker})
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _serve_settings(args)
+    except SettingsError as exc:
+        print(f"chatcore: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+
+    from chatcore_api.app import create_app
+    from chatcore_api.logs import configure_logging
+    from chatcore_api.server import ChatServer, server_config
+
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    server = ChatServer(server_config(app, settings), app)
+    mode = (
+        "embedded: in-memory storage, sessions last until this process stops"
+        if settings.backend == "memory"
+        else f"redis: {settings.redis_url_display}"
+    )
+    print(  # noqa: T201 - CLI output
+        f"chatcore: serving on http://{settings.host}:{settings.port} ({mode})", flush=True
+    )
+    server.run()
+    return 0 if server.started else 1
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from chatcore_api.schema import stale_schemas, write_schemas
+
+    if args.check:
+        stale = stale_schemas(args.out)
+        for name in stale:
+            print(f"out of date: {args.out / name}", file=sys.stderr)  # noqa: T201
+        if stale:
+            print("run: chatcore schema --out " + str(args.out), file=sys.stderr)  # noqa: T201
+        return 1 if stale else 0
+    for path in write_schemas(args.out):
+        print(path)  # noqa: T201 - CLI output
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _schema(args)

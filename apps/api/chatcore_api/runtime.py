@@ -1,0 +1,110 @@
+"""What a running app holds: the objects the endpoints use, built from the container when
+the app starts and stopped, in order, when it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from chatcore.ports import Heartbeats
+from chatcore.protocol import CloseCode
+from chatcore.service import ChatService
+from chatcore.worker import WorkerLoop
+from chatcore_api.connections import ConnectionManager
+from chatcore_api.container import Container
+from chatcore_api.feed import SessionFeed
+from chatcore_api.handler import ConnectionSettings
+from chatcore_api.metrics import ApiMetrics
+from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.sessions import SessionManager
+from chatcore_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Runtime:
+    settings: ApiSettings
+    container: Container
+    service: ChatService
+    sessions: SessionManager
+    connections: ConnectionManager
+    feed: SessionFeed
+    metrics: ApiMetrics
+    heartbeats: Heartbeats
+    message_limiter: RateLimiter
+    session_limiter: RateLimiter
+    connection_settings: ConnectionSettings
+    model_name: str
+    worker: WorkerLoop | None = None
+    _worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _worker_task: asyncio.Task[None] | None = None
+    _stopped: bool = False
+
+    @classmethod
+    async def start(cls, container: Container, settings: ApiSettings) -> Runtime:
+        metrics: ApiMetrics = container.metrics()
+        runtime = cls(
+            settings=settings,
+            container=container,
+            service=container.service(),
+            sessions=container.sessions(),
+            connections=container.connections(),
+            feed=container.feed(),
+            metrics=metrics,
+            heartbeats=container.heartbeats(),
+            message_limiter=container.message_limiter(),
+            session_limiter=container.session_limiter(),
+            connection_settings=container.connection_settings(),
+            model_name=container.llm().name,
+        )
+        runtime.feed.start()
+        if settings.worker.enabled:
+            worker: WorkerLoop = container.worker()
+            runtime.worker = worker
+            metrics.watch_worker(worker)
+            runtime._worker_task = asyncio.create_task(
+                worker.run(runtime._worker_stop, grace=settings.worker.shutdown_grace),
+                name="chatcore-worker",
+            )
+        log.info(
+            "chatcore API started",
+            extra={
+                "backend": settings.backend,
+                "redis": settings.redis_url_display,
+                "model": runtime.model_name,
+                "worker": settings.worker.enabled,
+                "web_dir": str(settings.web_dir) if settings.web_dir else None,
+            },
+        )
+        return runtime
+
+    async def close_connections(self) -> None:
+        await self.connections.close_all(CloseCode.GOING_AWAY, "server shutting down")
+
+    async def stop(self) -> None:
+        """Close sockets (1001), let the worker finish within its grace, stop the feed, and
+        release storage clients."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.close_connections()
+        self._worker_stop.set()
+        task = self._worker_task
+        if task is not None:
+            grace = self.settings.worker.shutdown_grace
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=grace + 5.0)
+            except TimeoutError:
+                log.warning("the worker did not stop in time; cancelling it")
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except Exception:
+                log.exception("the worker stopped with an error")
+        await self.feed.stop()
+        if self.settings.backend == "redis":
+            await self.container.redis().aclose()
+        log.info("chatcore API stopped")

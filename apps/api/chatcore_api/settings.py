@@ -1,0 +1,439 @@
+"""Settings of the bundled API: environment (``CHATCORE_*``), an optional config file, flags.
+
+Precedence, strongest first: values passed in code (the CLI's flags), environment variables
+(prefix ``CHATCORE_``, nested with ``__``: ``CHATCORE_WORKER__CONCURRENCY=4``), the config file
+(TOML or JSON, named by ``--config`` or ``CHATCORE_CONFIG``), then the defaults below.
+
+Validation is strict: an unknown key or a malformed value stops the process at start-up with a
+message naming the setting (:class:`SettingsError`). Secrets are ``SecretStr`` (hidden in
+``repr`` and logs), and the signing key is read from the environment only, never from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from chatcore_adapters.llm.settings import LLMSettings
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "CHATCORE_"
+CONFIG_ENV = "CHATCORE_CONFIG"
+SECRET_KEY_ENV = "CHATCORE_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
+MIN_SECRET_CHARS = 32
+
+
+def default_web_dir() -> Path | None:
+    """The web client's static export in a source checkout (``apps/web/out``), if built."""
+    candidate = Path(__file__).resolve().parent.parent.parent / "web" / "out"
+    return candidate if candidate.is_dir() else None
+
+
+class SettingsError(Exception):
+    """The settings are unusable; the message says which one and why."""
+
+
+class WorkerOptions(BaseModel):
+    """The reply worker running inside the API process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="Run a reply worker in this process (turn off when `chatcore worker` "
+        "processes do the work).",
+    )
+    concurrency: int = Field(default=16, ge=1, le=1024, description="Replies generated at once.")
+    shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="Seconds replies in flight may take to finish when the process stops; "
+        "what is left is taken over by another worker.",
+    )
+
+
+class RedisOptions(BaseModel):
+    """How this process uses Redis (when ``redis_url`` is set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field(
+        default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$", description="Key prefix."
+    )
+    cluster: bool = Field(default=False, description="redis_url names a Redis Cluster node.")
+    max_connections: int = Field(default=32, ge=2, le=10_000)
+    reclaim_after: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a claimed reply may go without news before another worker takes it.",
+    )
+
+
+def _split_origins(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def normalise_origin(value: str) -> str:
+    """``scheme://host[:port]`` in lower case, without a default port; else ValueError."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{value!r} is not an origin like https://chat.example.com")
+    if parts.username or parts.password or parts.path not in {"", "/"}:
+        raise ValueError(f"{value!r} must be only scheme://host[:port] (no path, no user)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r} must be only scheme://host[:port]")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has an invalid port") from exc
+    default = 443 if parts.scheme == "https" else 80
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+class ApiSettings(BaseSettings):
+    """Everything ``chatcore serve`` can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    # --- where to listen ------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    # --- storage and secrets --------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://, rediss:// or unix:// URL. Unset: everything in memory, in "
+        "this process (the embedded mode).",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs session tokens (at least 32 characters; environment "
+        "only: CHATCORE_SECRET_KEY). Required with redis_url; in embedded mode a random key is "
+        "made per process.",
+    )
+    token_ttl: timedelta = Field(
+        default=timedelta(days=7),
+        description="How long a session token stays valid; every connection gets a fresh one.",
+    )
+
+    # --- who may connect ------------------------------------------------------------------
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed besides the server's own (same-origin is always allowed).",
+    )
+
+    # --- limits ---------------------------------------------------------------------------
+    max_frame_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    max_message_chars: int = Field(default=8000, ge=1, le=1_000_000)
+    messages_per_minute: int = Field(default=20, ge=1, le=100_000)
+    messages_burst: int = Field(
+        default=5, ge=1, le=10_000, description="Messages a session may send at once."
+    )
+    sessions_per_minute: float = Field(
+        default=60, gt=0, le=1_000_000, description="New sessions per client address."
+    )
+    idle_timeout: float = Field(
+        default=90.0,
+        gt=0,
+        le=86_400,
+        description="Seconds without any client frame before the server closes (code 4008).",
+    )
+    hello_timeout: float = Field(default=10.0, gt=0, le=300)
+    send_queue_limit: int = Field(
+        default=2000,
+        ge=16,
+        le=1_000_000,
+        description="Frames queued for one slow connection before it is closed (code 1013).",
+    )
+    send_timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_replay_events: int = Field(
+        default=5000,
+        ge=1,
+        le=10_000_000,
+        description="A resume with more events than this gets a snapshot instead.",
+    )
+    feed_block: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds one read of the live feed may block."
+    )
+
+    # --- static files, worker, logs -------------------------------------------------------
+    web_dir: Path | None = Field(default_factory=default_web_dir)
+    worker: WorkerOptions = Field(default_factory=WorkerOptions)
+    redis: RedisOptions = Field(default_factory=RedisOptions)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins_list(cls, value: Any) -> Any:
+        try:
+            return _split_origins(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list of origins: {exc}") from exc
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_valid(cls, value: list[str]) -> list[str]:
+        out = []
+        for origin in value:
+            if origin.strip() in {"*", "null"}:
+                raise ValueError(
+                    "wildcard and 'null' origins are not allowed; list each origin explicitly"
+                )
+            out.append(normalise_origin(origin))
+        return out
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_valid(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        if len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"the secret key must have at least {MIN_SECRET_CHARS} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return value
+
+    @field_validator("token_ttl", mode="before")
+    @classmethod
+    def _ttl_seconds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return timedelta(seconds=float(value))
+            except ValueError:
+                return value  # ISO 8601 durations ("P7D") go to pydantic
+        return value
+
+    @field_validator("token_ttl")
+    @classmethod
+    def _ttl_sane(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=400):
+            raise ValueError("token_ttl must be between one minute and 400 days")
+        return value
+
+    @field_validator("web_dir")
+    @classmethod
+    def _web_dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"web_dir {str(value)!r} is not a directory")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_required_with_redis(self) -> ApiSettings:
+        if self.redis_url is not None and self.secret_key is None:
+            raise ValueError(
+                f"{SECRET_KEY_ENV} is required when redis_url is set: every API process must "
+                "verify the same session tokens"
+            )
+        return self
+
+    # --- derived --------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Literal["memory", "redis"]:
+        return "redis" if self.redis_url is not None else "memory"
+
+    @property
+    def redis_url_display(self) -> str | None:
+        """The Redis URL with any password masked, for logs."""
+        if self.redis_url is None:
+            return None
+        parts = urlsplit(self.redis_url.get_secret_value())
+        if parts.password is None:
+            return parts.geturl()
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        inputs = _INPUTS.get() or _Inputs()
+        if inputs.environ is not None:
+            env_settings = _MappingEnvSource(settings_cls, inputs.environ)
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls, inputs.file_data))
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    file_data: Mapping[str, Any] = field(default_factory=dict)
+    environ: Mapping[str, str] | None = None
+
+
+_INPUTS: ContextVar[_Inputs | None] = ContextVar("chatcore_settings_inputs", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """Environment variables from a given mapping instead of ``os.environ`` (tests, tools)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._given = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._given, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The already-parsed config file, weakest of the sources after the defaults."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = dict(data)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML (``.toml``) or JSON (anything else) config file into a dict."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read the config file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = json.loads(raw)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"the config file {str(path)!r} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"the config file {str(path)!r} must hold a table/object of settings")
+    if "secret_key" in data:
+        raise SettingsError(
+            f"the config file {str(path)!r} sets secret_key: the signing key is read from the "
+            f"environment only ({SECRET_KEY_ENV}), so it never sits in a file next to the config"
+        )
+    return data
+
+
+@contextmanager
+def _inputs(inputs: _Inputs) -> Iterator[None]:
+    token = _INPUTS.set(inputs)
+    try:
+        yield
+    finally:
+        _INPUTS.reset(token)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per problem, naming the setting as a user would write it."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        name = ".".join(loc) or "settings"
+        env = ENV_PREFIX + "__".join(loc).upper() if loc else ""
+        where = f"{name} ({env})" if env else name
+        if error["type"] == "extra_forbidden":
+            lines.append(f"- {where}: unknown setting")
+            continue
+        shown = ""
+        if "input" in error and error["type"] not in {"missing"} and loc:
+            value = error["input"]
+            if not isinstance(value, dict | list) and "secret" not in name:
+                text = repr(value)
+                shown = f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"- {where}: {message}{shown}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> ApiSettings:
+    """Build the settings from ``overrides``, the environment and the config file.
+
+    ``config_file`` defaults to ``$CHATCORE_CONFIG``. Raises :class:`SettingsError` with a
+    readable message on any problem.
+    """
+    env = os.environ if environ is None else environ
+    path = config_file or env.get(CONFIG_ENV) or None
+    data = read_config_file(Path(path)) if path else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        with _inputs(_Inputs(file_data=data, environ=environ)):
+            return ApiSettings(**given)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None
+
+
+def effective_secret(settings: ApiSettings) -> tuple[bytes, bool]:
+    """The token signing key, and whether it was generated for this process only."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode("utf-8"), False
+    return secrets.token_bytes(32), True

@@ -1,0 +1,35 @@
+"""Redis adapters: the production storage of every chatcore port.
+
+Build one :class:`RedisConnection` per process with :func:`connect` and hand it to each
+adapter::
+
+    conn = connect(RedisSettings(url="redis://redis:6379/0"))
+    store, cache = RedisEventStore(conn), RedisSessionCache(conn, ttl=3600)
+    queue, leases = RedisWorkQueue(conn, reclaim_after=30), RedisLeases(conn)
+    ...
+    await conn.aclose()
+"""
+
+from chatcore_adapters.redis.cache import RedisSessionCache
+from chatcore_adapters.redis.connection import (
+    RedisConnection,
+    RedisSettings,
+    connect,
+    create_client,
+)
+from chatcore_adapters.redis.event_store import RedisEventStore
+from chatcore_adapters.redis.keys import KeySpace
+from chatcore_adapters.redis.leases import RedisLeases
+from chatcore_adapters.redis.queue import RedisWorkQueue
+
+__all__ = [
+    "KeySpace",
+    "RedisConnection",
+    "RedisEventStore",
+    "RedisLeases",
+    "RedisSessionCache",
+    "RedisSettings",
+    "RedisWorkQueue",
+    "connect",
+    "create_client",
+]

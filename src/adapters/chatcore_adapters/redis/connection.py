@@ -1,0 +1,198 @@
+"""The one Redis client of an application, and the rules every adapter call follows.
+
+:func:`connect` builds a :class:`RedisConnection` from :class:`RedisSettings`: a single client
+(``redis://``, ``rediss://`` or a Redis Cluster) with a bounded pool, TCP keepalive, health
+checks, and retries with exponential backoff and jitter on connection errors and timeouts.
+
+Three rules keep a blocking read from turning into a silent hang:
+
+* no adapter blocks longer than ``max_block`` seconds (longer waits are cut to it);
+* the socket timeout is ``max_block + read_margin``, so a healthy ``BLOCK`` always answers
+  before the socket gives up (a shorter socket timeout plus retries would re-send the
+  blocking command again and again);
+* every adapter call runs under :meth:`RedisConnection.guard`: a hard deadline of
+  ``operation_timeout`` seconds plus the call's own block time, and the translation of every
+  redis-py exception into :class:`chatcore.errors.StoreUnavailable`, so nothing of redis-py
+  leaks through a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeAlias
+from urllib.parse import urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+
+from chatcore.errors import StoreUnavailable
+from chatcore_adapters.redis.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+RedisClient: TypeAlias = Redis | RedisCluster
+
+# Everything redis-py raises (RedisClusterException is not a RedisError), plus raw socket
+# errors that can escape while a connection is being set up.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """How to reach Redis and how long to wait for it. Times are in seconds."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    prefix: str = ""
+    client_name: str = "chatcore"
+    # The longest BLOCK an adapter sends (tail, claim); longer waits are cut to it.
+    max_block: float = 10.0
+    # How much longer than max_block a socket read may take before it counts as lost.
+    read_margin: float = 5.0
+    connect_timeout: float = 2.0
+    # Hard bound on one adapter call, retries included (blocking calls: plus their block).
+    operation_timeout: float = 5.0
+    health_check_interval: int = 15
+    max_connections: int = 64
+    # How long a call waits for a free connection when the pool is exhausted (single node).
+    pool_timeout: float = 5.0
+    retries: int = 3
+    backoff_base: float = 0.05
+    backoff_cap: float = 1.0
+    keepalive_idle: int = 30
+    keepalive_interval: int = 10
+    keepalive_count: int = 3
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        allowed = {"redis", "rediss"} if self.cluster else {"redis", "rediss", "unix"}
+        if scheme not in allowed:
+            raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
+        KeySpace(self.prefix)  # validates the prefix
+        for name in ("max_block", "read_margin", "connect_timeout", "operation_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_connections < 1 or self.retries < 0:
+            raise ValueError("max_connections must be >= 1 and retries >= 0")
+
+    @property
+    def socket_timeout(self) -> float:
+        """Longer than any block time, so a blocking read is never cut by the socket."""
+        return self.max_block + self.read_margin
+
+
+def _keepalive_options(settings: RedisSettings) -> dict[int, int]:
+    wanted = {
+        "TCP_KEEPIDLE": settings.keepalive_idle,
+        "TCP_KEEPINTVL": settings.keepalive_interval,
+        "TCP_KEEPCNT": settings.keepalive_count,
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+def create_client(settings: RedisSettings) -> RedisClient:
+    """The application's client. Nothing is connected until the first command."""
+    retry = Retry(
+        ExponentialWithJitterBackoff(cap=settings.backoff_cap, base=settings.backoff_base),
+        settings.retries,
+    )
+    if settings.cluster:
+        return RedisCluster.from_url(
+            settings.url,
+            retry=retry,
+            max_connections=settings.max_connections,
+            socket_timeout=settings.socket_timeout,
+            socket_connect_timeout=settings.connect_timeout,
+            socket_keepalive=True,
+            socket_keepalive_options=_keepalive_options(settings),
+            health_check_interval=settings.health_check_interval,
+            client_name=settings.client_name,
+            decode_responses=False,
+        )
+    pool = BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=settings.max_connections,
+        timeout=settings.pool_timeout,
+        retry=retry,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        socket_keepalive=True,
+        socket_keepalive_options=_keepalive_options(settings),
+        health_check_interval=settings.health_check_interval,
+        client_name=settings.client_name,
+        decode_responses=False,
+    )
+    return Redis.from_pool(pool)
+
+
+def is_error(exc: BaseException, code: str) -> bool:
+    """True when ``exc`` is a Redis error reply starting with ``code`` (e.g. ``NOGROUP``)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(code)
+
+
+def unavailable(op: str, exc: BaseException) -> StoreUnavailable:
+    """The port error for a failed Redis call (logged; the message stays short)."""
+    detail = str(exc).splitlines()[0][:120] if str(exc) else ""
+    log.warning(
+        "redis call failed",
+        extra={"op": op, "error": type(exc).__name__, "detail": detail},
+    )
+    return StoreUnavailable(f"redis {op} failed ({type(exc).__name__})")
+
+
+class RedisConnection:
+    """The client, its settings and key layout: what every Redis adapter is built from."""
+
+    def __init__(self, client: RedisClient, settings: RedisSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = KeySpace(settings.prefix)
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self.client, RedisCluster)
+
+    def block_ms(self, seconds: float) -> int | None:
+        """The BLOCK argument for a wait of ``seconds``: ``None`` for no wait at all, else
+        1 ms to ``max_block`` (``BLOCK 0`` would mean *forever*, and is never sent)."""
+        if seconds <= 0:
+            return None
+        return max(1, int(min(seconds, self.settings.max_block) * 1000))
+
+    @asynccontextmanager
+    async def guard(self, op: str, *, block: float = 0.0) -> AsyncIterator[None]:
+        """Run one adapter call: bounded in time, with redis-py's errors translated."""
+        deadline = self.settings.operation_timeout + min(max(block, 0.0), self.settings.max_block)
+        try:
+            async with asyncio.timeout(deadline):
+                yield
+        except TimeoutError as exc:
+            raise unavailable(op, exc) from exc
+        except REDIS_ERRORS as exc:
+            raise unavailable(op, exc) from exc
+
+    async def ping(self, *, timeout: float = 1.0) -> bool:
+        """True when Redis answers within ``timeout`` seconds (for a readiness probe)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return bool(await self.client.ping())
+        except TimeoutError:
+            return False
+        except REDIS_ERRORS:
+            return False
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def connect(settings: RedisSettings) -> RedisConnection:
+    """Build the application's connection (lazy: nothing is sent until it is used)."""
+    return RedisConnection(create_client(settings), settings)

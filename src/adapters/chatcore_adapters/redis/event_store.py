@@ -1,0 +1,217 @@
+"""The event log on Redis Streams: one stream per session, ``chat:{<session_id>}``.
+
+Each entry holds one event, encoded by :mod:`chatcore_adapters.codec`, in the field ``e``;
+its stream id is the event's position. An append is one Lua script: compare the stream's
+last id with the expected version, then ``XADD`` every event, so a batch is all-or-nothing
+and two writers at the same version cannot both succeed (I3).
+
+The first entry of a batch also carries ``n``, a random token of that append call. When a
+connection drops after Redis ran the script but before the reply arrived, redis-py sends the
+same script again; the script then finds its own token right after the expected version and
+answers with the ids it already wrote instead of a conflict, so a retried append is applied
+exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from redis.crc import key_slot
+
+from chatcore.errors import ConcurrencyConflict, CorruptRecord, InvalidIdentifier
+from chatcore.events import Event, Recorded
+from chatcore.ids import parse_position, validate_session_id
+from chatcore_adapters.codec import decode_recorded, encode_event
+from chatcore_adapters.redis.connection import RedisConnection
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] the stream. ARGV[1] the expected last id ('' for an empty stream), ARGV[2] the
+# append's token, ARGV[3..] the encoded events. Returns {1, id...} or {0, actual last id}.
+_APPEND = """
+local key = KEYS[1]
+local expected = ARGV[1]
+local token = ARGV[2]
+local n = #ARGV - 2
+local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+local actual = ''
+if #last > 0 then actual = last[1][1] end
+if actual ~= expected then
+  local start = '-'
+  if expected ~= '' then start = '(' .. expected end
+  local written = redis.call('XRANGE', key, start, '+', 'COUNT', n)
+  if #written == n then
+    local fields = written[1][2]
+    if fields[3] == 'n' and fields[4] == token then
+      local out = {1}
+      for i = 1, n do out[i + 1] = written[i][1] end
+      return out
+    end
+  end
+  return {0, actual}
+end
+local out = {1, redis.call('XADD', key, '*', 'e', ARGV[3], 'n', token)}
+for i = 4, #ARGV do
+  out[i - 1] = redis.call('XADD', key, '*', 'e', ARGV[i])
+end
+return out
+"""
+
+_FIELD = b"e"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(entries: Iterable[Any]) -> list[Recorded]:
+    out: list[Recorded] = []
+    for entry_id, fields in entries:
+        raw = fields.get(_FIELD) if fields else None
+        if raw is None:
+            raise CorruptRecord(f"stream entry {_text(entry_id)} has no event")
+        out.append(decode_recorded(_text(entry_id), raw))
+    return out
+
+
+def _valid_position(value: str) -> bool:
+    try:
+        parse_position(value)
+    except InvalidIdentifier:
+        return False
+    return True
+
+
+class RedisEventStore:
+    """The :class:`chatcore.ports.EventStore` on Redis (single node or Cluster)."""
+
+    def __init__(
+        self,
+        conn: RedisConnection,
+        *,
+        page_size: int = 1000,
+        tail_count: int = 1000,
+        cluster_poll_interval: float = 0.05,
+    ) -> None:
+        if page_size < 1 or tail_count < 1 or cluster_poll_interval <= 0:
+            raise ValueError("page_size and tail_count must be >= 1, the poll interval > 0")
+        self.conn = conn
+        self.page_size = page_size
+        # At most this many events per session per tail() call; the rest comes next call.
+        self.tail_count = tail_count
+        self.cluster_poll_interval = cluster_poll_interval
+        self._keys = conn.keys
+        self._append_script = conn.client.register_script(_APPEND)
+
+    async def append(
+        self, session_id: str, events: Sequence[Event], *, expected_version: str | None
+    ) -> list[Recorded]:
+        key = self._keys.events(session_id)
+        if not events:
+            raise ValueError("nothing to append")
+        if expected_version is not None and not _valid_position(expected_version):
+            # Not a position of any log, so never the last one of this log.
+            raise ConcurrencyConflict(
+                session_id, expected_version, await self.last_position(session_id)
+            )
+        args: list[bytes | str] = [expected_version or "", secrets.token_hex(8)]
+        args += map(encode_event, events)
+        async with self.conn.guard("append"):
+            reply = await self._append_script(keys=[key], args=args)
+        if reply[0] != 1:
+            actual = _text(reply[1]) or None
+            raise ConcurrencyConflict(session_id, expected_version, actual)
+        return [
+            Recorded(position=_text(entry_id), event=event)
+            for entry_id, event in zip(reply[1:], events, strict=True)
+        ]
+
+    async def read(
+        self, session_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[Recorded]:
+        key = self._keys.events(session_id)
+        if after is not None:
+            parse_position(after)
+        if limit is not None and limit <= 0:
+            return []
+        start = "-" if after is None else f"({after}"
+        out: list[Recorded] = []
+        async with self.conn.guard("read"):
+            while True:
+                want = self.page_size if limit is None else min(self.page_size, limit - len(out))
+                page: Any = await self.conn.client.xrange(key, start, "+", count=want)
+                if page:
+                    out.extend(_decode(page))
+                if len(page) < want or (limit is not None and len(out) >= limit):
+                    return out
+                start = f"({_text(page[-1][0])}"
+
+    async def last_position(self, session_id: str) -> str | None:
+        key = self._keys.events(session_id)
+        async with self.conn.guard("last_position"):
+            newest: Any = await self.conn.client.xrevrange(key, "+", "-", count=1)
+        return _text(newest[0][0]) if newest else None
+
+    async def tail(
+        self, cursors: Mapping[str, str | None], *, timeout: float
+    ) -> dict[str, list[Recorded]]:
+        streams: dict[str, str] = {}
+        sessions: dict[str, str] = {}
+        for session_id, after in cursors.items():
+            key = self._keys.events(session_id)
+            if after is not None:
+                parse_position(after)
+            streams[key] = after or "0-0"
+            sessions[key] = validate_session_id(session_id)
+        if not streams:
+            await asyncio.sleep(max(0.0, min(timeout, self.conn.settings.max_block)))
+            return {}
+        if self.conn.cluster:
+            groups: dict[int, dict[str, str]] = {}
+            for key, cursor in streams.items():
+                groups.setdefault(key_slot(key.encode()), {})[key] = cursor
+            if len(groups) > 1:
+                return await self._poll_slots(list(groups.values()), sessions, timeout)
+        async with self.conn.guard("tail", block=timeout):
+            reply = await self.conn.client.xread(
+                streams,  # type: ignore[arg-type]
+                count=self.tail_count,
+                block=self.conn.block_ms(timeout),
+            )
+        return self._found(reply, sessions)
+
+    def _found(self, reply: Any, sessions: Mapping[str, str]) -> dict[str, list[Recorded]]:
+        found: dict[str, list[Recorded]] = {}
+        for key, entries in reply or ():
+            records = _decode(entries)
+            if records:
+                found[sessions[_text(key)]] = records
+        return found
+
+    async def _poll_slots(
+        self,
+        groups: list[dict[str, str]],
+        sessions: Mapping[str, str],
+        timeout: float,
+    ) -> dict[str, list[Recorded]]:
+        """Cluster mode, sessions in several slots: one XREAD cannot span slots, so look at
+        every slot group in one pipelined round per node, and again every poll interval."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(timeout, 0.0), self.conn.settings.max_block)
+        while True:
+            async with self.conn.guard("tail"):
+                pipe = self.conn.client.pipeline()
+                for group in groups:
+                    pipe.xread(group, count=self.tail_count)  # type: ignore[arg-type]
+                replies = await pipe.execute()
+            found: dict[str, list[Recorded]] = {}
+            for reply in replies:
+                found.update(self._found(reply, sessions))
+            remaining = deadline - loop.time()
+            if found or remaining <= 0:
+                return found
+            await asyncio.sleep(min(self.cluster_poll_interval, remaining))

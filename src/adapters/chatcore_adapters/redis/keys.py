@@ -1,0 +1,72 @@
+"""Where every piece of chatcore state lives in Redis.
+
+All keys of one session share a hash tag (``{<session_id>}``), so in a Redis Cluster they sit
+in one slot and a Lua script may touch them together. The work queue's keys share the tag of
+the queue's name. An optional prefix (tests use it to isolate themselves on one server) is
+put in front of every key, outside the hash tag.
+
+Nothing reaches a key without validation: session ids must pass
+:func:`chatcore.ids.validate_session_id`, lease keys and names a narrow pattern.
+"""
+
+from __future__ import annotations
+
+import re
+
+from chatcore.errors import InvalidIdentifier
+from chatcore.ids import validate_session_id
+
+# A prefix or queue name: short, and free of '{', '}', spaces and glob characters.
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+# The reply lease key the core builds: ``reply:<session id>:<message id>``.
+_REPLY_LEASE = re.compile(r"^reply:([A-Za-z0-9_-]{16,64}):([A-Za-z0-9_.:-]{1,80})$")
+# Any other lease key.
+_LEASE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+def _checked_name(kind: str, value: str, *, allow_empty: bool) -> str:
+    if _NAME.fullmatch(value) is None or (not value and not allow_empty):
+        raise ValueError(f"invalid Redis {kind} {value!r}: use at most 64 of [A-Za-z0-9_.:-]")
+    return value
+
+
+class KeySpace:
+    """Builds the keys of one deployment (``prefix`` + the fixed layout)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = _checked_name("key prefix", prefix, allow_empty=True)
+
+    def events(self, session_id: str) -> str:
+        """The session's event log: ``chat:{<session_id>}``."""
+        return f"{self.prefix}chat:{{{validate_session_id(session_id)}}}"
+
+    def view(self, session_id: str) -> str:
+        """The session's cached view: ``session:{<session_id>}``."""
+        return f"{self.prefix}session:{{{validate_session_id(session_id)}}}"
+
+    def lease(self, key: str) -> str:
+        """A lease. ``reply:<sid>:<msg>`` becomes ``lease:{<sid>}:<msg>`` (the session's slot);
+        any other safe key ``lease:{<key>}``; anything else is refused."""
+        match = _REPLY_LEASE.fullmatch(key)
+        if match is not None:
+            return f"{self.prefix}lease:{{{match.group(1)}}}:reply:{match.group(2)}"
+        if _LEASE.fullmatch(key) is None:
+            raise InvalidIdentifier("lease key", key)
+        return f"{self.prefix}lease:{{{key}}}"
+
+    def queue(self, name: str) -> QueueKeys:
+        return QueueKeys(self.prefix, _checked_name("queue name", name, allow_empty=False))
+
+
+class QueueKeys:
+    """The keys of one work queue, all in the slot of ``{<name>}``."""
+
+    __slots__ = ("dead", "intents", "stream")
+
+    def __init__(self, prefix: str, name: str) -> None:
+        base = f"{prefix}{{{name}}}"
+        self.stream = base
+        self.dead = f"{base}:dead"
+        self.intents = f"{base}:intents"

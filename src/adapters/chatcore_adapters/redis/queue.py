@@ -1,0 +1,344 @@
+"""The work queue on a Redis stream with a consumer group.
+
+Keys (one slot, tagged with the queue's name, ``{chatcore:work}`` by default):
+
+* ``{chatcore:work}``: the stream of work items (field ``i``: the item's JSON), read by the
+  consumer group ``workers``. An acknowledged entry is deleted with its acknowledgement, so
+  the stream only ever holds work not yet done, and a group created again from ``0`` (after
+  the group vanished, e.g. a Redis restart without persistence) gets exactly that work;
+* ``{chatcore:work}:dead``: the dead-letter stream (item, reason, attempts, time);
+* ``{chatcore:work}:intents``: a sorted set of ``<session_id>:<client_message_id>`` scored by
+  the Redis server's clock in milliseconds (one clock for every process, so "older than" means
+  the same thing to every sweeper).
+
+A delivery's ``attempt`` is Redis' delivery count of the entry: 1 when first read, +1 each
+time it is read again from the pending list (``recover``) or claimed from another consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from redis.exceptions import ResponseError
+
+from chatcore.ids import validate_session_id
+from chatcore.ports import Clock, DeadLetter, Delivery, WorkItem
+from chatcore_adapters.redis.connection import RedisConnection, is_error
+from chatcore_adapters.system import SystemClock
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# KEYS[1] stream. ARGV[1] group, ARGV[2] consumer, ARGV[3] count.
+# The consumer's pending entries, read again: {{id, payload, delivery count}...}. Entries
+# deleted while pending cannot be worked on any more and are acknowledged.
+_RECOVER = """
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                       'STREAMS', KEYS[1], '0')
+local out = {}
+if not got or not got[1] then return out end
+for _, entry in ipairs(got[1][2]) do
+  local id = entry[1]
+  if entry[2] and entry[2][2] then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    out[#out + 1] = {id, entry[2][2], p[1][4]}
+  else
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  end
+end
+return out
+"""
+
+# KEYS[1] stream. ARGV[1] group, ARGV[2] consumer, ARGV[3] min idle ms, ARGV[4] count.
+# Entries idle longer than ARGV[3] at any consumer, now ARGV[2]'s:
+# {{id, payload, delivery count}...}.
+_RECLAIM = """
+local want = tonumber(ARGV[4])
+local out = {}
+local cursor = '0-0'
+local rounds = 0
+repeat
+  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor,
+                       'COUNT', want - #out)
+  cursor = r[1]
+  for _, entry in ipairs(r[2]) do
+    local id = entry[1]
+    if entry[2] and entry[2][2] then
+      local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+      out[#out + 1] = {id, entry[2][2], p[1][4]}
+    else
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+    end
+  end
+  rounds = rounds + 1
+until cursor == '0-0' or #out >= want or rounds >= 16
+return out
+"""
+
+# KEYS[1] stream. ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id.
+# Reset the entry's idle time if ARGV[2] still owns it: 1, else 0.
+_TOUCH = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
+# KEYS[1] stream. ARGV[1] group, ARGV[2] entry id. Acknowledge, and delete what was acked.
+_ACK = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] stream, KEYS[2] dead letters. ARGV[1] group, ARGV[2] entry id, ARGV[3] payload,
+# ARGV[4] reason, ARGV[5] attempts, ARGV[6] time, ARGV[7] max dead letters kept (about).
+# Record the dead letter (once, even when a lost reply makes the client send it again),
+# then acknowledge and delete the entry.
+_DEAD_LETTER = """
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #newest == 0 or newest[1][2][2] ~= ARGV[2] then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
+             'd', ARGV[2], 'i', ARGV[3], 'r', ARGV[4], 'a', ARGV[5], 't', ARGV[6])
+end
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS[1] intents. ARGV[1] member. Scored with the server's clock.
+_RECORD_INTENT = (
+    _NOW_MS
+    + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return 1
+"""
+)
+
+# KEYS[1] intents. ARGV[1] age ms, ARGV[2] limit. Members at least ARGV[1] ms old.
+_STALE_INTENTS = (
+    _NOW_MS
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
+                  'LIMIT', 0, ARGV[2])
+"""
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisWorkQueue:
+    """The :class:`chatcore.ports.WorkQueue` on a Redis stream and consumer group."""
+
+    def __init__(
+        self,
+        conn: RedisConnection,
+        *,
+        name: str = "chatcore:work",
+        group: str = "workers",
+        reclaim_after: float = 30.0,
+        clock: Clock | None = None,
+        recover_limit: int = 1000,
+        max_dead_letters: int = 10_000,
+        stale_intents_limit: int = 1000,
+    ) -> None:
+        if reclaim_after <= 0:
+            raise ValueError("reclaim_after must be positive")
+        self.conn = conn
+        self.keys = conn.keys.queue(name)
+        self.group = group
+        self.reclaim_after = reclaim_after
+        self.clock: Clock = clock or SystemClock()
+        self.recover_limit = recover_limit
+        self.max_dead_letters = max_dead_letters
+        self.stale_intents_limit = stale_intents_limit
+        client = conn.client
+        self._recover = client.register_script(_RECOVER)
+        self._reclaim = client.register_script(_RECLAIM)
+        self._touch = client.register_script(_TOUCH)
+        self._ack = client.register_script(_ACK)
+        self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._record_intent = client.register_script(_RECORD_INTENT)
+        self._stale_intents = client.register_script(_STALE_INTENTS)
+
+    # --- the consumer group -------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the stream and its group if missing (from ``0``: every entry still in the
+        stream is work not yet acknowledged)."""
+        try:
+            await self.conn.client.xgroup_create(self.keys.stream, self.group, "0", mkstream=True)
+            log.info("created the work queue's consumer group", extra={"group": self.group})
+        except ResponseError as exc:
+            if not is_error(exc, "BUSYGROUP"):
+                raise
+
+    async def _grouped(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call``; if the group is gone (NOGROUP), create it and run it once more."""
+        try:
+            return await call()
+        except ResponseError as exc:
+            if not is_error(exc, "NOGROUP"):
+                raise
+        await self.ensure_group()
+        return await call()
+
+    # --- work -------------------------------------------------------------------------------------
+
+    async def enqueue(self, item: WorkItem) -> None:
+        payload = item.model_dump_json().encode()
+        async with self.conn.guard("enqueue"):
+            await self.conn.client.xadd(self.keys.stream, {"i": payload})
+
+    async def recover(self, consumer: str) -> list[Delivery]:
+        args: list[str | int] = [self.group, consumer, self.recover_limit]
+        async with self.conn.guard("recover"):
+            rows = await self._grouped(lambda: self._recover(keys=[self.keys.stream], args=args))
+            return await self._deliveries(rows, consumer)
+
+    async def claim(self, consumer: str, *, count: int, block: float) -> list[Delivery]:
+        if count < 1:
+            return []
+        min_idle = max(1, int(self.reclaim_after * 1000))
+        args: list[str | int] = [self.group, consumer, min_idle, count]
+        async with self.conn.guard("claim", block=block):
+            rows = await self._grouped(lambda: self._reclaim(keys=[self.keys.stream], args=args))
+            out = await self._deliveries(rows, consumer)
+            if len(out) < count:
+                # Wait for new work only when there was nothing to take over.
+                wait = None if out else self.conn.block_ms(block)
+                reply: Any = await self._grouped(
+                    lambda: self.conn.client.xreadgroup(
+                        self.group,
+                        consumer,
+                        {self.keys.stream: ">"},
+                        count=count - len(out),
+                        block=wait,
+                    )
+                )
+                fresh = [
+                    (entry_id, fields.get(b"i") if fields else None, 1)
+                    for _, entries in reply or ()
+                    for entry_id, fields in entries
+                ]
+                out += await self._deliveries(fresh, consumer)
+        return out
+
+    async def _deliveries(self, rows: Any, consumer: str) -> list[Delivery]:
+        out: list[Delivery] = []
+        for entry_id, payload, count in rows or ():
+            delivery_id = _text(entry_id)
+            try:
+                item = WorkItem.model_validate_json(payload if payload is not None else b"")
+            except ValidationError:
+                await self._discard(delivery_id, payload, int(count))
+                continue
+            out.append(Delivery(item, delivery_id, int(count), consumer))
+        return out
+
+    async def _discard(self, delivery_id: str, payload: bytes | None, attempts: int) -> None:
+        """An entry that is not a work item can never be done: keep it as a dead letter."""
+        log.error(
+            "unreadable work item moved to the dead letters", extra={"delivery_id": delivery_id}
+        )
+        await self._dead_letter(
+            keys=[self.keys.stream, self.keys.dead],
+            args=[
+                self.group,
+                delivery_id,
+                payload or b"",
+                "unreadable work item",
+                attempts,
+                self.clock.now().isoformat(),
+                self.max_dead_letters,
+            ],
+        )
+
+    async def touch(self, delivery: Delivery) -> bool:
+        args = [self.group, delivery.consumer, delivery.delivery_id]
+        async with self.conn.guard("touch"):
+            try:
+                done = await self._touch(keys=[self.keys.stream], args=args)
+            except ResponseError as exc:
+                if not is_error(exc, "NOGROUP"):
+                    raise
+                return False  # the group (and so every pending entry) is gone
+        return bool(done)
+
+    async def ack(self, delivery: Delivery) -> None:
+        async with self.conn.guard("ack"):
+            await self._ack(keys=[self.keys.stream], args=[self.group, delivery.delivery_id])
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        args: list[bytes | str | int] = [
+            self.group,
+            delivery.delivery_id,
+            delivery.item.model_dump_json().encode(),
+            reason,
+            delivery.attempt,
+            self.clock.now().isoformat(),
+            self.max_dead_letters,
+        ]
+        async with self.conn.guard("dead_letter"):
+            await self._dead_letter(keys=[self.keys.stream, self.keys.dead], args=args)
+
+    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        if limit < 1:
+            return []
+        async with self.conn.guard("dead_letters"):
+            entries: Any = await self.conn.client.xrevrange(self.keys.dead, "+", "-", count=limit)
+        out: list[DeadLetter] = []
+        for entry_id, fields in reversed(entries):
+            try:
+                out.append(
+                    DeadLetter(
+                        item=WorkItem.model_validate_json(fields[b"i"]),
+                        reason=fields[b"r"].decode(),
+                        attempts=int(fields[b"a"]),
+                        at=datetime.fromisoformat(fields[b"t"].decode()),
+                    )
+                )
+            except (KeyError, TypeError, ValueError, AttributeError, ValidationError):
+                log.warning(
+                    "skipping an unreadable dead letter", extra={"entry_id": _text(entry_id)}
+                )
+        return out
+
+    # --- intents ------------------------------------------------------------------------------
+
+    async def record_intent(self, session_id: str, client_message_id: str) -> None:
+        member = f"{validate_session_id(session_id)}:{client_message_id}"
+        async with self.conn.guard("record_intent"):
+            await self._record_intent(keys=[self.keys.intents], args=[member])
+
+    async def clear_intent(self, session_id: str, client_message_id: str) -> None:
+        member = f"{validate_session_id(session_id)}:{client_message_id}"
+        async with self.conn.guard("clear_intent"):
+            await self.conn.client.zrem(self.keys.intents, member)
+
+    async def stale_intents(self, older_than: float) -> list[tuple[str, str]]:
+        age_ms = max(0, int(older_than * 1000))
+        async with self.conn.guard("stale_intents"):
+            members = await self._stale_intents(
+                keys=[self.keys.intents], args=[age_ms, self.stale_intents_limit]
+            )
+        out: list[tuple[str, str]] = []
+        for member in members or ():
+            session_id, _, client_message_id = _text(member).partition(":")
+            out.append((session_id, client_message_id))
+        return out
