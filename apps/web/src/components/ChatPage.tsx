@@ -31,6 +31,7 @@ export interface ChatPageProps {
 function blockedReason(state: ChatState): string | null {
   if (!state.hydrated) return "Loading your conversation…";
   if (state.connection.kind === "expired") return "Your session has expired: start a new session to keep chatting.";
+  if (state.connection.kind === "incompatible") return "This page is out of date: reload it to keep chatting.";
   const conv = activeConversation(state);
   if (conv?.pending) {
     return conv.pending.cancelRequested

@@ -61,6 +61,15 @@ export function ConnectionStatus({ status, onRetry, onNewSession }: ConnectionSt
           </button>
         </div>
       );
+    case "incompatible":
+      return (
+        <div className="conn conn-error banner" role="alert" data-testid="connection-status" data-state="incompatible">
+          <span>This page is out of date for the server ({status.reason}). Reload to get the current version; unsent messages are kept.</span>
+          <button type="button" className="btn btn-small btn-primary" onClick={() => window.location.reload()}>
+            Reload
+          </button>
+        </div>
+      );
     default:
       return (
         <div className="conn conn-pending" role="status" data-testid="connection-status" data-state="connecting">

@@ -6,7 +6,7 @@ import { webSocketUrl } from "@/lib/endpoints";
 import { browserNetwork, connectSocket, type SocketOptions } from "@/lib/socket";
 
 /** Test seams and tuning for the socket core (read through a ref: never a stale closure). */
-export type SocketOverrides = Partial<Omit<SocketOptions, "prepareHello" | "onFrame" | "onStatus">>;
+export type SocketOverrides = Partial<Omit<SocketOptions, "prepareHello" | "onFrame" | "onStatus" | "onBadCursor">>;
 
 /**
  * Keeps the chat's connection to `/ws` open while the component is mounted and `enabled`
@@ -30,6 +30,7 @@ export function useWebSocket(client: ChatClient, enabled: boolean, overrides?: S
       prepareHello: client.prepareHello,
       onFrame: client.receive,
       onStatus: client.onStatus,
+      onBadCursor: client.onBadCursor,
     });
     client.attach(handle);
     return () => {

@@ -157,6 +157,10 @@ export class ChatClient {
     this.store.receive(frame);
   };
 
+  onBadCursor = (): void => {
+    this.store.dispatch({ type: "cursor_reset" });
+  };
+
   onStatus = (status: SocketStatus): void => {
     if (status.kind === "open") this.connectionSerial += 1;
     this.store.dispatch({ type: "connection", status });

@@ -159,6 +159,7 @@ export type ChatAction =
   | { type: "connection"; status: SocketStatus }
   | { type: "session_created"; session: SessionInfo; conversationId: string }
   | { type: "session_discarded" }
+  | { type: "cursor_reset" }
   | { type: "outbox_added"; entry: OutboxEntry }
   | { type: "outbox_removed"; clientMessageId: string }
   | { type: "outbox_retry"; clientMessageId: string }
@@ -525,8 +526,18 @@ function applyAck(state: ChatState, frame: AckFrame, now: number): ChatState {
   return next;
 }
 
+/** Errors about the connection itself: the connection status shows them, not a notice. */
+const CONNECTION_ERRORS: ReadonlySet<string> = new Set([
+  "bad_cursor",
+  "unsupported_protocol",
+  "hello_timeout",
+  "hello_required",
+  "already_authenticated",
+]);
+
 function applyError(state: ChatState, frame: ErrorFrame, now: number): ChatState {
-  if (SESSION_GONE_CODES.has(frame.code)) return state;
+  if (SESSION_GONE_CODES.has(frame.code) || CONNECTION_ERRORS.has(frame.code)) return state;
+  if (frame.code === "nothing_to_cancel") return state; // the reply ended before the stop arrived
   const entry = frame.request_id
     ? state.outbox.find((e) => e.clientMessageId === frame.request_id)
     : undefined;
@@ -643,6 +654,9 @@ export function reduce(state: ChatState, action: ChatAction): ChatState {
       };
       return { ...fresh, outbox: retarget(state.outbox, action.conversationId, fresh) };
     }
+    case "cursor_reset":
+      // The server does not know our cursor: the next hello asks for a snapshot instead.
+      return { ...state, cursor: null, caughtUp: false };
     case "session_discarded":
       return {
         ...state,

@@ -291,15 +291,19 @@ export type ServerFrame =
   | PongFrame;
 
 /** Error codes after which the session is gone for good (a new one must be started). */
-export const SESSION_GONE_CODES: ReadonlySet<string> = new Set(["unauthorized", "token_expired"]);
+export const SESSION_GONE_CODES: ReadonlySet<string> = new Set(["unauthorized", "token_expired", "session_not_found"]);
 
 /** Close codes with a meaning of their own (RFC 6455 and the server's private range). */
 export const CloseCode = {
   normal: 1000,
   goingAway: 1001,
   frameTooBig: 1009,
+  policyViolation: 1008,
   tryAgainLater: 1013,
   unauthorized: 4001,
+  badCursor: 4002,
+  unsupportedProtocol: 4003,
+  idleTimeout: 4008,
   /** Used by this client when it closes a socket that went silent. */
   clientDeadPeer: 4000,
 } as const;

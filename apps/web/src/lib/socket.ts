@@ -14,10 +14,13 @@
  * - reconnects back off exponentially with full jitter (random and timers injectable), and
  *   the backoff resets only after a `welcome` (a server that accepts and drops is not a
  *   success);
- * - when nothing has arrived for `idleMs` a `ping` goes out; when still nothing arrives within
- *   `deadMs` the socket is dropped and replaced (a half-open TCP connection never hangs us);
- * - only close code 4001 or an `unauthorized` / `token_expired` error frame means the session
- *   is gone ("expired"); every other close is a blip and is retried;
+ * - when nothing has arrived (or nothing was sent) for `idleMs` a `ping` goes out; when still
+ *   nothing arrives within `deadMs` the socket is dropped and replaced (a half-open TCP
+ *   connection never hangs us, and the server never closes us for silence);
+ * - only close code 4001 or an `unauthorized` / `token_expired` / `session_not_found` error
+ *   frame means the session is gone ("expired"); 4003 means this client is too old
+ *   ("incompatible"); 4002 means our cursor is unknown (resume without it); every other close
+ *   is a blip and is retried;
  * - while the browser says it is offline no attempt is made; coming back online retries at
  *   once.
  */
@@ -66,6 +69,7 @@ export type SocketStatus =
   | { kind: "reconnecting"; attempt: number; retryAt: number; reason: string }
   | { kind: "offline" }
   | { kind: "expired"; reason: string }
+  | { kind: "incompatible"; reason: string }
   | { kind: "closed" };
 
 export interface HeartbeatPolicy {
@@ -87,6 +91,8 @@ export interface SocketOptions {
   prepareHello: () => Promise<HelloFrame>;
   onFrame: (frame: ServerFrame) => void;
   onStatus: (status: SocketStatus) => void;
+  /** The server refused our resume cursor (close 4002): forget it before the next hello. */
+  onBadCursor?: () => void;
   createSocket?: (url: string) => WebSocketLike;
   timers?: Timers;
   random?: () => number;
@@ -153,6 +159,9 @@ export function connectSocket(options: SocketOptions): SocketHandle {
   let reconnectTimer: TimerId | null = null;
   let silenceTimer: TimerId | null = null;
   let pingOutstanding = false;
+  let pingSentAt = 0;
+  let lastReceivedAt = 0;
+  let lastSentAt = 0;
   const queue: ClientFrame[] = [];
   let status: SocketStatus = { kind: "idle" };
 
@@ -175,24 +184,49 @@ export function connectSocket(options: SocketOptions): SocketHandle {
     }
   }
 
-  /** (Re)arm the silence watch: called on every frame received and when a socket is made. */
-  function armSilenceTimer(): void {
+  /**
+   * The heartbeat, one timer: when nothing has come from the server, or nothing has gone to
+   * it (the server closes connections that stay silent), for `idleMs`, a ping goes out; when
+   * nothing at all comes back within `deadMs` of it, the socket is given up. Before the
+   * welcome, `idleMs` of silence is a connect timeout.
+   */
+  function armHeartbeat(): void {
     clearSilenceTimer();
-    pingOutstanding = false;
-    silenceTimer = timers.setTimeout(onSilence, heartbeat.idleMs);
+    if (socket === null) return;
+    const due = pingOutstanding ? pingSentAt + heartbeat.deadMs : Math.min(lastReceivedAt, lastSentAt) + heartbeat.idleMs;
+    silenceTimer = timers.setTimeout(checkHeartbeat, Math.max(0, due - timers.now()));
   }
 
-  function onSilence(): void {
+  function checkHeartbeat(): void {
     silenceTimer = null;
     const ws = socket;
     if (ws === null) return;
-    if (!pingOutstanding && welcomed && ws.readyState === WS_OPEN) {
-      pingOutstanding = true;
-      ws.send(JSON.stringify({ type: "ping", nonce: String(timers.now()) }));
-      silenceTimer = timers.setTimeout(onSilence, heartbeat.deadMs);
-      return;
+    const now = timers.now();
+    if (pingOutstanding) {
+      if (now - pingSentAt >= heartbeat.deadMs) {
+        drop("no answer from the server");
+        return;
+      }
+    } else if (!welcomed || ws.readyState !== WS_OPEN) {
+      if (now - lastReceivedAt >= heartbeat.idleMs) {
+        drop("no answer from the server");
+        return;
+      }
+    } else if (now - lastReceivedAt >= heartbeat.idleMs || now - lastSentAt >= heartbeat.idleMs) {
+      sendPing(ws);
     }
-    drop("no answer from the server");
+    armHeartbeat();
+  }
+
+  function sendPing(ws: WebSocketLike): void {
+    pingOutstanding = true;
+    pingSentAt = timers.now();
+    transmit(ws, { type: "ping", nonce: String(pingSentAt) });
+  }
+
+  function transmit(ws: WebSocketLike, frame: ClientFrame | HelloFrame): void {
+    ws.send(JSON.stringify(frame));
+    lastSentAt = timers.now();
   }
 
   /** Forget the current socket without waiting for its close handshake. */
@@ -236,10 +270,15 @@ export function connectSocket(options: SocketOptions): SocketHandle {
   }
 
   function markExpired(reason: string): void {
+    stopFor({ kind: "expired", reason });
+  }
+
+  /** Stop for good (until retryNow): the server said retrying as is cannot work. */
+  function stopFor(final: Extract<SocketStatus, { kind: "expired" | "incompatible" }>): void {
     expired = true;
     clearReconnectTimer();
-    detach(CloseCode.normal, "session expired");
-    setStatus({ kind: "expired", reason });
+    detach(CloseCode.normal, final.kind);
+    setStatus(final);
   }
 
   function connect(): void {
@@ -278,16 +317,22 @@ export function connectSocket(options: SocketOptions): SocketHandle {
       return;
     }
     socket = ws;
-    armSilenceTimer();
+    lastReceivedAt = lastSentAt = timers.now();
+    pingOutstanding = false;
+    armHeartbeat();
     const current = () => !disposed && socket === ws && attempt === generation;
 
     ws.onopen = () => {
       if (!current()) return;
-      ws.send(JSON.stringify(hello));
+      transmit(ws, hello);
     };
     ws.onmessage = (event) => {
       if (!current()) return;
-      armSilenceTimer();
+      lastReceivedAt = timers.now();
+      if (pingOutstanding) {
+        pingOutstanding = false;
+        armHeartbeat();
+      }
       const frame = parseServerFrame(event.data);
       if (frame === null || frame.type === "pong") return;
       if (frame.type === "welcome") {
@@ -311,6 +356,15 @@ export function connectSocket(options: SocketOptions): SocketHandle {
         markExpired(event.reason || "the session has expired");
         return;
       }
+      if (event.code === CloseCode.unsupportedProtocol) {
+        stopFor({ kind: "incompatible", reason: event.reason || "this page is out of date" });
+        return;
+      }
+      if (event.code === CloseCode.badCursor) {
+        // Our cursor is not in the server's log (it lost data, or ours is wrong): start over
+        // from a snapshot, which replaces the local history.
+        options.onBadCursor?.();
+      }
       socket = null;
       welcomed = false;
       clearSilenceTimer();
@@ -324,15 +378,14 @@ export function connectSocket(options: SocketOptions): SocketHandle {
   function flushQueue(): void {
     const ws = socket;
     while (queue.length > 0 && ws !== null && welcomed && ws.readyState === WS_OPEN) {
-      const frame = queue.shift()!;
-      ws.send(JSON.stringify(frame));
+      transmit(ws, queue.shift()!);
     }
   }
 
   function sendIfOpen(frame: ClientFrame): boolean {
     const ws = socket;
     if (ws === null || !welcomed || ws.readyState !== WS_OPEN) return false;
-    ws.send(JSON.stringify(frame));
+    transmit(ws, frame);
     return true;
   }
 
@@ -350,10 +403,8 @@ export function connectSocket(options: SocketOptions): SocketHandle {
     // The socket may still work (a local server); probe it now instead of trusting the flag.
     const ws = socket;
     if (welcomed && ws.readyState === WS_OPEN && !pingOutstanding) {
-      clearSilenceTimer();
-      pingOutstanding = true;
-      ws.send(JSON.stringify({ type: "ping", nonce: String(timers.now()) }));
-      silenceTimer = timers.setTimeout(onSilence, heartbeat.deadMs);
+      sendPing(ws);
+      armHeartbeat();
     }
   });
 
@@ -396,6 +447,10 @@ function describeClose(code: number, reason: string): string {
       return "the server is busy";
     case CloseCode.frameTooBig:
       return "a message was too large for the server";
+    case CloseCode.idleTimeout:
+      return "the connection was idle";
+    case CloseCode.badCursor:
+      return "resuming from a fresh copy of the conversation";
     default:
       return "the connection was lost";
   }

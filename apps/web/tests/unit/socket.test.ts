@@ -217,6 +217,26 @@ describe("socket core: expired sessions versus network blips", () => {
     expect(h.status().kind).toBe("expired");
   });
 
+  it("close 4003 (unsupported protocol) stops for good: this page is too old", async () => {
+    const h = start();
+    await connected(h);
+    h.server.last.drop(4003, "this server speaks protocol 2");
+    expect(h.status()).toEqual({ kind: "incompatible", reason: "this server speaks protocol 2" });
+    await settle(120_000);
+    expect(h.server.sockets).toHaveLength(1);
+  });
+
+  it("close 4002 (unknown cursor) forgets the cursor and reconnects", async () => {
+    const onBadCursor = vi.fn();
+    const h = start({ onBadCursor });
+    await connected(h);
+    h.server.last.drop(4002);
+    expect(onBadCursor).toHaveBeenCalledTimes(1);
+    expect(h.status().kind).toBe("reconnecting");
+    await settle(1000);
+    expect(h.server.sockets).toHaveLength(2);
+  });
+
   it("after expiry, retry now starts over (a new session)", async () => {
     const h = start();
     await connected(h);
@@ -243,13 +263,29 @@ describe("socket core: heartbeat", () => {
     expect(h.status().kind).toBe("open");
   });
 
-  it("does not ping while frames keep arriving", async () => {
+  it("keeps a quiet client alive with pings even while the server keeps talking", async () => {
+    const h = start();
+    await connected(h);
+    const ws = h.server.last;
+    ws.autoPong = true;
+    for (let i = 0; i < 10; i++) {
+      await settle(15_000);
+      ws.push({ type: "caught_up", cursor: null });
+    }
+    // 150 s without a client frame would hit the server's idle timeout: one ping per 20 s
+    expect(ws.framesOfType("ping").length).toBeGreaterThanOrEqual(6);
+    expect(ws.closedByClient).toBeNull();
+    expect(h.status().kind).toBe("open");
+  });
+
+  it("does not ping while the client itself is sending and the server answering", async () => {
     const h = start();
     await connected(h);
     const ws = h.server.last;
     for (let i = 0; i < 10; i++) {
       await settle(15_000);
-      ws.push({ type: "caught_up", cursor: null });
+      h.handle.send({ type: "set_profile", display_name: null, language: null });
+      ws.push({ type: "ack", for_type: "set_profile", cursor: null });
     }
     expect(ws.framesOfType("ping")).toHaveLength(0);
   });

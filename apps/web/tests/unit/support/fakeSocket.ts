@@ -10,12 +10,19 @@ export class FakeWebSocket implements WebSocketLike {
   onerror: ((event: unknown) => void) | null = null;
   readonly sent: string[] = [];
   closedByClient: { code?: number; reason?: string } | null = null;
+  /** Answer pings like the real server does (asynchronously). */
+  autoPong = false;
 
   constructor(readonly url: string) {}
 
   send(data: string): void {
     if (this.readyState !== 1) throw new Error(`send on a socket in state ${this.readyState}`);
     this.sent.push(data);
+    if (this.autoPong && (JSON.parse(data) as { type: string }).type === "ping") {
+      queueMicrotask(() => {
+        if (this.readyState === 1) this.push({ type: "pong" });
+      });
+    }
   }
 
   close(code?: number, reason?: string): void {
