@@ -64,7 +64,7 @@ function waitingReason(state: ChatState): string {
 /** The chat: owns the client (store + socket), and lays out the parts. */
 export function ChatPage({ conversationParam = null, onConversationShown, client: given, getStorage, socket }: ChatPageProps) {
   const [client] = useState(() => given ?? new ChatClient());
-  const hydrated = useSessionRestore(client, getStorage);
+  const hydrated = useSessionRestore(client, { getStorage });
   useWebSocket(client, hydrated, socket);
   const state = useChatState(client);
   const [sidebarOpen, setSidebarOpen] = useState(false);

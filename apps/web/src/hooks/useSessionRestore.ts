@@ -1,6 +1,6 @@
 "use client";
 
-import { useEffect, useSyncExternalStore } from "react";
+import { useEffect, useRef, useSyncExternalStore } from "react";
 import type { ChatClient } from "@/lib/chatClient";
 import type { ChatState } from "@/lib/chatState";
 import {
@@ -43,14 +43,21 @@ function historyChanged(a: ChatState, b: ChatState): boolean {
  *   every `throttleMs` while a reply streams, and at once when the page is hidden or closed.
  *
  * Returns whether the saved state has been read (until then, do not connect).
+ *
+ * The effect depends on the client alone; the options are read through a ref. (A production
+ * minifier once inlined the default `getStorage` as a fresh function per render: as an effect
+ * dependency it re-ran the restore on every render, forever.)
  */
 export function useSessionRestore(
   client: ChatClient,
-  getStorage: () => StorageLike | null = browserStorage,
-  throttleMs = 400,
+  options: { getStorage?: () => StorageLike | null; throttleMs?: number } = {},
 ): boolean {
+  const optionsRef = useRef(options);
+  optionsRef.current = options;
+
   useEffect(() => {
-    const storage = getStorage();
+    const storage = (optionsRef.current.getStorage ?? browserStorage)();
+    const throttleMs = optionsRef.current.throttleMs ?? 400;
     const { store } = client;
     store.dispatch({
       type: "restored",
@@ -90,7 +97,7 @@ export function useSessionRestore(
       document.removeEventListener("visibilitychange", onVisibility);
       if (timer !== null) writeChat();
     };
-  }, [client, getStorage, throttleMs]);
+  }, [client]);
 
   return useSyncExternalStore(
     client.store.subscribe,
