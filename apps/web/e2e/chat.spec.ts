@@ -24,6 +24,7 @@ test("first visit: welcome, send, a streamed reply that addresses the user by na
   await shot(page, "03-chat", "dark");
 
   await page.setViewportSize({ width: 375, height: 720 });
+  await expect(page.locator("#sidebar")).toBeHidden();
   await shot(page, "04-phone");
   await shot(page, "04-phone", "dark");
   await page.getByRole("button", { name: "Chats" }).click();

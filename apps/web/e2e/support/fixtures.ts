@@ -34,7 +34,7 @@ export { expect };
 export async function shot(page: Page, name: string, scheme: "light" | "dark" = "light"): Promise<void> {
   mkdirSync(SCREENSHOTS, { recursive: true });
   await page.emulateMedia({ colorScheme: scheme });
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}-${scheme}.png`), fullPage: false });
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}-${scheme}.png`), fullPage: false, animations: "disabled" });
 }
 
 /** The demo model's answers end with this sentence. */

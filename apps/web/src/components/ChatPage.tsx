@@ -168,6 +168,7 @@ export function ChatPage({ conversationParam = null, onConversationShown, client
           </div>
         )}
         <MessageInput
+          draftKey={conversationId ?? "new"}
           blockedReason={blockedReason(state)}
           hint={sendHint(state)}
           maxChars={state.limits?.max_message_chars ?? DEFAULT_MAX_CHARS}

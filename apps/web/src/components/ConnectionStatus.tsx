@@ -35,8 +35,10 @@ export function ConnectionStatus({ status, onRetry, onNewSession }: ConnectionSt
       return (
         <div className="conn conn-warn banner" role="status" data-testid="connection-status" data-state="reconnecting">
           <span>
-            Connection lost ({status.reason}). Reconnecting
-            <span aria-hidden="true"> in {secondsUntil(status.retryAt, now)} s</span>… Messages you send are kept and go out once connected.
+            <strong>
+              Reconnecting<span aria-hidden="true"> in {secondsUntil(status.retryAt, now)} s</span>…
+            </strong>{" "}
+            ({status.reason}). Messages you send are kept and go out once connected.
           </span>
           <button type="button" className="btn btn-small" onClick={onRetry}>
             Retry now

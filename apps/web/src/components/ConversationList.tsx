@@ -47,7 +47,7 @@ export const ConversationList = memo(function ConversationList({
               onClick={() => onSelect(c.id)}
             >
               <span className="conv-title">{c.title}</span>
-              {c.busy && <span className="conv-busy" aria-label="replying" title="A reply is in progress" />}
+              {c.busy && <span className="conv-busy" role="img" aria-label="replying" title="A reply is in progress" />}
             </button>
           </li>
         ))}

@@ -1,8 +1,11 @@
 "use client";
 
-import { useId, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
+import { useId, useRef, type FormEvent, type KeyboardEvent } from "react";
+import { useDraft } from "@/hooks/useDraft";
 
 export interface MessageInputProps {
+  /** Whose draft this is (the conversation): kept across reloads. */
+  draftKey: string;
   /** Why sending is not possible right now (shown to the user), or null. */
   blockedReason: string | null;
   /** A hint that does not block sending (e.g. "offline: it will be sent later"). */
@@ -15,8 +18,8 @@ export interface MessageInputProps {
 }
 
 /** Enter sends, Shift+Enter adds a line. The counter appears near the limit. */
-export function MessageInput({ blockedReason, hint, maxChars, onSend, stop }: MessageInputProps) {
-  const [text, setText] = useState("");
+export function MessageInput({ draftKey, blockedReason, hint, maxChars, onSend, stop }: MessageInputProps) {
+  const [text, setText] = useDraft(draftKey);
   const textarea = useRef<HTMLTextAreaElement>(null);
   const statusId = useId();
   const length = text.length;
@@ -60,7 +63,7 @@ export function MessageInput({ blockedReason, hint, maxChars, onSend, stop }: Me
           onChange={(e) => setText(e.target.value)}
           onKeyDown={onKeyDown}
           rows={Math.min(8, Math.max(1, text.split("\n").length))}
-          placeholder="Write a message…  (Enter to send, Shift+Enter for a new line)"
+          placeholder="Write a message…"
           aria-describedby={`${statusId}-status`}
           aria-invalid={tooLong}
         />
@@ -81,7 +84,7 @@ export function MessageInput({ blockedReason, hint, maxChars, onSend, stop }: Me
       </div>
       <div className="composer-status" id={`${statusId}-status`}>
         <span className={reason ? "composer-reason" : "composer-hint"} data-testid="composer-reason">
-          {reason ?? hint ?? ""}
+          {reason ?? hint ?? "Enter sends · Shift+Enter adds a line"}
         </span>
         {nearLimit && (
           <span className={`counter${tooLong ? " counter-over" : ""}`} data-testid="char-counter">

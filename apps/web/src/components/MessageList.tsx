@@ -38,6 +38,11 @@ export const MessageRow = memo(function MessageRow({ message, model }: { message
           </p>
         )}
         {status === "cancelled" && !message.text && <p className="msg-note">Stopped before any text arrived.</p>}
+        {message.role === "assistant" && message.models.length > 1 && (
+          <p className="msg-note">
+            Started by {message.models[0]}, finished by {message.models[message.models.length - 1]} after the first model failed.
+          </p>
+        )}
       </div>
     </li>
   );

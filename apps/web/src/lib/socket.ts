@@ -452,6 +452,6 @@ function describeClose(code: number, reason: string): string {
     case CloseCode.badCursor:
       return "resuming from a fresh copy of the conversation";
     default:
-      return "the connection was lost";
+      return "the connection to the server was lost";
   }
 }

@@ -260,3 +260,18 @@ describe("WelcomeModal", () => {
     expect(rig.server.last.framesOfType("set_profile")).toHaveLength(0);
   });
 });
+
+describe("drafts", () => {
+  it("a half-written message survives a reload", async () => {
+    const storage = new MemoryStorage();
+    storage.setItem("chatcore.web.v1.welcomed", "1");
+    const first = renderPage({ storage });
+    await connectFresh(first);
+    fireEvent.change(input(), { target: { value: "half a thought" } });
+    await tick(500);
+    first.view.unmount();
+    renderPage({ storage });
+    await tick(0);
+    expect(input().value).toBe("half a thought");
+  });
+});
