@@ -115,3 +115,27 @@ test("keyboard only: Escape closes the welcome, Tab reaches the composer, Enter 
   await expect(page.locator('[data-testid="message"][data-role="user"]').last()).toContainText("second line");
   await expect(lastAssistant(page)).toContainText(DEMO_END, { timeout: 60_000 });
 });
+
+test("auto-scroll follows a streaming reply until the reader scrolls up; jump to latest brings it back", async ({ page, baseURL }) => {
+  await page.setViewportSize({ width: 375, height: 640 });
+  await openFirstVisit(page, baseURL!);
+  await sendMessage(page, "A reply longer than the screen");
+  const region = page.getByRole("region", { name: "Messages" });
+  const distanceFromBottom = () => region.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+  // Following: the bottom stays in view while text arrives and overflows the view.
+  await expect.poll(() => region.evaluate((el) => el.scrollHeight - el.clientHeight), { timeout: 30_000 }).toBeGreaterThan(150);
+  await expect(streaming(page)).toBeVisible();
+  await expect.poll(distanceFromBottom).toBeLessThan(60);
+
+  // The reader scrolls up: the view stays where they put it while the reply grows.
+  await region.evaluate((el) => el.scrollTo({ top: 0 }));
+  await expect(page.getByRole("button", { name: /Jump to latest/ })).toBeVisible();
+  await expect(streaming(page)).toContainText("CHATCORE_LLM__MODEL", { timeout: 30_000 });
+  expect(await region.evaluate((el) => el.scrollTop)).toBeLessThan(5);
+
+  await page.getByRole("button", { name: /Jump to latest/ }).click();
+  await expect.poll(distanceFromBottom).toBeLessThan(60);
+  await expect(page.getByRole("button", { name: /Jump to latest/ })).toBeHidden();
+  await expect(lastAssistant(page)).toContainText(DEMO_END, { timeout: 60_000 });
+  await expect.poll(distanceFromBottom).toBeLessThan(60);
+});

@@ -131,7 +131,7 @@ export function MessageList({ conversation, outbox, model, waitingReason, action
   const contentRef = useRef<HTMLOListElement>(null);
   const draftLength = conversation?.pending?.reply?.text.length ?? -1;
   const version = `${conversation?.id}:${conversation?.messages.length}:${outbox.length}:${draftLength}`;
-  const { atBottom, scrollToBottom } = useStickToBottom(scrollRef, contentRef, version);
+  const { atBottom, scrollToBottom } = useStickToBottom(scrollRef, contentRef, version, conversation?.id);
   const empty = (conversation?.messages.length ?? 0) === 0 && outbox.length === 0 && !conversation?.pending;
 
   return (
@@ -150,7 +150,7 @@ export function MessageList({ conversation, outbox, model, waitingReason, action
         ))}
       </ol>
       {!atBottom && (
-        <button type="button" className="btn jump-latest" onClick={() => scrollToBottom(true)}>
+        <button type="button" className="btn jump-latest" onClick={scrollToBottom}>
           Jump to latest ↓
         </button>
       )}
