@@ -155,7 +155,13 @@ class SessionFeed:
                 continue
             backoff.reset()
             self.rounds += 1
-            if found:
+            if found is None:
+                log.debug("live feed round interrupted", extra={"sessions": len(cursors)})
+            elif found:
+                log.debug(
+                    "live feed round",
+                    extra={"sessions": len(cursors), "found": sum(map(len, found.values()))},
+                )
                 self._deliver(found)
 
     async def _read(self, cursors: dict[str, str | None]) -> dict[str, list[Recorded]] | None:
