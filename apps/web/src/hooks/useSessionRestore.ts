@@ -11,6 +11,7 @@ import {
   saveOutbox,
   savedFromState,
   saveWelcomed,
+  STORAGE_KEYS,
   type StorageLike,
 } from "@/lib/storage";
 
@@ -89,11 +90,17 @@ export function useSessionRestore(
     const onVisibility = () => {
       if (document.visibilityState === "hidden") onHide();
     };
+    // Another tab wrote the outbox: keep its messages too, so neither tab's write loses them.
+    const onStorage = (event: StorageEvent) => {
+      if (event.key === STORAGE_KEYS.outbox) store.dispatch({ type: "outbox_merged", entries: loadOutbox(storage) });
+    };
+    window.addEventListener("storage", onStorage);
     window.addEventListener("pagehide", onHide);
     document.addEventListener("visibilitychange", onVisibility);
     return () => {
       unsubscribe();
       window.removeEventListener("pagehide", onHide);
+      window.removeEventListener("storage", onStorage);
       document.removeEventListener("visibilitychange", onVisibility);
       if (timer !== null) writeChat();
     };

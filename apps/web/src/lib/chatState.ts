@@ -161,6 +161,7 @@ export type ChatAction =
   | { type: "session_discarded" }
   | { type: "cursor_reset" }
   | { type: "outbox_added"; entry: OutboxEntry }
+  | { type: "outbox_merged"; entries: readonly OutboxEntry[] }
   | { type: "outbox_removed"; clientMessageId: string }
   | { type: "outbox_retry"; clientMessageId: string }
   | { type: "outbox_refused"; clientMessageId: string; code: string; message: string }
@@ -671,6 +672,15 @@ export function reduce(state: ChatState, action: ChatAction): ChatState {
       };
     case "outbox_added":
       return { ...state, outbox: [...state.outbox, action.entry] };
+    case "outbox_merged": {
+      // Another tab of this session stored messages this one does not know: take them too
+      // (a message sent by both tabs is recorded once: the server knows its client id).
+      const known = new Set(state.outbox.map((e) => e.clientMessageId));
+      const added = action.entries.filter((e) => !known.has(e.clientMessageId));
+      if (added.length === 0) return state;
+      const outbox = pruneDelivered([...state.outbox, ...added], state);
+      return outbox.length === state.outbox.length ? state : { ...state, outbox };
+    }
     case "outbox_removed":
       return { ...state, outbox: state.outbox.filter((e) => e.clientMessageId !== action.clientMessageId) };
     case "outbox_retry":

@@ -121,6 +121,28 @@ describe("ChatPage: streaming", () => {
     expect(screen.queryByRole("button", { name: "Stop" })).toBeNull();
   });
 
+  it("replaces an abandoned attempt by its retry", async () => {
+    const rig = renderPage();
+    const ws = await connectFresh(rig);
+    serve(() => {
+      ws.push(submitted("Hi", 2));
+      ws.push(started(2));
+      ws.push(delta(2, 2, "First try that dies"));
+      ws.push(ev("2-3", { type: "reply_abandoned", conversation_id: "c1", reply_id: "r2", in_reply_to: "m2", reason: "worker lost" }));
+    });
+    expect(screen.queryByTestId("streaming-reply")).toBeNull();
+    expect(screen.queryByTestId("typing-indicator")).toBeNull();
+    expect(screen.getByTestId("retrying").textContent).toMatch(/retried/);
+    serve(() => {
+      ws.push(ev("3-0", { type: "reply_started", conversation_id: "c1", reply_id: "r3", in_reply_to: "m2", model: "Demo Model", attempt: 2 }));
+      ws.push(ev("3-1", { type: "reply_delta", conversation_id: "c1", reply_id: "r3", text: "Second try" }));
+    });
+    expect(screen.getByTestId("typing-indicator")).toBeTruthy();
+    serve(() => ws.push(ev("3-2", { type: "reply_completed", conversation_id: "c1", reply_id: "r3", in_reply_to: "m2", model: "Demo Model" })));
+    expect(messageTexts()).toEqual(["Hi", "Second try"]);
+    expect(screen.queryByTestId("retrying")).toBeNull();
+  });
+
   it("shows a failed reply with its reason", async () => {
     const rig = renderPage();
     const ws = await connectFresh(rig);

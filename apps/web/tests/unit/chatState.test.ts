@@ -225,3 +225,32 @@ describe("acks and errors for the outbox", () => {
     expect(created.cursor).toBeNull();
   });
 });
+
+describe("several tabs", () => {
+  const mine: OutboxEntry = { clientMessageId: "a", conversationId: "c1", text: "mine", createdAt: AT, notBefore: null, error: null };
+  const theirs: OutboxEntry = { ...mine, clientMessageId: "b", text: "theirs" };
+
+  it("takes in the messages another tab stored, without duplicating its own", () => {
+    const s = reduce(reduce(fold(initialState, opening), { type: "outbox_added", entry: mine }), {
+      type: "outbox_merged",
+      entries: [mine, theirs],
+    });
+    expect(s.outbox.map((e) => e.text)).toEqual(["mine", "theirs"]);
+  });
+
+  it("does not take back what the server already recorded", () => {
+    const s = reduce(fold(initialState, [...opening, turn[0]!]), {
+      type: "outbox_merged",
+      entries: [{ ...theirs, clientMessageId: "k1" }],
+    });
+    expect(s.outbox).toHaveLength(0);
+  });
+});
+
+describe("an unknown cursor", () => {
+  it("is forgotten so the next hello asks for a snapshot", () => {
+    const s = reduce(fold(initialState, [...opening, ...turn]), { type: "cursor_reset" });
+    expect(s.cursor).toBeNull();
+    expect(s.conversations.c1).toBeDefined(); // still shown until the snapshot replaces it
+  });
+});
