@@ -114,6 +114,14 @@ test("keyboard only: Escape closes the welcome, Tab reaches the composer, Enter 
   await page.keyboard.press("Enter");
   await expect(page.locator('[data-testid="message"][data-role="user"]').last()).toContainText("second line");
   await expect(lastAssistant(page)).toContainText(DEMO_END, { timeout: 60_000 });
+  // Back to the conversation list with Shift+Tab: focus is visible on the way.
+  const nav = page.getByRole("navigation", { name: "Conversations" });
+  for (let i = 0; i < 12; i++) {
+    if (await nav.getByRole("button", { name: "+ New chat" }).evaluate((el) => el === document.activeElement)) break;
+    await page.keyboard.press("Shift+Tab");
+  }
+  await expect(nav.getByRole("button", { name: "+ New chat" })).toBeFocused();
+  await shot(page, "12-keyboard-focus");
 });
 
 test("auto-scroll follows a streaming reply until the reader scrolls up; jump to latest brings it back", async ({ page, baseURL }) => {
@@ -132,6 +140,8 @@ test("auto-scroll follows a streaming reply until the reader scrolls up; jump to
   await expect(page.getByRole("button", { name: /Jump to latest/ })).toBeVisible();
   await expect(streaming(page)).toContainText("CHATCORE_LLM__MODEL", { timeout: 30_000 });
   expect(await region.evaluate((el) => el.scrollTop)).toBeLessThan(5);
+  await shot(page, "13-jump-to-latest");
+  await shot(page, "13-jump-to-latest", "dark");
 
   await page.getByRole("button", { name: /Jump to latest/ }).click();
   await expect.poll(distanceFromBottom).toBeLessThan(60);

@@ -33,4 +33,5 @@ test("offline send: the message waits as pending, survives a reload, and is deli
   await expect(page.locator('[data-testid="message"][data-role="user"]').last()).toContainText("Sent while the server is down");
   await expect(lastAssistant(page)).toContainText("your message number 2", { timeout: 60_000 });
   await expect(page.locator('[data-testid="message"][data-role="user"]')).toHaveCount(2);
+  await shot(page, "14-delivered-after-outage");
 });

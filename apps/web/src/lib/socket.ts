@@ -281,12 +281,13 @@ export function connectSocket(options: SocketOptions): SocketHandle {
     setStatus(final);
   }
 
-  function connect(): void {
+  /** `force`: try even if the browser says it is offline (the user asked; the flag can lie). */
+  function connect(force = false): void {
     if (disposed) return;
     clearReconnectTimer();
     detach(CloseCode.normal, "replaced");
     expired = false;
-    if (!network.isOnline()) {
+    if (!force && !network.isOnline()) {
       setStatus({ kind: "offline" });
       return;
     }
@@ -423,7 +424,7 @@ export function connectSocket(options: SocketOptions): SocketHandle {
       if (disposed) return;
       if (status.kind === "open" || status.kind === "connecting") return;
       failures = expired ? 0 : failures;
-      connect();
+      connect(true);
     },
     dispose() {
       if (disposed) return;

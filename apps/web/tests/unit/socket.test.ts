@@ -324,6 +324,16 @@ describe("socket core: offline and lifecycle", () => {
     expect(h.server.sockets).toHaveLength(1);
   });
 
+  it("retry now tries even when the browser claims to be offline", async () => {
+    const h = start();
+    h.network.online = false;
+    await settle();
+    expect(h.status().kind).toBe("offline");
+    h.handle.retryNow();
+    await settle();
+    expect(h.server.sockets).toHaveLength(1);
+  });
+
   it("probes an open socket when the browser reports offline instead of dropping it", async () => {
     const h = start();
     await connected(h);
