@@ -22,6 +22,8 @@ export default function config(phase: string): NextConfig {
   return {
     ...base,
     output: undefined,
+    // Dev resources are refused to origins other than localhost unless listed here.
+    allowedDevOrigins: ["127.0.0.1"],
     async rewrites() {
       return [{ source: "/api/:path*", destination: `${api}/api/:path*` }];
     },
