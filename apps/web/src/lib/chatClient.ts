@@ -1,0 +1,338 @@
+/**
+ * The chat's controller: what the UI can ask for, and the outbox pump.
+ *
+ * It owns the store and talks to the server through whatever socket handle `useWebSocket`
+ * attached. Nothing here touches React or the DOM, so unit tests drive it with a fake socket.
+ *
+ * The outbox pump: every message typed goes to the outbox first (stored at once by
+ * useSessionRestore), and is sent from there when the session is open and caught up. A
+ * conversation answers one message at a time, so per conversation only the oldest entry is
+ * sent, and only when the conversation has no reply pending; the next one follows after the
+ * previous one's terminal reply. An entry leaves the outbox on its `ack` (or when its
+ * `message_submitted` event shows up on resume); a duplicate send is harmless because the
+ * server recognises the client message id.
+ */
+
+import { activeConversation, type ChatState, type OutboxEntry } from "./chatState";
+import { ChatStore } from "./chatStore";
+import { SESSIONS_PATH } from "./endpoints";
+import { newId } from "./ids";
+import { PROTOCOL_VERSION, type HelloFrame, type SendFrame, type ServerFrame } from "./protocol";
+import {
+  browserTimers,
+  SessionGoneError,
+  type SocketHandle,
+  type SocketStatus,
+  type TimerId,
+  type Timers,
+} from "./socket";
+
+export interface CreatedSession {
+  session_id: string;
+  conversation_id: string;
+  token: string;
+  expires_at: string | null;
+}
+
+export interface SessionApi {
+  create(profile: { display_name?: string; language?: string }): Promise<CreatedSession>;
+}
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const httpSessionApi: SessionApi = {
+  async create(profile) {
+    const response = await fetch(SESSIONS_PATH, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(profile),
+    });
+    if (!response.ok) {
+      throw new HttpError(response.status, `the server answered ${response.status}`);
+    }
+    const body = (await response.json()) as Partial<CreatedSession>;
+    if (typeof body.token !== "string" || typeof body.session_id !== "string" || typeof body.conversation_id !== "string") {
+      throw new Error("the server sent an unexpected answer");
+    }
+    return {
+      session_id: body.session_id,
+      conversation_id: body.conversation_id,
+      token: body.token,
+      expires_at: typeof body.expires_at === "string" ? body.expires_at : null,
+    };
+  },
+};
+
+export interface ChatClientDeps {
+  api?: SessionApi;
+  ids?: () => string;
+  timers?: Timers;
+  store?: ChatStore;
+}
+
+function utf8Length(text: string): number {
+  return new TextEncoder().encode(text).length;
+}
+
+export class ChatClient {
+  readonly store: ChatStore;
+  private readonly api: SessionApi;
+  private readonly ids: () => string;
+  private readonly timers: Timers;
+  private transport: SocketHandle | null = null;
+  /** Bumped each time a connection is welcomed: in-flight marks of older ones lapse. */
+  private connectionSerial = 0;
+  private readonly inflight = new Map<string, number>();
+  private wakeTimer: TimerId | null = null;
+  private wakeAt = Infinity;
+  private pumping = false;
+  private pumpAgain = false;
+
+  constructor(deps: ChatClientDeps = {}) {
+    this.timers = deps.timers ?? browserTimers;
+    this.store = deps.store ?? new ChatStore(undefined, () => this.timers.now());
+    this.api = deps.api ?? httpSessionApi;
+    this.ids = deps.ids ?? newId;
+    this.store.subscribe(this.pump);
+  }
+
+  // --- wiring (useWebSocket) ----------------------------------------------------------------
+
+  attach(handle: SocketHandle): void {
+    this.transport = handle;
+  }
+
+  detach(handle: SocketHandle): void {
+    if (this.transport === handle) this.transport = null;
+  }
+
+  /** Builds the first frame of a connection, creating a session if there is none yet. */
+  prepareHello = async (): Promise<HelloFrame> => {
+    this.store.flush();
+    let state = this.store.getState();
+    if (state.session === null) {
+      let created: CreatedSession;
+      try {
+        created = await this.api.create({
+          ...(state.profile.displayName ? { display_name: state.profile.displayName } : {}),
+          ...(state.profile.language ? { language: state.profile.language } : {}),
+        });
+      } catch (error) {
+        if (error instanceof HttpError && (error.status === 401 || error.status === 403)) {
+          throw new SessionGoneError("the server refused to open a session");
+        }
+        throw error;
+      }
+      // Another attempt may have created one meanwhile; keep the first.
+      if (this.store.getState().session === null) {
+        this.store.dispatch({
+          type: "session_created",
+          session: { sessionId: created.session_id, token: created.token, tokenExpiresAt: created.expires_at },
+          conversationId: created.conversation_id,
+        });
+      }
+      state = this.store.getState();
+    }
+    const session = state.session;
+    if (session === null) throw new Error("no session");
+    return {
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      token: session.token,
+      last_event_id: state.cursor,
+    };
+  };
+
+  receive = (frame: ServerFrame): void => {
+    if (frame.type === "error" && frame.request_id && this.inflight.has(frame.request_id)) {
+      this.inflight.delete(frame.request_id);
+    }
+    this.store.receive(frame);
+  };
+
+  onBadCursor = (): void => {
+    this.store.dispatch({ type: "cursor_reset" });
+  };
+
+  onStatus = (status: SocketStatus): void => {
+    if (status.kind === "open") this.connectionSerial += 1;
+    this.store.dispatch({ type: "connection", status });
+  };
+
+  // --- what the UI asks for -----------------------------------------------------------------
+
+  /** Queue a message for the active conversation; it is sent as soon as it can be. */
+  sendMessage(text: string): string | null {
+    if (!text.trim()) return null;
+    const state = this.store.getState();
+    const conversationId = activeConversation(state)?.id ?? state.activeId;
+    const entry: OutboxEntry = {
+      clientMessageId: this.ids(),
+      conversationId,
+      text,
+      createdAt: new Date(this.timers.now()).toISOString(),
+      notBefore: null,
+      error: null,
+    };
+    this.store.dispatch({ type: "outbox_added", entry });
+    return entry.clientMessageId;
+  }
+
+  /** Ask the server to stop the active conversation's reply (only while connected). */
+  cancelReply(): boolean {
+    const conv = activeConversation(this.store.getState());
+    if (!conv?.pending || conv.pending.cancelRequested || !this.transport) return false;
+    return this.transport.sendIfOpen({
+      type: "cancel",
+      conversation_id: conv.id,
+      request_id: this.ids(),
+    });
+  }
+
+  /** Start a new conversation (only while connected: its id must reach the server first). */
+  startConversation(): string | null {
+    if (!this.transport) return null;
+    const id = this.ids();
+    if (!this.transport.sendIfOpen({ type: "start_conversation", conversation_id: id, request_id: this.ids() })) {
+      return null;
+    }
+    this.store.dispatch({
+      type: "conversation_opened",
+      conversationId: id,
+      title: "New chat",
+      at: new Date(this.timers.now()).toISOString(),
+    });
+    return id;
+  }
+
+  selectConversation(conversationId: string): void {
+    this.store.dispatch({ type: "conversation_selected", conversationId });
+  }
+
+  setProfile(displayName: string | null, language: string | null): void {
+    const name = displayName?.trim() || null;
+    const lang = language?.trim() || null;
+    this.transport?.send({ type: "set_profile", display_name: name, language: lang, request_id: this.ids() });
+  }
+
+  dismissWelcome(): void {
+    this.store.dispatch({ type: "welcome_dismissed" });
+  }
+
+  /** The session is gone: forget it and open a new one (unsent messages are kept). */
+  startNewSession(): void {
+    this.inflight.clear();
+    this.store.dispatch({ type: "session_discarded" });
+    this.transport?.retryNow();
+  }
+
+  retryNow(): void {
+    this.transport?.retryNow();
+  }
+
+  retryMessage(clientMessageId: string): void {
+    this.store.dispatch({ type: "outbox_retry", clientMessageId });
+  }
+
+  discardMessage(clientMessageId: string): void {
+    this.inflight.delete(clientMessageId);
+    this.store.dispatch({ type: "outbox_removed", clientMessageId });
+  }
+
+  dismissNotice(): void {
+    this.store.dispatch({ type: "notice", text: null });
+  }
+
+  dispose(): void {
+    if (this.wakeTimer !== null) this.timers.clearTimeout(this.wakeTimer);
+    this.wakeTimer = null;
+  }
+
+  // --- the outbox pump ----------------------------------------------------------------------
+
+  private readonly pump = (): void => {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        this.pumpOnce(this.store.getState());
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+  };
+
+  private pumpOnce(state: ChatState): void {
+    const transport = this.transport;
+    if (!transport || !transport.isOpen() || !state.caughtUp || state.session === null) return;
+    const now = this.timers.now();
+    const considered = new Set<string>();
+    let wake = Infinity;
+    for (const entry of state.outbox) {
+      if (entry.error !== null || entry.conversationId === null) continue;
+      const conversationId = entry.conversationId;
+      if (considered.has(conversationId)) continue;
+      considered.add(conversationId);
+      const conv = state.conversations[conversationId];
+      if (!conv) {
+        this.store.dispatch({
+          type: "outbox_refused",
+          clientMessageId: entry.clientMessageId,
+          code: "unknown_conversation",
+          message: "This conversation no longer exists.",
+        });
+        return;
+      }
+      if (conv.pending !== null) continue;
+      if (this.inflight.get(entry.clientMessageId) === this.connectionSerial) continue;
+      if (entry.notBefore !== null && entry.notBefore > now) {
+        wake = Math.min(wake, entry.notBefore);
+        continue;
+      }
+      const frame: SendFrame = {
+        type: "send",
+        conversation_id: conversationId,
+        client_message_id: entry.clientMessageId,
+        request_id: entry.clientMessageId,
+        text: entry.text,
+      };
+      const limits = state.limits;
+      if (limits && entry.text.length > limits.max_message_chars) {
+        this.refuse(entry, "message_too_long", `The message is longer than ${limits.max_message_chars} characters.`);
+        return;
+      }
+      if (limits && utf8Length(JSON.stringify(frame)) > limits.max_frame_bytes) {
+        this.refuse(entry, "frame_too_big", "The message is too large to send.");
+        return;
+      }
+      if (transport.sendIfOpen(frame)) this.inflight.set(entry.clientMessageId, this.connectionSerial);
+    }
+    this.scheduleWake(wake, now);
+  }
+
+  private refuse(entry: OutboxEntry, code: string, message: string): void {
+    this.store.dispatch({ type: "outbox_refused", clientMessageId: entry.clientMessageId, code, message });
+  }
+
+  private scheduleWake(at: number, now: number): void {
+    if (at === Infinity || (this.wakeTimer !== null && this.wakeAt <= at)) return;
+    if (this.wakeTimer !== null) this.timers.clearTimeout(this.wakeTimer);
+    this.wakeAt = at;
+    this.wakeTimer = this.timers.setTimeout(() => {
+      this.wakeTimer = null;
+      this.wakeAt = Infinity;
+      this.pump();
+    }, Math.max(0, at - now));
+  }
+}
