@@ -115,6 +115,9 @@ class Limits(_Frame):
     max_message_chars: int
     max_frame_bytes: int
     messages_per_minute: int
+    # Seconds without any frame from the client before the server closes (4008): send a ping
+    # well inside it when idle.
+    idle_timeout: float
 
 
 class Welcome(_Frame):
@@ -135,10 +138,12 @@ class PendingReply(_Frame):
     text: str
     model: str
     attempt: int
+    started_at: datetime
 
 
 class PendingState(_Frame):
     message_id: str
+    client_message_id: str
     cancel_requested: bool
     reply: PendingReply | None
 
@@ -238,12 +243,14 @@ def snapshot_of(view: SessionView) -> Snapshot:
             draft = conv.pending.reply
             pending = PendingState(
                 message_id=conv.pending.message_id,
+                client_message_id=conv.pending.client_message_id,
                 cancel_requested=conv.pending.cancel_requested,
                 reply=PendingReply(
                     reply_id=draft.reply_id,
                     text=draft.text,
                     model=draft.model,
                     attempt=draft.attempt,
+                    started_at=draft.started_at,
                 )
                 if draft is not None
                 else None,

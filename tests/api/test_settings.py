@@ -59,6 +59,8 @@ def test_environment_variables_set_nested_values() -> None:
         ({"CHATCORE_LOG_FORMAT": "xml"}, ["log_format"]),
         ({"CHATCORE_WEB_DIR": "/no/such/dir"}, ["web_dir", "not a directory"]),
         ({"CHATCORE_LLM__FALLBACKS": '[{"model": "groq/x"}]'}, ["llm", "fallbacks"]),
+        ({"CHATCORE_REDIS__RECLAIM_AFTER": "2"}, ["keepalive_interval", "reclaim_after"]),
+        ({"CHATCORE_WORKER__LEASE_TTL": "8"}, ["keepalive_interval", "lease_ttl"]),
     ],
 )
 def test_a_malformed_setting_fails_with_a_message_naming_it(

@@ -116,10 +116,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_app(settings: ApiSettings) -> int:
     from chatcore_api.app import create_app
+    from chatcore_api.gc_tuning import freeze_startup_heap
     from chatcore_api.server import ChatServer, server_config
 
     app = create_app(settings)
     server = ChatServer(server_config(app, settings), app)
+    freeze_startup_heap()
     mode = (
         "embedded: in-memory storage, sessions last until this process stops"
         if settings.backend == "memory"

@@ -247,6 +247,7 @@ class WebSocketHandler:
                     max_message_chars=s.max_message_chars,
                     max_frame_bytes=s.max_frame_bytes,
                     messages_per_minute=s.messages_per_minute,
+                    idle_timeout=s.idle_timeout,
                 ),
                 resume="snapshot" if backlog.events is None else "events",
             )

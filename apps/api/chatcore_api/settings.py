@@ -337,6 +337,18 @@ class ApiSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _keepalive_within_timeouts(self) -> ApiSettings:
+        # A reply renews its lease and touches its delivery every keepalive_interval; if that
+        # is not well inside both timeouts, a live worker's reply is taken over as if dead.
+        limit = min(self.worker.lease_ttl, self.redis.reclaim_after)
+        if self.worker.keepalive_interval * 2 > limit:
+            raise ValueError(
+                f"worker.keepalive_interval ({self.worker.keepalive_interval:g}s) must be at most "
+                f"half of worker.lease_ttl and of redis.reclaim_after ({limit:g}s)"
+            )
+        return self
+
     # --- derived --------------------------------------------------------------------------
 
     @property

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from chatcore.errors import PortError
 from chatcore_adapters.redis import RedisHeartbeats, RedisSettings, connect
+from chatcore_api.gc_tuning import freeze_startup_heap
 from chatcore_api.logs import configure_logging
 from chatcore_api.settings import SECRET_KEY_ENV, ApiSettings, SettingsError, load_settings
 from chatcore_api.supervisor import ChildSpec, RestartPolicy, Supervisor
@@ -223,6 +224,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         return supervise(worker_children(args.processes, args), grace=config.grace)
     worker_id = new_worker_id()
     tag_logs(worker_id)
+    freeze_startup_heap()
     return asyncio.run(serve(config, worker_id=worker_id, supervised_by=args.supervised_by))
 
 
