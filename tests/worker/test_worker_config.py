@@ -77,7 +77,7 @@ def test_a_worker_without_redis_is_refused_with_a_clear_message() -> None:
 
 
 def test_a_keepalive_too_slow_for_the_reclaim_timeout_is_refused() -> None:
-    with pytest.raises(SettingsError, match="keepalive_interval.*must be at most half"):
+    with pytest.raises(SettingsError, match=r"keepalive_interval.*must be at most half"):
         worker_config(settings(CHATCORE_WORKER__KEEPALIVE_INTERVAL="20"), parse())
 
 
