@@ -7,7 +7,7 @@ decision is a plain function of its arguments (and the hypothesis tests can driv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chatcore.errors import (
     AlreadyAnswered,
@@ -78,8 +78,18 @@ def open_session(
     ]
 
 
-def restore_session(view: SessionView, now: datetime, last_seen: str | None) -> list[Event]:
+def restore_session(
+    view: SessionView,
+    now: datetime,
+    last_seen: str | None,
+    *,
+    min_interval: timedelta = timedelta(0),
+) -> list[Event]:
+    """Record that a client came back, at most once per ``min_interval``: a reconnect storm
+    (flaky networks, many tabs, a server restart) must not grow the log without bound."""
     _require_open(view)
+    if view.last_restored_at is not None and now - view.last_restored_at < min_interval:
+        return []
     return [SessionRestored(at=now, last_seen=last_seen)]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from chatcore import decisions
 from chatcore.decisions import Duplicate, Limits
@@ -37,6 +38,8 @@ class ServiceSettings:
     # A message accepted this long ago with no reply started is queued again when its session
     # is restored (repairs a crash between "append" and "enqueue"; duplicates are harmless).
     requeue_after: float = 10.0
+    # A session records at most one "client came back" event per this many seconds.
+    restore_record_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,12 @@ class ChatService:
             parse_position(last_seen)
         view = await self.load(session_id)
         now = self.clock.now()
-        await self.execute(session_id, view, lambda v: decisions.restore_session(v, now, last_seen))
+        interval = timedelta(seconds=self.settings.restore_record_interval)
+        await self.execute(
+            session_id,
+            view,
+            lambda v: decisions.restore_session(v, now, last_seen, min_interval=interval),
+        )
         await self.requeue_stalled(session_id, view)
         return view
 

@@ -114,7 +114,7 @@ class MessageRef(_Model):
 
 
 class SessionView(_Model):
-    SNAPSHOT_VERSION: ClassVar[int] = 1
+    SNAPSHOT_VERSION: ClassVar[int] = 2
 
     session_id: str | None = None
     opened_at: datetime | None = None
@@ -124,6 +124,7 @@ class SessionView(_Model):
     version: str | None = None
     event_count: int = 0
     restores: int = 0
+    last_restored_at: datetime | None = None
     anomalies: int = 0
 
     @property
@@ -221,7 +222,9 @@ def _session_opened(view: SessionView, e: Event, pos: str) -> None:
 
 @_on(SessionRestored)
 def _session_restored(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, SessionRestored)
     view.restores += 1
+    view.last_restored_at = e.at
 
 
 @_on(ProfileUpdated)

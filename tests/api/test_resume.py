@@ -173,7 +173,7 @@ async def test_stopping_the_server_closes_sockets_with_1001_and_clients_resume(
 async def test_a_client_too_far_behind_gets_a_snapshot_instead_of_a_long_replay(
     start: Start,
 ) -> None:
-    api = await start(llm=ScriptedLLM(words=WORDS), max_replay_events=5)
+    api = await start(llm=ScriptedLLM(words=WORDS), max_replay_events=2)
     session = await api.new_session()
     async with api.ws() as client:
         _, frames = await client.hello(session["token"])

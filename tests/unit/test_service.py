@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
+from chatcore import decisions
 from chatcore.errors import (
     EmptyMessage,
     InvalidIdentifier,
@@ -15,7 +17,7 @@ from chatcore.errors import (
     SessionNotFound,
     UnknownConversation,
 )
-from chatcore.events import MessageSubmitted, ProfileUpdated, ReplyCancelled
+from chatcore.events import MessageSubmitted, ProfileUpdated, ReplyCancelled, SessionRestored
 from chatcore.view import fold
 from tests.support.harness import Harness
 
@@ -218,3 +220,20 @@ async def test_profile_updates_are_validated_and_recorded(h: Harness) -> None:
     assert recs[0].event.display_name == "Ada"
     with pytest.raises(Exception, match="at most 64"):
         await h.service.update_profile(s.session_id, display_name="x" * 65, language=None)
+
+
+async def test_a_reconnect_storm_records_one_restore_per_interval(h: Harness) -> None:
+    s = await h.service.open_session()
+    for _ in range(20):
+        await h.service.restore_session(s.session_id, last_seen=None)
+    view = await h.service.load(s.session_id)
+    assert view.restores == 1
+    assert view.last_restored_at is not None
+    interval = timedelta(seconds=60)
+    later = view.last_restored_at + interval
+    assert (
+        decisions.restore_session(view, later - timedelta(seconds=1), None, min_interval=interval)
+        == []
+    )
+    (again,) = decisions.restore_session(view, later, "1-0", min_interval=interval)
+    assert again == SessionRestored(at=later, last_seen="1-0")
