@@ -192,7 +192,8 @@ class Worker:
         await self.redis.xadd(key, {"e": orjson.dumps(started)})
 
         async def append(text: str) -> None:
-            delta = {"type": "reply_delta", "reply_id": reply_id, "text": text}
+            # "at" (when it was flushed, wall clock) only lets the client split the latency.
+            delta = {"type": "reply_delta", "reply_id": reply_id, "text": text, "at": time.time()}
             await self.redis.xadd(key, {"e": orjson.dumps(delta)})
 
         if self.mode == "per-token":

@@ -34,6 +34,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -96,6 +97,8 @@ class Counts:
     resent: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     latencies_us: list[int] = field(default_factory=list)
+    batching_us: list[int] = field(default_factory=list)
+    delivery_us: list[int] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -139,6 +142,7 @@ class Session:
         self.turn_no = 0
         self.broken = False
         self.reader: asyncio.Task[None] | None = None
+        self.clock_offset = time.monotonic() - time.time()
 
     # --- setting up --------------------------------------------------------------------------
 
@@ -148,7 +152,13 @@ class Session:
             return
         assert http is not None
         for _ in range(20):
-            reply = await http.post("/api/sessions", json={})
+            try:
+                reply = await http.post("/api/sessions", json={})
+            except httpx.TransportError:
+                # A kept-alive connection the server closed just then (uvicorn closes idle
+                # ones after 5 s): a browser would try again too.
+                await asyncio.sleep(0.1)
+                continue
             if reply.status_code == 429:
                 await asyncio.sleep(float(reply.headers.get("retry-after", "0.5")))
                 continue
@@ -305,15 +315,29 @@ class Session:
             if received in self.window:
                 self.counts.tokens_window += tokens.count(text)
                 if self.opts.latency:
-                    self.counts.latencies_us.extend(
-                        tokens.latencies_us(text, int(received * 1_000_000))
-                    )
+                    self._latencies(text, event.get("at"), received)
         elif kind == "reply_started":
             self.drafts[event["reply_id"]] = []
         elif kind == "message_submitted":
             self.message_of.setdefault(event["client_message_id"], event["message_id"])
         elif kind in TERMINAL:
             self._on_terminal(kind, event, received)
+
+    def _latencies(self, text: str, at: str | float | None, received: float) -> None:
+        """Per token: stamp -> receive; and split at the event's ``at`` (when the worker
+        flushed it): stamp -> flush (batching in the worker) and flush -> receive (append,
+        feed, fan-out, socket). ``at`` is wall-clock time, turned into monotonic time with the
+        offset between the two clocks of this machine."""
+        received_us = int(received * 1_000_000)
+        whole = tokens.latencies_us(text, received_us)
+        self.counts.latencies_us.extend(whole)
+        if at is None:
+            return
+        wall = at if isinstance(at, float) else datetime.fromisoformat(at).timestamp()
+        flushed_us = int((wall + self.clock_offset) * 1_000_000)
+        delivery = max(0, received_us - flushed_us)
+        self.counts.delivery_us.extend([delivery] * len(whole))
+        self.counts.batching_us.extend(max(0, w - delivery) for w in whole)
 
     def _on_terminal(self, kind: str, event: dict[str, Any], received: float) -> None:
         message_id: str = event["in_reply_to"]
@@ -500,6 +524,8 @@ async def run(opts: Options) -> dict[str, Any]:
         "errors": dict(counts.errors),
         "violations": counts.violations,
         "latencies_us": counts.latencies_us,
+        "batching_us": counts.batching_us,
+        "delivery_us": counts.delivery_us,
     }
     if opts.report_replies:
         out["session_reports"] = [s.summary() for s in sessions if s.session_id]

@@ -402,8 +402,9 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         for code, n in r["errors"].items():
             errors[code] = errors.get(code, 0) + n
     out["errors"] = errors
-    samples = [x for r in results for x in r["latencies_us"]]
-    out["latency"] = percentiles(samples)
+    out["latency"] = percentiles([x for r in results for x in r["latencies_us"]])
+    out["latency_batching"] = percentiles([x for r in results for x in r["batching_us"]])
+    out["latency_delivery"] = percentiles([x for r in results for x in r["delivery_us"]])
     return out
 
 
@@ -513,6 +514,7 @@ def idle_run(
         "deployment": dep.name,
         "connections": connected,
         "failed": sum(r["failed"] for r in ready),
+        "first_errors": [x["first_error"] for x in (*created, *ready) if x.get("first_error")][:4],
         "open_at_end": sum(r["open_at_end"] for r in results),
         "create_seconds": max(c["seconds"] for c in created),
         "connect_seconds": max(r["seconds"] for r in ready),

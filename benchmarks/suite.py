@@ -42,7 +42,7 @@ TARGETS = {
     "throughput_ratio": 0.80,
     "latency_p50_ms": 2.0,
     "latency_p99_ms": 10.0,
-    "idle_rss_per_connection_kib": 50.0,
+    "idle_rss_per_connection_kb": 50.0,  # kB = 1,000 bytes
     "restore_cold_median_ms": 150.0,
 }
 
