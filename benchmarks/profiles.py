@@ -14,10 +14,23 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("chatcore core", ("/src/chatcore/",)),
     ("chatcore adapters", ("/chatcore_adapters/",)),
     ("chatcore api", ("/chatcore_api/",)),
-    ("redis-py", ("/redis/",)),
+    ("redis-py", ("/redis/", "hiredis")),
+    ("metrics (prometheus)", ("prometheus_client",)),
     ("pydantic", ("pydantic",)),
     ("uvicorn/starlette/fastapi/websockets", ("uvicorn", "starlette", "fastapi", "websockets")),
-    ("asyncio event loop", ("/asyncio/", "_asyncio", "contextvars", "selectors.py")),
+    (
+        "asyncio event loop",
+        (
+            "/asyncio/",
+            "_asyncio",
+            "contextvars",
+            "selectors.py",
+            "_weakrefset.py",
+            "_heapq",
+            "time.monotonic",
+            "contextlib.py",
+        ),
+    ),
     ("json (orjson/json)", ("orjson", "/json/")),
     ("logging", ("/logging/",)),
     ("imports and start-up", ("importlib", "<frozen", "marshal", "builtins.compile")),
@@ -28,7 +41,7 @@ def _layer(where: str) -> str:
     for name, needles in LAYERS:
         if any(n in where for n in needles):
             return name
-    return "other"
+    return "other (builtins: isinstance, len, str and bytes methods, ...)"
 
 
 def _where(func: tuple[str, int, str]) -> str:
@@ -51,8 +64,14 @@ def summarise(path: Path, top: int = 15) -> dict[str, Any]:
     total = sum(layers.values())
     busy = total - layers.get("waiting (epoll)", 0.0)
     own = sorted(rows, key=lambda r: r[2], reverse=True)[:top]
+    plumbing = ("<module>", "/cli.py", "__main__", "run_worker_command", "worker_runtime.py")
     ours = sorted(
-        (r for r in rows if "/chatcore" in r[0] or "/benchmarks/" in r[0]),
+        (
+            r
+            for r in rows
+            if ("/chatcore" in r[0] or "/benchmarks/" in r[0])
+            and not any(p in r[0] for p in plumbing)
+        ),
         key=lambda r: r[3],
         reverse=True,
     )[:top]
