@@ -62,7 +62,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
     r = result["results"]
     t = result["targets"]
     ms = result["plan"]["flush"] * 1000
-    alt = result["plan"]["flush_alternative"] * 1000
+    alts = [f * 1000 for f in result["plan"]["flush_alternatives"]]
     rows: list[tuple[str, str, str, str, str, str]] = []
 
     c1, b1, bt = r.get("1_chatcore"), r.get("1_baseline_batched"), r.get("1_baseline_per_token")
@@ -79,18 +79,19 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
                 _verdict(ratio >= t["throughput_ratio"], gap),
             )
         )
-        c1a = r.get("1_chatcore_flush_alt")
-        if c1a:
-            rows.append(
-                (
-                    f"  same, flush {alt:g} ms",
-                    _n(c1a["tokens_per_s"]),
-                    "",
-                    _pct(c1a["tokens_per_s"], b1["tokens_per_s"]),
-                    "",
-                    "",
+        for alt in alts:
+            c1a = r.get(f"1_chatcore_flush_{alt:g}ms")
+            if c1a:
+                rows.append(
+                    (
+                        f"  same, flush {alt:g} ms",
+                        _n(c1a["tokens_per_s"]),
+                        "",
+                        _pct(c1a["tokens_per_s"], b1["tokens_per_s"]),
+                        "",
+                        "",
+                    )
                 )
-            )
         if bt:
             rows.append(
                 (
@@ -113,7 +114,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
             )
         )
 
-    c2, c2a, b2 = r.get("2_chatcore"), r.get("2_chatcore_flush_alt"), r.get("2_baseline_per_token")
+    c2, b2 = r.get("2_chatcore"), r.get("2_baseline_per_token")
     if c2:
         lat = c2["latency"]
         ok = lat["p50_ms"] <= t["latency_p50_ms"] and lat["p99_ms"] <= t["latency_p99_ms"]
@@ -127,7 +128,10 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
                 _verdict(ok),
             )
         )
-        if c2a:
+        for alt in alts:
+            c2a = r.get(f"2_chatcore_flush_{alt:g}ms")
+            if not c2a:
+                continue
             lat = c2a["latency"]
             ok = lat["p50_ms"] <= t["latency_p50_ms"] and lat["p99_ms"] <= t["latency_p99_ms"]
             rows.append(
@@ -140,6 +144,22 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
                     _verdict(ok),
                 )
             )
+        for run in (c2, *(r.get(f"2_chatcore_flush_{alt:g}ms") for alt in alts)):
+            if run and run.get("latency_batching", {}).get("samples"):
+                rows.append(
+                    (
+                        f"    of which batching / delivery p50 (flush {run['flush_ms']:g} ms)",
+                        f"{run['latency_batching']['p50_ms']:.1f} / "
+                        f"{run['latency_delivery']['p50_ms']:.1f}",
+                        f"{b2['latency_batching']['p50_ms']:.1f} / "
+                        f"{b2['latency_delivery']['p50_ms']:.1f}"
+                        if b2 and b2.get("latency_batching", {}).get("samples")
+                        else "",
+                        "",
+                        "",
+                        "",
+                    )
+                )
 
     c3, b3 = r.get("3_chatcore"), r.get("3_baseline")
     if c3:
@@ -224,9 +244,12 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
         )
     if e2:
         rows.append((f"  latency p50 / p99 ms (flush {ms:g} ms)", _lat(e2), _lat(b2), "", "", ""))
-        e2a = r.get("6_embedded_latency_flush_alt")
-        if e2a:
-            rows.append((f"  latency p50 / p99 ms (flush {alt:g} ms)", _lat(e2a), "", "", "", ""))
+        for alt in alts:
+            e2a = r.get(f"6_embedded_latency_flush_{alt:g}ms")
+            if e2a:
+                rows.append(
+                    (f"  latency p50 / p99 ms (flush {alt:g} ms)", _lat(e2a), "", "", "", "")
+                )
     if e3:
         rows.append(
             (
@@ -266,18 +289,27 @@ def run_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
         if not isinstance(run, dict) or "tokens_per_s" not in run:
             continue
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in run["cpu_cores"].items())
+        flush = run.get("flush_ms")
         rows.append(
             (
                 key,
+                "-" if flush is None else f"{flush:g}",
                 _n(run["tokens_per_s"]),
                 _n(run["turns_per_s"]),
                 _lat(run),
                 _losses(run),
+                _n(run["reconnects"]),
                 cpu,
                 f"{run['loadavg_start'][0]:.2f} -> {run['loadavg_end'][0]:.2f}",
             )
         )
     return rows
+
+
+RUN_HEADERS = (
+    "run", "flush ms", "tokens/s", "turns/s", "p50/p99 ms", "lost/dup", "reconnects",
+    "CPU (cores)", "load",
+)  # fmt: skip
 
 
 def render(result: dict[str, Any]) -> str:
@@ -301,7 +333,7 @@ def render(result: dict[str, Any]) -> str:
             "",
             "load runs (CPU: cores used by each process over the window; load: 1-min loadavg)",
             table(
-                ("run", "tokens/s", "turns/s", "p50/p99 ms", "lost/dup", "CPU", "load"),
+                RUN_HEADERS,
                 runs,
             ),
         ]

@@ -123,6 +123,7 @@ class Deployment:
     procs: Processes = field(default_factory=Processes)
     ports: list[int] = field(default_factory=list)
     redis_server: Any = None
+    flush: float | None = None  # the flush interval of the replies' deltas (s)
 
     def measured(self) -> dict[str, int]:
         """Name -> pid of the server-side processes (CPU and RSS are reported for each)."""
@@ -160,7 +161,7 @@ def chatcore_redis(
 ) -> Deployment:
     """A private Redis, ``apis`` x ``chatcore serve --no-worker``, ``workers`` x
     ``chatcore worker``."""
-    dep = Deployment(name, "chatcore", log_dir)
+    dep = Deployment(name, "chatcore", log_dir, flush=flush)
     try:
         dep.redis_server = start_redis()
         env = child_env(
@@ -217,7 +218,7 @@ def chatcore_embedded(
     name: str = "embedded",
 ) -> Deployment:
     """One ``chatcore serve`` process: in-memory storage and its in-process worker."""
-    dep = Deployment(name, "chatcore", log_dir)
+    dep = Deployment(name, "chatcore", log_dir, flush=flush)
     try:
         env = child_env(chatcore_env(model, flush=flush, concurrency=concurrency, redis_url=None))
         port = free_port()
@@ -241,7 +242,7 @@ def baseline(
     name: str = "baseline",
 ) -> Deployment:
     """A private Redis, the bare-bones server and one bare-bones worker."""
-    dep = Deployment(name, "baseline", log_dir)
+    dep = Deployment(name, "baseline", log_dir, flush=flush if mode == "batched" else 0.0)
     try:
         dep.redis_server = start_redis()
         env = child_env(model.env())
@@ -457,6 +458,7 @@ def load_run(
     merged.update(
         {
             "deployment": dep.name,
+            "flush_ms": dep.flush * 1000 if dep.flush is not None else None,
             "sessions": sessions,
             "clients": clients,
             "model": {"tokens": model.tokens, "delay": model.delay},

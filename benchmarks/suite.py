@@ -64,7 +64,7 @@ class Plan:
     idle_connections: int = 10_000
     idle_clients: int = 4
     flush: float = 0.015
-    flush_alternative: float = 0.002
+    flush_alternatives: tuple[float, ...] = (0.002, 0.0)
     worker_concurrency: int = 128
 
 
@@ -195,8 +195,9 @@ class Runner:
         n = p.throughput_sessions
         if not embedded:
             self.load("1_chatcore", self.chatcore(model, p.flush, "1_chatcore"), model, n)
-            alt = "1_chatcore_flush_alt"
-            self.load(alt, self.chatcore(model, p.flush_alternative, alt), model, n)
+            for flush in p.flush_alternatives:
+                alt = f"1_chatcore_flush_{flush * 1000:g}ms"
+                self.load(alt, self.chatcore(model, flush, alt), model, n)
             self.load("1_baseline_batched", self.baseline(model, "batched", "1_bb"), model, n)
             self.load("1_baseline_per_token", self.baseline(model, "per-token", "1_bbt"), model, n)
         else:
@@ -209,16 +210,17 @@ class Runner:
         if not embedded:
             make = self.chatcore(model, p.flush, "2_chatcore")
             self.load("2_chatcore", make, model, n, latency=True)
-            alt = "2_chatcore_flush_alt"
-            make = self.chatcore(model, p.flush_alternative, alt)
-            self.load(alt, make, model, n, latency=True)
+            for flush in p.flush_alternatives:
+                alt = f"2_chatcore_flush_{flush * 1000:g}ms"
+                self.load(alt, self.chatcore(model, flush, alt), model, n, latency=True)
             make = self.baseline(model, "per-token", "2_bb")
             self.load("2_baseline_per_token", make, model, n, latency=True)
         else:
             make = self.embedded(model, p.flush, "6_lat")
             self.load("6_embedded_latency", make, model, n, latency=True)
-            make = self.embedded(model, p.flush_alternative, "6_lat_alt")
-            self.load("6_embedded_latency_flush_alt", make, model, n, latency=True)
+            for flush in p.flush_alternatives:
+                alt = f"6_embedded_latency_flush_{flush * 1000:g}ms"
+                self.load(alt, self.embedded(model, flush, alt), model, n, latency=True)
 
     def turns(self, embedded: bool) -> None:
         p = self.plan
