@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller, shorter runs")
     parser.add_argument("--only", help="comma-separated figures to run (1-6)")
     parser.add_argument("--profile", action="store_true", help="also profile figures 1 and 2")
+    parser.add_argument(
+        "--repeats", type=int, help="chatcore/bare-bones pairs for figure 1 (default 3; quick 1)"
+    )
     parser.add_argument("--output", type=Path, help="JSON file (default: benchmarks/results/)")
     parser.add_argument("--show", type=Path, help="print the tables of a saved JSON, run nothing")
     args = parser.parse_args(argv)

@@ -79,6 +79,18 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
                 _verdict(ratio >= t["throughput_ratio"], gap),
             )
         )
+        pairs = r.get("1_pairs")
+        if pairs and len(pairs["ratios"]) > 1:
+            rows.append(
+                (
+                    f"  {len(pairs['ratios'])} pairs run one after the other (median shown)",
+                    " ".join(_n(x) for x in pairs["chatcore_tokens_per_s"]),
+                    " ".join(_n(x) for x in pairs["baseline_tokens_per_s"]),
+                    " ".join(f"{100 * x:.0f}%" for x in pairs["ratios"]),
+                    "",
+                    "",
+                )
+            )
         for alt in alts:
             c1a = r.get(f"1_chatcore_flush_{alt:g}ms")
             if c1a:
