@@ -238,20 +238,20 @@ class _Run:
     async def _consume(self, inbox: asyncio.Queue[object]) -> Outcome:
         s = self.gen.settings
         while True:
-            wait = self._next_deadline() - self._now()
             chunk: object = None
-            if wait <= 0:
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    chunk = inbox.get_nowait()
-            else:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that lands as the queue hands over a chunk, and a worker told to
-                # stop would then go on writing the reply.
-                try:
-                    async with asyncio.timeout(wait):
-                        chunk = await inbox.get()
-                except TimeoutError:
-                    chunk = None
+            try:
+                chunk = inbox.get_nowait()
+            except asyncio.QueueEmpty:
+                wait = self._next_deadline() - self._now()
+                if wait > 0:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that lands as the queue hands over a chunk, and a worker
+                    # told to stop would then go on writing the reply.
+                    try:
+                        async with asyncio.timeout(wait):
+                            chunk = await inbox.get()
+                    except TimeoutError:
+                        chunk = None
             if chunk is _END:
                 await self._flush()
                 if self._cancel_requested():

@@ -209,3 +209,27 @@ def test_a_worker_with_the_demo_model_never_imports_litellm() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_flush_interval_reaches_both_kinds_of_worker() -> None:
+    from chatcore_api.container import Container
+
+    app_settings = settings(CHATCORE_WORKER__FLUSH_INTERVAL="0.002")
+    assert worker_config(app_settings, parse()).flush_interval == 0.002
+    container = Container(settings=app_settings)
+    assert container.generator().settings.flush_interval == 0.002
+    assert settings().worker.flush_interval == 0.015
+    with pytest.raises(SettingsError, match="flush_interval"):
+        settings(CHATCORE_WORKER__FLUSH_INTERVAL="-1")
+
+
+def test_the_in_process_worker_uses_the_model_factory_too() -> None:
+    from chatcore_api.container import Container
+
+    container = Container(
+        settings=load_settings(
+            environ={"CHATCORE_WORKER__LLM_FACTORY": "tests.worker.models:crash_on_poison"}
+        )
+    )
+    assert container.llm().name == "crash-on-poison"
+    assert isinstance(Container(settings=load_settings(environ={})).llm(), DemoLLM)

@@ -96,6 +96,11 @@ def _service_settings(settings: ApiSettings) -> ServiceSettings:
 
 
 def _llm(settings: ApiSettings) -> LLM:
+    if settings.worker.llm_factory is not None:
+        # A model of your own, as `chatcore worker` loads it (the in-process worker uses it).
+        from chatcore_api.worker_runtime import llm_from_factory
+
+        return llm_from_factory(settings.worker.llm_factory)
     return build_llm(settings.llm)
 
 
@@ -123,7 +128,11 @@ def _worker_settings(settings: ApiSettings) -> WorkerSettings:
 
 def _generation_settings(settings: ApiSettings) -> GenerationSettings:
     w = settings.worker
-    return GenerationSettings(lease_ttl=w.lease_ttl, keepalive_interval=w.keepalive_interval)
+    return GenerationSettings(
+        flush_interval=w.flush_interval,
+        lease_ttl=w.lease_ttl,
+        keepalive_interval=w.keepalive_interval,
+    )
 
 
 def _worker(

@@ -114,11 +114,20 @@ class WorkerOptions(BaseModel):
         le=60,
         description="Longest pause between retries while Redis is unreachable.",
     )
+    flush_interval: float = Field(
+        default=0.015,
+        ge=0,
+        le=1,
+        description="Seconds a reply's streamed text is buffered before it is appended as one "
+        "event (also flushed at 2 KiB). Longer: fewer events and frames; shorter: less latency "
+        "per token (0: one event per model delta).",
+    )
     llm_factory: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
         description="`package.module:callable` returning a chatcore.ports.LLM, used by "
-        "`chatcore worker` instead of the llm settings (a model of your own).",
+        "`chatcore worker` and the in-process worker instead of the llm settings (a model of "
+        "your own).",
     )
 
 

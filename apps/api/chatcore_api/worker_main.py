@@ -121,6 +121,7 @@ def worker_config(settings: ApiSettings, args: argparse.Namespace) -> WorkerConf
             reclaim_after=_flag(args, "reclaim_after", settings.redis.reclaim_after),
             lease_ttl=_flag(args, "lease_ttl", w.lease_ttl),
             keepalive_interval=w.keepalive_interval,
+            flush_interval=w.flush_interval,
             max_attempts=_flag(args, "max_attempts", w.max_attempts),
             heartbeat_interval=w.heartbeat_interval,
             heartbeat_ttl=w.heartbeat_ttl,

@@ -60,6 +60,8 @@ class WorkerConfig:
     lease_ttl: float = 30.0
     # How often a reply in progress renews its lease and touches its delivery.
     keepalive_interval: float = 5.0
+    # Seconds a reply's text is buffered before it is appended as one event.
+    flush_interval: float = 0.015
     max_attempts: int = 5
     heartbeat_interval: float = 2.0
     heartbeat_ttl: float = 10.0
@@ -100,13 +102,18 @@ def load_llm(config: WorkerConfig) -> LLM:
     """The configured model (LiteLLM is imported only when a LiteLLM model is configured)."""
     if config.llm_factory is None:
         return build_llm(config.llm)
-    module_name, _, attribute = config.llm_factory.partition(":")
+    return llm_from_factory(config.llm_factory)
+
+
+def llm_from_factory(path: str) -> LLM:
+    """The model returned by the callable named ``package.module:callable``."""
+    module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
         raise ValueError("llm_factory must look like 'package.module:callable'")
     factory: Callable[[], LLM] = getattr(importlib.import_module(module_name), attribute)
     model = factory()
     if not isinstance(model, LLM):
-        raise TypeError(f"{config.llm_factory} did not return a chatcore.ports.LLM")
+        raise TypeError(f"{path} did not return a chatcore.ports.LLM")
     return model
 
 
@@ -142,7 +149,9 @@ def build_runtime(config: WorkerConfig, *, worker_id: str, llm: LLM) -> WorkerRu
         clock=clock,
         ids=ids,
         settings=GenerationSettings(
-            lease_ttl=config.lease_ttl, keepalive_interval=config.keepalive_interval
+            flush_interval=config.flush_interval,
+            lease_ttl=config.lease_ttl,
+            keepalive_interval=config.keepalive_interval,
         ),
     )
     loop = WorkerLoop(

@@ -1,0 +1,434 @@
+"""The load test with faults: sessions chat while workers are SIGKILLed and an API restarts.
+
+    python -m benchmarks.faults            # 1,000 sessions for 5 minutes (the full run)
+    python -m benchmarks.faults --short    # 50 sessions for 50 s: what CI runs (< 2 minutes)
+
+It starts a private redis-server, two API processes (``chatcore serve --no-worker``), worker
+processes (``chatcore worker``) and load clients (:mod:`benchmarks.client`, several sessions
+each, connected to either API). Every session sends a message, waits for its reply's terminal
+event, pauses, and sends the next. Meanwhile, at random moments, a random worker is SIGKILLed
+(and started again a moment later), and once, halfway, one API process is SIGKILLed and
+started again: its clients reconnect (to either API) with their last cursor and resume, and
+send again a message that was not acknowledged (the server records a client message id once).
+
+At the end, after the in-flight turns have finished:
+
+* from the Redis logs directly (every session's stream, decoded): every recorded message has
+  exactly one terminal reply event, every message a client had acknowledged is in its log, and
+  every completed reply is whole (N well-formed tokens);
+* from what each client received: cursors strictly increasing (no duplicate, no reordering,
+  across reconnects), one terminal event per acknowledged message, and the text it assembled
+  for each reply equal to the text in the log;
+* memory: the RSS of the API and worker processes at the start and at the end.
+
+Exit status 0 when every count is right; the JSON (``--json``) has the details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import stack, tokens
+from benchmarks.procs import (
+    ROOT,
+    Proc,
+    Processes,
+    loadavg,
+    port_open,
+    raise_nofile,
+    rss_kib,
+    terminate_as_interrupt,
+    wait_until,
+)
+from benchmarks.stack import Deployment, Model
+
+RESULTS = ROOT / "benchmarks" / "results"
+TERMINAL = frozenset({"reply_completed", "reply_failed", "reply_cancelled"})
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    sessions: int = 1000
+    clients: int = 4
+    duration: float = 300.0
+    workers: int = 3
+    tokens: int = 30
+    delay: float = 0.03  # about 1 s per reply
+    think: tuple[float, float] = (6.0, 14.0)
+    kill_every: tuple[float, float] = (10.0, 25.0)
+    quiet_end: float = 15.0  # no faults in the last seconds, so the drain is bounded
+    restart_after: tuple[float, float] = (0.5, 2.0)
+    reclaim_after: float = 3.0
+    drain: float = 45.0
+    seed: int = 7
+
+
+FULL = FaultPlan()
+SHORT = FaultPlan(
+    sessions=50,
+    clients=2,
+    duration=50.0,
+    workers=2,
+    think=(0.5, 2.0),
+    kill_every=(6.0, 10.0),
+    quiet_end=10.0,
+    drain=25.0,
+)
+
+
+def fault_env(plan: FaultPlan) -> dict[str, str]:
+    """Short takeover times, so a killed worker's reply is taken over within seconds."""
+    return {
+        "CHATCORE_REDIS__RECLAIM_AFTER": str(plan.reclaim_after),
+        "CHATCORE_WORKER__LEASE_TTL": str(plan.reclaim_after + 1),
+        "CHATCORE_WORKER__KEEPALIVE_INTERVAL": str(plan.reclaim_after / 3),
+        "CHATCORE_WORKER__CLAIM_BLOCK": "1",
+        "CHATCORE_WORKER__HEARTBEAT_INTERVAL": "1",
+        "CHATCORE_WORKER__HEARTBEAT_TTL": "3",
+        "CHATCORE_WORKER__BACKOFF_MAX": "1",
+        "CHATCORE_WORKER__SHUTDOWN_GRACE": "5",
+    }
+
+
+def digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+class Faults:
+    """Kills and restarts, at random moments, with a log of what was done."""
+
+    def __init__(self, dep: Deployment, plan: FaultPlan, rand: random.Random) -> None:
+        self.dep = dep
+        self.plan = plan
+        self.rand = rand
+        self.events: list[dict[str, Any]] = []
+        self.pending: list[tuple[float, str, Proc]] = []  # (when, what, process)
+        self.started = time.monotonic()
+
+    def note(self, what: str, proc: Proc, **extra: Any) -> None:
+        at = round(time.monotonic() - self.started, 1)
+        self.events.append({"at_s": at, "what": what, "process": proc.name, **extra})
+        print(f"[faults] {at:6.1f}s {what} {proc.name} {extra or ''}", flush=True)
+
+    def workers(self) -> list[Proc]:
+        return [p for p in self.dep.procs.procs if p.name.startswith("worker")]
+
+    def apis(self) -> list[Proc]:
+        return [p for p in self.dep.procs.procs if p.name.startswith("api")]
+
+    def kill_worker(self) -> None:
+        alive = [p for p in self.workers() if p.running]
+        if not alive:
+            return
+        victim = self.rand.choice(alive)
+        pid = victim.pid
+        victim.kill()
+        self.note("SIGKILL", victim, pid=pid)
+        self.pending.append((time.monotonic() + self.rand.uniform(*self.plan.restart_after),
+                             "start", victim))  # fmt: skip
+
+    def restart_api(self) -> None:
+        api = self.apis()[-1]
+        pid = api.pid
+        api.kill()
+        self.note("SIGKILL", api, pid=pid)
+        self.pending.append((time.monotonic() + 1.0, "start-api", api))
+
+    def due(self) -> None:
+        now = time.monotonic()
+        for item in [p for p in self.pending if p[0] <= now]:
+            self.pending.remove(item)
+            _, what, proc = item
+            proc.start()
+            self.note("started", proc, pid=proc.pid)
+            if what == "start-api":
+                self._wait_listening(proc)
+
+    def _wait_listening(self, api: Proc) -> None:
+        port = self.dep.ports[self.apis().index(api)]
+        wait_until(lambda: port_open(port), 30, f"{api.name} to listen")
+
+    def finish(self) -> None:
+        """Start whatever is still waiting to be started."""
+        for item in list(self.pending):
+            self.pending.remove(item)
+            item[2].start()
+            self.note("started", item[2], pid=item[2].pid)
+
+
+# --- checking the logs --------------------------------------------------------------------------
+
+
+async def read_logs(url: str, session_ids: list[str]) -> dict[str, list[Any]]:
+    """Every session's whole event log, straight from Redis, decoded."""
+    import redis.asyncio as aioredis
+
+    from chatcore_adapters.codec import decode_records
+    from chatcore_adapters.redis import KeySpace
+
+    keys = KeySpace()
+    client = aioredis.Redis.from_url(url)
+    out: dict[str, list[Any]] = {}
+    try:
+        for sid in session_ids:
+            entries: list[Any] = []
+            start = "-"
+            while True:
+                page: Any = await client.xrange(keys.events(sid), start, "+", count=1000)
+                entries.extend(page)
+                if len(page) < 1000:
+                    break
+                start = "(" + page[-1][0].decode()
+            out[sid] = decode_records((i.decode(), f[b"e"]) for i, f in entries)
+    finally:
+        await client.aclose()
+    return out
+
+
+def check_logs(
+    logs: dict[str, list[Any]], reports: list[dict[str, Any]], expected_tokens: int
+) -> dict[str, Any]:
+    """The counts of the end check (every ``*_bad`` count must be zero)."""
+    c: Counter[str] = Counter()
+    by_session = {r["session_id"]: r for r in reports}
+    for sid, records in logs.items():
+        report = by_session.get(sid, {"acked": {}, "replies": {}, "terminals": {}})
+        messages: dict[str, str] = {}  # message id -> client message id
+        terminals: Counter[str] = Counter()
+        texts: dict[str, list[str]] = {}
+        final: dict[str, tuple[str, str | None]] = {}  # message id -> (status, reply id)
+        for record in records:
+            event = record.event
+            kind = event.type
+            if kind == "message_submitted":
+                messages[event.message_id] = event.client_message_id
+            elif kind == "reply_delta":
+                texts.setdefault(event.reply_id, []).append(event.text)
+            elif kind == "reply_abandoned":
+                c["takeovers_in_logs"] += 1
+            elif kind in TERMINAL:
+                terminals[event.in_reply_to] += 1
+                final.setdefault(event.in_reply_to, (kind, event.reply_id))
+        c["messages_in_logs"] += len(messages)
+        for message_id in messages:
+            n = terminals[message_id]
+            if n == 0:
+                c["messages_without_terminal_bad"] += 1
+            elif n > 1:
+                c["messages_with_several_terminals_bad"] += 1
+        for message_id in terminals:
+            if message_id not in messages:
+                c["terminals_without_message_bad"] += 1
+        for cmid, message_id in report["acked"].items():
+            c["acked"] += 1
+            if messages.get(message_id) != cmid:
+                c["acked_but_not_in_log_bad"] += 1
+        for message_id, (status, reply_id) in final.items():
+            c[f"log_{status}"] += 1
+            text = "".join(texts.get(reply_id or "", ()))
+            if status == "reply_completed" and (
+                not tokens.well_formed(text) or tokens.count(text) != expected_tokens
+            ):
+                c["incomplete_replies_in_log_bad"] += 1
+            seen = report["replies"].get(message_id)
+            if seen is None:
+                continue
+            c["replies_compared"] += 1
+            if status == "reply_completed" and seen["text"] != digest(text):
+                c["client_text_differs_from_log_bad"] += 1
+            if seen["status"] != status:
+                c["client_status_differs_from_log_bad"] += 1
+    for report in reports:
+        if report["session_id"] not in logs:
+            c["sessions_without_log_bad"] += 1
+    return dict(c)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
+    rand = random.Random(plan.seed)
+    model = Model(plan.tokens, plan.delay)
+    started_wall = time.time()
+    load0 = loadavg()
+    with (
+        stack.chatcore_redis(
+            log_dir,
+            model,
+            apis=2,
+            workers=plan.workers,
+            concurrency=256,
+            extra_env=fault_env(plan),
+            name="faults",
+        ) as dep,
+        Processes() as procs,
+    ):
+        clients = stack.start_clients(
+            dep,
+            procs,
+            sessions=plan.sessions,
+            clients=plan.clients,
+            mode="faults",
+            model=model,
+            think=plan.think,
+            turn_timeout=120.0,
+            report_replies=True,
+        )
+        setup = stack.connect_clients(clients, timeout=300)
+        faults = Faults(dep, plan, rand)
+        t0 = time.time()
+        end = t0 + plan.duration
+        for c in clients:
+            c.send({"window": [t0, end], "stop_sending": end, "drain": plan.drain})
+        faults.started = time.monotonic()
+        rss_start = _rss(dep)
+        api_restart_at = plan.duration / 2
+        next_kill = rand.uniform(*plan.kill_every)
+        restarted_api = False
+        while time.time() < end:
+            elapsed = time.monotonic() - faults.started
+            quiet = elapsed > plan.duration - plan.quiet_end
+            if not quiet and elapsed >= next_kill:
+                faults.kill_worker()
+                next_kill = elapsed + rand.uniform(*plan.kill_every)
+            if not quiet and not restarted_api and elapsed >= api_restart_at:
+                faults.restart_api()
+                restarted_api = True
+            faults.due()
+            time.sleep(0.1)
+        faults.finish()
+        results = [c.expect("result", plan.drain + 120)["result"] for c in clients]
+        rss_end = _rss(dep)
+        reports = [r for res in results for r in res.pop("session_reports")]
+        logs = asyncio.run(read_logs(dep.redis_server.url, [r["session_id"] for r in reports]))
+    merged = stack.merge(results)
+    merged.pop("latency", None)
+    merged.pop("latency_batching", None)
+    merged.pop("latency_delivery", None)
+    from_logs = check_logs(logs, reports, plan.tokens)
+    client_bad = {
+        "cursor_violations": merged["cursor_violations"],
+        "duplicate_terminals": merged["duplicate_terminals"],
+        "missing_terminals": merged["missing_terminals"],
+        "bad_replies": merged["bad_replies"],
+        "turn_timeouts": merged["turn_timeouts"],
+        "snapshots_on_resume": merged["snapshots_on_resume"],
+        "connect_failures": merged["connect_failures"],
+    }
+    bad = {k: v for k, v in from_logs.items() if k.endswith("_bad") and v}
+    bad.update({k: v for k, v in client_bad.items() if v})
+    kills = sum(1 for e in faults.events if e["what"] == "SIGKILL" and "worker" in e["process"])
+    ok = not bad and from_logs.get("acked", 0) > 0 and kills >= 1 and restarted_api
+    return {
+        "ok": ok,
+        "problems": bad,
+        "plan": asdict(plan),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_wall)),
+        "wall_seconds": round(time.time() - started_wall, 1),
+        "loadavg_start": load0,
+        "loadavg_end": loadavg(),
+        "setup": setup,
+        "worker_kills": kills,
+        "api_restarts": int(restarted_api),
+        "faults": faults.events,
+        "from_logs": from_logs,
+        "from_clients": merged,
+        "rss_kib_start": rss_start,
+        "rss_kib_end": rss_end,
+    }
+
+
+def _rss(dep: Deployment) -> dict[str, tuple[int, int | None]]:
+    """Name -> (pid, VmRSS in KiB) of the API and worker processes."""
+    return {p.name: (p.pid, rss_kib(p.pid)) for p in dep.procs.procs if p.running}
+
+
+def render(result: dict[str, Any]) -> str:
+    logs, clients = result["from_logs"], result["from_clients"]
+    plan = result["plan"]
+    lines = [
+        f"load test with faults: {plan['sessions']} sessions, {plan['duration']:.0f} s, "
+        f"{plan['workers']} workers, 2 API processes ({result['wall_seconds']} s wall, "
+        f"load {result['loadavg_start'][0]} -> {result['loadavg_end'][0]})",
+        f"  faults: {result['worker_kills']} worker SIGKILLs (each restarted), "
+        f"{result['api_restarts']} API SIGKILL + restart; "
+        f"{clients['reconnects']} client reconnects, {clients['resent']} messages re-sent",
+        f"  messages acknowledged {logs.get('acked', 0)}, in the logs "
+        f"{logs.get('messages_in_logs', 0)}; terminal events: completed "
+        f"{logs.get('log_reply_completed', 0)}, failed {logs.get('log_reply_failed', 0)}, "
+        f"cancelled {logs.get('log_reply_cancelled', 0)}; "
+        f"attempts taken over {logs.get('takeovers_in_logs', 0)}",
+        f"  replies compared client vs log: {logs.get('replies_compared', 0)}",
+    ]
+    checks = [
+        ("messages without a terminal event (log)", logs.get("messages_without_terminal_bad")),
+        ("messages with several terminals (log)", logs.get("messages_with_several_terminals_bad")),
+        ("acknowledged but not in the log", logs.get("acked_but_not_in_log_bad")),
+        ("incomplete completed replies (log)", logs.get("incomplete_replies_in_log_bad")),
+        ("client text differs from the log", logs.get("client_text_differs_from_log_bad")),
+        ("cursor not increasing (dup/reorder)", clients["cursor_violations"]),
+        ("duplicate terminal events (client)", clients["duplicate_terminals"]),
+        ("acked without terminal (client)", clients["missing_terminals"]),
+        ("gaps in replies (client)", clients["bad_replies"]),
+        ("turns timed out (client)", clients["turn_timeouts"]),
+    ]  # fmt: skip
+    lines += [f"  {name:<42}{n or 0:>6}" for name, n in checks]
+    lines.append("  RSS (KiB) at the start -> at the end (same process unless restarted):")
+    for name, (pid, start) in result["rss_kib_start"].items():
+        end_pid, end = result["rss_kib_end"].get(name, (None, None))
+        again = "" if end_pid == pid else "  (restarted during the run: not comparable)"
+        lines.append(f"    {name:<10}{_n(start):>10} -> {_n(end)}{again}")
+    lines.append("  result: " + ("OK" if result["ok"] else f"FAILED {result['problems']}"))
+    return "\n".join(lines)
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="the CI size: 50 sessions, 50 s")
+    parser.add_argument("--sessions", type=int)
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--json", type=Path, help="where to write the result")
+    args = parser.parse_args(argv)
+    plan = SHORT if args.short else FULL
+    if args.sessions is not None:
+        plan = FaultPlan(**{**asdict(plan), "sessions": args.sessions})
+    if args.duration is not None:
+        plan = FaultPlan(**{**asdict(plan), "duration": args.duration})
+    raise_nofile()
+    log_dir = Path(tempfile.mkdtemp(prefix="chatcore-faults-"))
+    print(f"[faults] logs in {log_dir}", flush=True)
+    with terminate_as_interrupt():
+        result = run(plan, log_dir=log_dir)
+    result["logs"] = str(log_dir)
+    out = args.json or RESULTS / ("faults-short.json" if args.short else "faults.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(render(result))
+    print(f"wrote {out}")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)

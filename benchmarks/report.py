@@ -1,0 +1,364 @@
+"""The readable tables of a benchmark run (from its JSON, so an old run can be shown again:
+``python -m benchmarks --show benchmarks/results/suite.json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _n(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.1f}"
+    return f"{int(value):,}"
+
+
+def _pct(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "-"
+    return f"{100 * a / b:.0f}%"
+
+
+def _lat(run: dict[str, Any] | None) -> str:
+    if not run or not run["latency"].get("samples"):
+        return "-"
+    lat = run["latency"]
+    return f"{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f}"
+
+
+def _server_cpu(run: dict[str, Any]) -> float:
+    return float(sum(v for k, v in run["cpu_cores"].items() if not k.startswith("client")))
+
+
+def _per_cpu(run: dict[str, Any] | None) -> float | None:
+    if not run:
+        return None
+    cpu = _server_cpu(run)
+    return round(run["tokens_per_s"] / cpu) if cpu else None
+
+
+def _losses(run: dict[str, Any] | None) -> str:
+    if not run:
+        return "-"
+    lost = run["missing_terminals"] + run["bad_replies"] + run["turn_timeouts"]
+    dup = run["cursor_violations"] + run["duplicate_terminals"]
+    return f"{lost} / {dup}"
+
+
+def _kb(run: dict[str, Any]) -> float:
+    """RSS per connection in kB (1,000 bytes), as the target is stated."""
+    return float(run["rss_per_connection_kib"]) * 1.024
+
+
+def _verdict(ok: bool | None, detail: str = "") -> str:
+    if ok is None:
+        return "-"
+    return ("met" if ok else "MISSED") + (f" ({detail})" if detail else "")
+
+
+def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    r = result["results"]
+    t = result["targets"]
+    ms = result["plan"]["flush"] * 1000
+    alts = [f * 1000 for f in result["plan"]["flush_alternatives"]]
+    rows: list[tuple[str, str, str, str, str, str]] = []
+
+    c1, b1, bt = r.get("1_chatcore"), r.get("1_baseline_batched"), r.get("1_baseline_per_token")
+    if c1 and b1:
+        ratio = c1["tokens_per_s"] / b1["tokens_per_s"]
+        gap = f"{100 * ratio:.0f}% vs {100 * t['throughput_ratio']:.0f}%"
+        rows.append(
+            (
+                f"1 saturated throughput, tokens/s (flush {ms:g} ms)",
+                _n(c1["tokens_per_s"]),
+                f"{_n(b1['tokens_per_s'])} batched",
+                _pct(c1["tokens_per_s"], b1["tokens_per_s"]),
+                f">= {100 * t['throughput_ratio']:.0f}%",
+                _verdict(ratio >= t["throughput_ratio"], gap),
+            )
+        )
+        pairs = r.get("1_pairs")
+        if pairs and len(pairs["ratios"]) > 1:
+            rows.append(
+                (
+                    f"  {len(pairs['ratios'])} pairs run one after the other (median shown)",
+                    " ".join(_n(x) for x in pairs["chatcore_tokens_per_s"]),
+                    " ".join(_n(x) for x in pairs["baseline_tokens_per_s"]),
+                    " ".join(f"{100 * x:.0f}%" for x in pairs["ratios"]),
+                    "",
+                    "",
+                )
+            )
+        for alt in alts:
+            c1a = r.get(f"1_chatcore_flush_{alt:g}ms")
+            if c1a:
+                rows.append(
+                    (
+                        f"  same, flush {alt:g} ms",
+                        _n(c1a["tokens_per_s"]),
+                        "",
+                        _pct(c1a["tokens_per_s"], b1["tokens_per_s"]),
+                        "",
+                        "",
+                    )
+                )
+        if bt:
+            rows.append(
+                (
+                    "  vs bare-bones with one XADD per token",
+                    "",
+                    f"{_n(bt['tokens_per_s'])} per-token",
+                    _pct(c1["tokens_per_s"], bt["tokens_per_s"]),
+                    "",
+                    "",
+                )
+            )
+        rows.append(
+            (
+                "  tokens per server CPU-second",
+                _n(_per_cpu(c1)),
+                _n(_per_cpu(b1)),
+                _pct(_per_cpu(c1), _per_cpu(b1)),
+                "",
+                "",
+            )
+        )
+
+    c2, b2 = r.get("2_chatcore"), r.get("2_baseline_per_token")
+    if c2:
+        lat = c2["latency"]
+        ok = lat["p50_ms"] <= t["latency_p50_ms"] and lat["p99_ms"] <= t["latency_p99_ms"]
+        rows.append(
+            (
+                f"2 latency p50 / p99 ms, {_n(c2['tokens_per_s'])} tok/s (flush {ms:g} ms)",
+                _lat(c2),
+                f"{_lat(b2)} per-token" if b2 else "-",
+                "",
+                f"{t['latency_p50_ms']:g} / {t['latency_p99_ms']:g}",
+                _verdict(ok),
+            )
+        )
+        for alt in alts:
+            c2a = r.get(f"2_chatcore_flush_{alt:g}ms")
+            if not c2a:
+                continue
+            lat = c2a["latency"]
+            ok = lat["p50_ms"] <= t["latency_p50_ms"] and lat["p99_ms"] <= t["latency_p99_ms"]
+            rows.append(
+                (
+                    f"  same, flush {alt:g} ms ({_n(c2a['tokens_per_s'])} tok/s)",
+                    _lat(c2a),
+                    "",
+                    "",
+                    "",
+                    _verdict(ok),
+                )
+            )
+        for run in (c2, *(r.get(f"2_chatcore_flush_{alt:g}ms") for alt in alts)):
+            if run and run.get("latency_batching", {}).get("samples"):
+                rows.append(
+                    (
+                        f"    of which batching / delivery p50 (flush {run['flush_ms']:g} ms)",
+                        f"{run['latency_batching']['p50_ms']:.1f} / "
+                        f"{run['latency_delivery']['p50_ms']:.1f}",
+                        f"{b2['latency_batching']['p50_ms']:.1f} / "
+                        f"{b2['latency_delivery']['p50_ms']:.1f}"
+                        if b2 and b2.get("latency_batching", {}).get("samples")
+                        else "",
+                        "",
+                        "",
+                        "",
+                    )
+                )
+
+    c3, b3 = r.get("3_chatcore"), r.get("3_baseline")
+    if c3:
+        rows.append(
+            (
+                f"3 turns/s, {c3['sessions']} sessions, {c3['model']['tokens']} tokens/reply",
+                _n(c3["turns_per_s"]),
+                _n(b3["turns_per_s"]) if b3 else "-",
+                _pct(c3["turns_per_s"], b3["turns_per_s"]) if b3 else "-",
+                "",
+                "",
+            )
+        )
+        every = [x for x in r.values() if isinstance(x, dict) and "missing_terminals" in x]
+        clean = all(_losses(x) == "0 / 0" for x in every)
+        rows.append(
+            (
+                "  lost / duplicated (this run; all runs)",
+                _losses(c3),
+                _losses(b3),
+                "",
+                "0 / 0",
+                _verdict(clean, "every load run" if clean else "see runs"),
+            )
+        )
+
+    c4, b4 = r.get("4_chatcore"), r.get("4_baseline")
+    if c4:
+        rows.append(
+            (
+                f"4 {_n(c4['connections'])} idle WebSockets on one process: RSS/conn, KiB",
+                _n(c4["rss_per_connection_kib"]),
+                _n(b4["rss_per_connection_kib"]) if b4 else "-",
+                "",
+                f"<= {t['idle_rss_per_connection_kb']:g} kB",
+                _verdict(_kb(c4) <= t["idle_rss_per_connection_kb"], f"{_kb(c4):.1f} kB"),
+            )
+        )
+        rows.append(
+            (
+                "  Redis connections of that process, before -> after",
+                f"{c4['redis_connections_before']} -> {c4['redis_connections_after']}",
+                f"{b4['redis_connections_before']} -> {b4['redis_connections_after']}"
+                if b4
+                else "-",
+                "",
+                "constant",
+                _verdict(c4["redis_connections_after"] <= max(8, c4["redis_connections_before"])),
+            )
+        )
+
+    c5 = r.get("5_restore")
+    if c5:
+        cold = c5["cold_cache"]["median_ms"]
+        rows.append(
+            (
+                f"5 restore {_n(c5['events'])} events, ms median: empty / warm cache",
+                f"{cold:.1f} / {c5['warm_cache']['median_ms']:.1f}",
+                f"{c5['cold_breakdown_gc_paused_median_ms']['xrange_10k_ms']:.1f} raw XRANGE",
+                "",
+                f"<= {t['restore_cold_median_ms']:g} (empty)",
+                _verdict(cold <= t["restore_cold_median_ms"]),
+            )
+        )
+
+    e1, e2, e3, e4 = (
+        r.get("6_embedded_throughput"),
+        r.get("6_embedded_latency"),
+        r.get("6_embedded_turns"),
+        r.get("6_embedded_idle"),
+    )
+    if e1:
+        rows.append(
+            (
+                "6 embedded: saturated tokens/s",
+                _n(e1["tokens_per_s"]),
+                f"{_n(b1['tokens_per_s'])} batched" if b1 else "-",
+                _pct(e1["tokens_per_s"], b1["tokens_per_s"]) if b1 else "-",
+                "",
+                "",
+            )
+        )
+    if e2:
+        rows.append((f"  latency p50 / p99 ms (flush {ms:g} ms)", _lat(e2), _lat(b2), "", "", ""))
+        for alt in alts:
+            e2a = r.get(f"6_embedded_latency_flush_{alt:g}ms")
+            if e2a:
+                rows.append(
+                    (f"  latency p50 / p99 ms (flush {alt:g} ms)", _lat(e2a), "", "", "", "")
+                )
+    if e3:
+        rows.append(
+            (
+                "  turns/s; lost / duplicated",
+                f"{_n(e3['turns_per_s'])}; {_losses(e3)}",
+                _n(b3["turns_per_s"]) if b3 else "-",
+                "",
+                "",
+                "",
+            )
+        )
+    if e4:
+        rows.append(
+            (
+                f"  idle: RSS per connection, KiB ({_n(e4['connections'])} sockets)",
+                _n(e4["rss_per_connection_kib"]),
+                "",
+                "",
+                f"<= {t['idle_rss_per_connection_kb']:g} kB",
+                _verdict(_kb(e4) <= t["idle_rss_per_connection_kb"], f"{_kb(e4):.1f} kB"),
+            )
+        )
+    return rows
+
+
+def table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for key, run in result["results"].items():
+        if not isinstance(run, dict) or "tokens_per_s" not in run:
+            continue
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in run["cpu_cores"].items())
+        flush = run.get("flush_ms")
+        rows.append(
+            (
+                key,
+                "-" if flush is None else f"{flush:g}",
+                _n(run["tokens_per_s"]),
+                _n(run["turns_per_s"]),
+                _lat(run),
+                _losses(run),
+                _n(run["reconnects"]),
+                cpu,
+                f"{run['loadavg_start'][0]:.2f} -> {run['loadavg_end'][0]:.2f}",
+            )
+        )
+    return rows
+
+
+RUN_HEADERS = (
+    "run", "flush ms", "tokens/s", "turns/s", "p50/p99 ms", "lost/dup", "reconnects",
+    "CPU (cores)", "load",
+)  # fmt: skip
+
+
+def render(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    out = [
+        f"chatcore benchmarks, {result['started_at']} ({result['seconds']} s"
+        f"{', quick' if result['quick'] else ''})",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, {m['os']}, "
+        f"Python {m['python']}, Redis {m['redis_server']}",
+        f"load average (1 min) at start {result['loadavg_start'][0]}, "
+        f"at end {result['loadavg_end'][0]}",
+        "",
+        table(
+            ("figure", "chatcore", "bare-bones", "ratio", "target", "verdict"),
+            summary_rows(result),
+        ),
+    ]
+    runs = run_rows(result)
+    if runs:
+        out += [
+            "",
+            "load runs (CPU: cores used by each process over the window; load: 1-min loadavg)",
+            table(
+                RUN_HEADERS,
+                runs,
+            ),
+        ]
+    prof = result["results"].get("profile")
+    if prof:
+        out += ["", "where the busy time goes (cProfile, own time by layer, share of busy time):"]
+        for figure, procs in prof.items():
+            for name, summary in procs.items():
+                if not isinstance(summary, dict) or "layers_share_of_busy" not in summary:
+                    continue
+                top = ", ".join(
+                    f"{layer} {100 * share:.0f}%"
+                    for layer, share in list(summary["layers_share_of_busy"].items())[:6]
+                )
+                out.append(f"  {figure} {name}: {top}")
+    return "\n".join(out)
