@@ -210,20 +210,23 @@ class ChatService:
                 continue
             if (now - submitted).total_seconds() < self.settings.requeue_after:
                 continue
-            await self.queue.enqueue(
-                WorkItem(
-                    session_id=session_id,
-                    conversation_id=conv.conversation_id,
-                    message_id=turn.message_id,
-                    enqueued_at=now,
-                )
-            )
+            await self._enqueue(session_id, conv.conversation_id, turn.message_id)
             count += 1
             log.info(
                 "re-queued a stalled message",
                 extra={"session_id": session_id, "message_id": turn.message_id},
             )
         return count
+
+    async def _enqueue(self, session_id: str, conversation_id: str, message_id: str) -> None:
+        await self.queue.enqueue(
+            WorkItem(
+                session_id=session_id,
+                conversation_id=conversation_id,
+                message_id=message_id,
+                enqueued_at=self.clock.now(),
+            )
+        )
 
     async def update_profile(
         self, session_id: str, *, display_name: str | None, language: str | None
@@ -295,14 +298,7 @@ class ChatService:
         turn = view.find_turn(result.message_id)
         if turn is not None and turn[1].reply is None:
             # New, or a retry of a message whose work may never have been queued.
-            await self.queue.enqueue(
-                WorkItem(
-                    session_id=session_id,
-                    conversation_id=result.conversation_id,
-                    message_id=result.message_id,
-                    enqueued_at=self.clock.now(),
-                )
-            )
+            await self._enqueue(session_id, result.conversation_id, result.message_id)
         await self.queue.clear_intent(session_id, client_message_id)
         log.info(
             "message accepted",
@@ -402,14 +398,7 @@ class ChatService:
             if ref is not None:
                 found = view.find_turn(ref.message_id)
                 if found is not None and found[1].reply is None:
-                    await self.queue.enqueue(
-                        WorkItem(
-                            session_id=session_id,
-                            conversation_id=ref.conversation_id,
-                            message_id=ref.message_id,
-                            enqueued_at=self.clock.now(),
-                        )
-                    )
+                    await self._enqueue(session_id, ref.conversation_id, ref.message_id)
                     repaired += 1
                     log.warning(
                         "queued a message whose submitter stopped before queueing it",
