@@ -143,6 +143,7 @@ class Session:
         self.broken = False
         self.reader: asyncio.Task[None] | None = None
         self.clock_offset = time.monotonic() - time.time()
+        self.connecting = False
 
     # --- setting up --------------------------------------------------------------------------
 
@@ -175,7 +176,17 @@ class Session:
         return f"ws://127.0.0.1:{port}/ws"
 
     async def connect(self) -> None:
-        """Connect, say hello with the last cursor, wait for caught_up (retrying a while)."""
+        """Connect, say hello with the last cursor, wait for caught_up (retrying a while).
+
+        One connection at a time: while this runs, a reader whose socket closes (a refused
+        hello, a server going away) leaves the retrying to this loop."""
+        self.connecting = True
+        try:
+            await self._connect()
+        finally:
+            self.connecting = False
+
+    async def _connect(self) -> None:
         delay = 0.05
         deadline = time.monotonic() + CONNECT_TIMEOUT * 3
         while True:
@@ -204,10 +215,11 @@ class Session:
             await asyncio.wait(
                 {got, self.reader}, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
             )
-            if self.caught_up.is_set():
+            if self.caught_up.is_set() and not self.reader.done():
                 got.cancel()
                 return
             got.cancel()
+            self.ws = None  # abandoned: its reader must not start a reconnect of its own
             with contextlib.suppress(Exception):
                 await ws.close()
             if time.monotonic() > deadline:
@@ -235,7 +247,7 @@ class Session:
                 self._on_frame(orjson.loads(raw), received)
         except ConnectionClosed:
             pass
-        if self.closed_by_us or self.ws is not ws:
+        if self.closed_by_us or self.ws is not ws or self.connecting:
             return
         # The server went away (restart, 1001, 1013): resume from the last cursor elsewhere.
         self.counts.reconnects += 1

@@ -66,7 +66,7 @@ class FaultPlan:
     workers: int = 3
     tokens: int = 30
     delay: float = 0.03  # about 1 s per reply
-    think: tuple[float, float] = (6.0, 14.0)
+    think: tuple[float, float] = (12.0, 24.0)
     kill_every: tuple[float, float] = (10.0, 25.0)
     quiet_end: float = 15.0  # no faults in the last seconds, so the drain is bounded
     restart_after: tuple[float, float] = (0.5, 2.0)
@@ -298,6 +298,8 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
             c.send({"window": [t0, end], "stop_sending": end, "drain": plan.drain})
         faults.started = time.monotonic()
         rss_start = _rss(dep)
+        samples: list[tuple[float, str, int, int | None]] = []
+        next_sample = 0.0
         api_restart_at = plan.duration / 2
         next_kill = rand.uniform(*plan.kill_every)
         restarted_api = False
@@ -311,6 +313,9 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
                 faults.restart_api()
                 restarted_api = True
             faults.due()
+            if elapsed >= next_sample:
+                samples += [(round(elapsed, 1), n, pid, kib) for n, (pid, kib) in _rss(dep).items()]
+                next_sample = elapsed + 5.0
             time.sleep(0.1)
         faults.finish()
         results = [c.expect("result", plan.drain + 120)["result"] for c in clients]
@@ -351,7 +356,32 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
         "from_clients": merged,
         "rss_kib_start": rss_start,
         "rss_kib_end": rss_end,
+        "rss_lifetimes": lifetimes(samples),
     }
+
+
+def lifetimes(samples: list[tuple[float, str, int, int | None]]) -> list[dict[str, Any]]:
+    """Per process (name and pid): RSS at its first and last sample, its peak, and how long
+    it was watched; a process that lived through the whole run shows whether memory is flat."""
+    seen: dict[tuple[str, int], list[tuple[float, int]]] = {}
+    for at, name, pid, kib in samples:
+        if kib is not None:
+            seen.setdefault((name, pid), []).append((at, kib))
+    out = []
+    for (name, pid), points in seen.items():
+        out.append(
+            {
+                "process": name,
+                "pid": pid,
+                "from_s": points[0][0],
+                "to_s": points[-1][0],
+                "rss_kib_first": points[0][1],
+                "rss_kib_last": points[-1][1],
+                "rss_kib_peak": max(k for _, k in points),
+                "timeline": points,
+            }
+        )
+    return out
 
 
 def _rss(dep: Deployment) -> dict[str, tuple[int, int | None]]:
@@ -389,11 +419,17 @@ def render(result: dict[str, Any]) -> str:
         ("turns timed out (client)", clients["turn_timeouts"]),
     ]  # fmt: skip
     lines += [f"  {name:<42}{n or 0:>6}" for name, n in checks]
-    lines.append("  RSS (KiB) at the start -> at the end (same process unless restarted):")
-    for name, (pid, start) in result["rss_kib_start"].items():
-        end_pid, end = result["rss_kib_end"].get(name, (None, None))
-        again = "" if end_pid == pid else "  (restarted during the run: not comparable)"
-        lines.append(f"    {name:<10}{_n(start):>10} -> {_n(end)}{again}")
+    watched = 0.6 * plan["duration"]
+    lines.append(
+        f"  RSS (KiB), first -> last sample (peak), processes watched {watched:.0f} s or more:"
+    )
+    for life in result["rss_lifetimes"]:
+        if life["to_s"] - life["from_s"] >= watched:
+            lines.append(
+                f"    {life['process']:<8} pid {life['pid']:<7} {life['from_s']:>5.0f}-"
+                f"{life['to_s']:<4.0f}s {_n(life['rss_kib_first']):>9} -> "
+                f"{_n(life['rss_kib_last'])} (peak {_n(life['rss_kib_peak'])})"
+            )
     lines.append("  result: " + ("OK" if result["ok"] else f"FAILED {result['problems']}"))
     return "\n".join(lines)
 
@@ -407,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the CI size: 50 sessions, 50 s")
     parser.add_argument("--sessions", type=int)
     parser.add_argument("--duration", type=float)
+    parser.add_argument("--think", help="pause between a session's turns: min,max seconds")
     parser.add_argument("--json", type=Path, help="where to write the result")
     args = parser.parse_args(argv)
     plan = SHORT if args.short else FULL
@@ -414,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = FaultPlan(**{**asdict(plan), "sessions": args.sessions})
     if args.duration is not None:
         plan = FaultPlan(**{**asdict(plan), "duration": args.duration})
+    if args.think is not None:
+        lo, hi = (float(x) for x in args.think.split(","))
+        plan = FaultPlan(**{**asdict(plan), "think": (lo, hi)})
     raise_nofile()
     log_dir = Path(tempfile.mkdtemp(prefix="chatcore-faults-"))
     print(f"[faults] logs in {log_dir}", flush=True)

@@ -403,6 +403,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         for code, n in r["errors"].items():
             errors[code] = errors.get(code, 0) + n
     out["errors"] = errors
+    out["violations_sample"] = [v for r in results for v in r.get("violations", ())][:10]
     out["latency"] = percentiles([x for r in results for x in r["latencies_us"]])
     out["latency_batching"] = percentiles([x for r in results for x in r["batching_us"]])
     out["latency_delivery"] = percentiles([x for r in results for x in r["delivery_us"]])
