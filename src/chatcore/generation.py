@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -63,6 +65,53 @@ _END = object()
 @dataclass(slots=True)
 class _Failure:
     error: BaseException
+
+
+class _Inbox:
+    """What the model has said and the consumer has not written yet.
+
+    Text accumulates in ``text`` (``chars`` long); anything else (the end, a failure, a model
+    switch, usage) goes to ``ordered`` behind the text that came before it, sealed into one
+    string, so the consumer handles everything in the model's order. ``wake`` is set when the
+    consumer may have something new to do: a non-text item, the first text after a write, or
+    enough text for a full batch; never once per token.
+    """
+
+    __slots__ = ("chars", "ordered", "text", "wake")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.chars = 0
+        self.ordered: deque[object] = deque()
+        self.wake = asyncio.Event()
+
+    def put(self, chunk: object, max_chars: int = 2048) -> None:
+        if isinstance(chunk, TextDelta):
+            if chunk.text:
+                if not self.chars:
+                    self.wake.set()
+                self.text.append(chunk.text)
+                self.chars += len(chunk.text)
+                if self.chars >= max_chars:
+                    self.wake.set()
+            return
+        if self.chars:
+            self.ordered.append(self.take_text())
+        self.ordered.append(chunk)
+        self.wake.set()
+
+    def take_text(self) -> str:
+        text = "".join(self.text)
+        self.text.clear()
+        self.chars = 0
+        return text
+
+    def take_all_text(self) -> str:
+        """Every text not written yet, sealed or not (the reply is ending early)."""
+        parts = [item for item in self.ordered if isinstance(item, str)]
+        self.ordered.clear()
+        parts.append(self.take_text())
+        return "".join(parts)
 
 
 def lease_key(item: WorkItem) -> str:
@@ -142,8 +191,8 @@ class _Run:
         self.keepalive = keepalive
         self.view = SessionView()
         self.reply_id = gen.ids.new_id("rep")
-        self.buffer: list[str] = []
-        self.buffer_since = 0.0
+        self.inbox = _Inbox()
+        self.last_flush = -math.inf
         self.last_io = 0.0
         self.last_keepalive = 0.0
         self.usage: Usage | None = None
@@ -200,17 +249,18 @@ class _Run:
             return Outcome.LOST
 
     async def _stream(self, chunks: AsyncIterator[LLMChunk]) -> Outcome:
-        inbox: asyncio.Queue[object] = asyncio.Queue()
+        inbox = self.inbox
+        max_chars = self.gen.settings.flush_max_chars
 
         async def pump() -> None:
             try:
                 async for chunk in chunks:
-                    inbox.put_nowait(chunk)
-                inbox.put_nowait(_END)
+                    inbox.put(chunk, max_chars)
+                inbox.put(_END)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
-                inbox.put_nowait(_Failure(exc))
+                inbox.put(_Failure(exc))
             finally:
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:
@@ -225,62 +275,60 @@ class _Run:
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
 
-    def _next_deadline(self) -> float:
+    def _next_deadline(self, inbox: _Inbox) -> float:
         s = self.gen.settings
-        deadlines = [
+        deadline = min(
             self.last_io + s.cancel_poll_interval,
             self.last_keepalive + s.keepalive_interval,
-        ]
-        if self.buffer:
-            deadlines.append(self.buffer_since + s.flush_interval)
-        return min(deadlines)
+        )
+        if inbox.chars:
+            deadline = min(deadline, self.last_flush + s.flush_interval)
+        return deadline
 
-    async def _consume(self, inbox: asyncio.Queue[object]) -> Outcome:
+    async def _consume(self, inbox: _Inbox) -> Outcome:
+        """Write what the model says. Text goes out at once when nothing was written in the
+        last ``flush_interval`` (the first token of a burst, or a slow model's every token);
+        otherwise it waits for the end of that interval, so a fast model's tokens are
+        batched into at most one append per interval, and tokens arriving while an append is
+        in flight ride on the next one. The consumer wakes once per batch, not per token."""
         s = self.gen.settings
         while True:
-            chunk: object = None
-            try:
-                chunk = inbox.get_nowait()
-            except asyncio.QueueEmpty:
-                wait = self._next_deadline() - self._now()
-                if wait > 0:
+            inbox.wake.clear()
+            if inbox.ordered:
+                item = inbox.ordered.popleft()
+                if isinstance(item, str):
+                    await self._flush(item)
+                elif item is _END:
+                    if self._cancel_requested():
+                        return await self._cancelled()
+                    return await self._complete()
+                elif isinstance(item, _Failure):
+                    return await self._failed(item.error)
+                elif isinstance(item, ModelSwitch):
+                    await self._switch(item)
+                elif isinstance(item, UsageReport):
+                    self.usage = item.usage
+            else:
+                now = self._now()
+                if inbox.chars and (
+                    inbox.chars >= s.flush_max_chars or now >= self.last_flush + s.flush_interval
+                ):
+                    await self._flush(inbox.take_text())
+                elif now - self.last_io >= s.cancel_poll_interval:
+                    await self._poll()
+                elif now - self.last_keepalive >= s.keepalive_interval:
+                    await self._keep_alive()
+                else:
+                    wait = self._next_deadline(inbox) - now
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                    # cancellation that lands as the queue hands over a chunk, and a worker
-                    # told to stop would then go on writing the reply.
-                    try:
+                    # cancellation that lands as the event is set, and a worker told to stop
+                    # would then go on writing the reply.
+                    with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
-                            chunk = await inbox.get()
-                    except TimeoutError:
-                        chunk = None
-            if chunk is _END:
-                await self._flush()
-                if self._cancel_requested():
-                    return await self._cancelled()
-                return await self._complete()
-            if isinstance(chunk, _Failure):
-                await self._flush()
-                return await self._failed(chunk.error)
-            if isinstance(chunk, TextDelta) and chunk.text:
-                if not self.buffer:
-                    self.buffer_since = self._now()
-                self.buffer.append(chunk.text)
-                self.said.append(chunk.text)
-                if sum(map(len, self.buffer)) >= s.flush_max_chars:
-                    await self._flush()
-            elif isinstance(chunk, ModelSwitch):
-                await self._flush()
-                await self._switch(chunk)
-            elif isinstance(chunk, UsageReport):
-                self.usage = chunk.usage
-            t = self._now()
-            if self.buffer and t - self.buffer_since >= s.flush_interval:
-                await self._flush()
-            if t - self.last_io >= s.cancel_poll_interval:
-                await self._poll()
+                            await inbox.wake.wait()
+                    continue
             if self._cancel_requested():
                 return await self._cancelled()
-            if t - self.last_keepalive >= s.keepalive_interval:
-                await self._keep_alive()
 
     async def _switch(self, switch: ModelSwitch) -> None:
         now = self.gen.clock.now()
@@ -295,11 +343,11 @@ class _Run:
             )
         )
 
-    async def _flush(self) -> None:
-        if not self.buffer:
+    async def _flush(self, text: str) -> None:
+        if not text:
             return
-        text = "".join(self.buffer)
-        self.buffer.clear()
+        self.said.append(text)
+        self.last_flush = self._now()
         now = self.gen.clock.now()
         await self._write(
             lambda v: decisions.append_text(
@@ -344,7 +392,8 @@ class _Run:
         return Outcome.COMPLETED
 
     async def _cancelled(self) -> Outcome:
-        await self._flush()
+        # What the model said before the cancel was noticed is part of the partial answer.
+        await self._flush(self.inbox.take_all_text())
         now = self.gen.clock.now()
         await self._write(
             lambda v: (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -24,7 +25,7 @@ from chatcore.events import (
 from chatcore.generation import Outcome, lease_key
 from chatcore.ports import CompletionRequest, LLMChunk, TextDelta, WorkItem
 from chatcore.service import OpenedSession
-from tests.support.harness import Harness
+from tests.support.harness import FAST, Harness
 from tests.support.scripted_llm import ScriptedLLM
 
 
@@ -303,3 +304,17 @@ async def test_stopping_hands_back_what_does_not_finish_in_the_grace_period(grac
     stop.set()
     await asyncio.wait_for(run, timeout=5)
     assert h.queue.pending_count() == 1  # unacknowledged: another worker reclaims it
+
+
+async def test_text_after_a_quiet_interval_is_written_at_once_and_bursts_are_batched() -> None:
+    """The flush is a leading-edge throttle: a token arriving when nothing was written for
+    ``flush_interval`` goes out at once (no added latency for a paced model); tokens arriving
+    within the interval after a write wait for its end and share one append."""
+    llm = ScriptedLLM(words=["a", "b", "c", "d"], delay=0.05)
+    settings = dataclasses.replace(FAST, flush_interval=0.5, cancel_poll_interval=5.0)
+    h = Harness(llm=llm, generation=settings)
+    s, item = await submit(h)
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
+    deltas = [d.text for d in of(await h.service.events_after(s.session_id, None), ReplyDelta)]
+    # "a" alone at once; "b", "c", "d" came within 0.5 s of that write: one more append.
+    assert deltas == ["a", "bcd"]

@@ -510,8 +510,9 @@ class WebSocketHandler:
         if self._closed:
             raise _SendFailed
         try:
-            async with self._send_lock:
-                await asyncio.wait_for(self._ws.send_text(text), self._settings.send_timeout)
+            # asyncio.timeout, not wait_for: wait_for wraps every frame in a task of its own.
+            async with self._send_lock, asyncio.timeout(self._settings.send_timeout):
+                await self._ws.send_text(text)
         except TimeoutError:
             log.warning(
                 "client stopped reading; dropping the connection",

@@ -118,9 +118,10 @@ class WorkerOptions(BaseModel):
         default=0.015,
         ge=0,
         le=1,
-        description="Seconds a reply's streamed text is buffered before it is appended as one "
-        "event (also flushed at 2 KiB). Longer: fewer events and frames; shorter: less latency "
-        "per token (0: one event per model delta).",
+        description="At most one append of a reply's streamed text per this many seconds: text "
+        "arriving after a quiet interval is appended at once, text arriving sooner waits for the "
+        "interval's end and shares one event (also flushed at 2 KiB). Longer: fewer events and "
+        "frames at high token rates; 0: append whenever no append is in flight.",
     )
     llm_factory: str | None = Field(
         default=None,
