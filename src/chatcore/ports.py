@@ -47,6 +47,54 @@ class EventStore(Protocol):
         wait, so a server tails many sessions with one connection."""
         ...
 
+    def subscribe(self) -> LiveSubscription:
+        """A new push subscription to appends (not connected until its first ``follow``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """One append as a subscriber receives it: ``records`` were appended to the log of
+    ``session_id`` right after position ``after`` (``None``: the log was empty). A subscriber
+    that knows the session up to ``after`` is up to date once it takes ``records``; one that
+    knows less has missed something and reads the gap from the log."""
+
+    session_id: str
+    after: str | None
+    records: Sequence[Recorded]
+
+
+class LiveSubscription(Protocol):
+    """Appends pushed to a server as they happen, for the sessions it follows: the live feed's
+    source. One subscription per process, whatever the number of sessions or sockets."""
+
+    async def follow(self, session_id: str) -> None:
+        """Receive the session's appends: once this returns, every later append reaches
+        :meth:`receive`. Raises :class:`~chatcore.errors.PortError` when that cannot be
+        promised; the subscription is then lost (:meth:`receive` raises too) until
+        :meth:`reconnect`."""
+        ...
+
+    async def unfollow(self, session_id: str) -> None:
+        """Stop receiving the session's appends (some may still arrive for a while)."""
+        ...
+
+    async def receive(self, timeout: float) -> list[Appended]:
+        """Appends received since the last call, oldest first per session, waiting at most
+        ``timeout`` seconds for one (``[]`` when none came).
+
+        Raises :class:`~chatcore.errors.PortError` when the subscription was lost (its
+        connection dropped): appends may have been missed for every followed session."""
+        ...
+
+    async def reconnect(self) -> None:
+        """Re-establish a lost subscription, following the same sessions: once it returns,
+        every later append reaches :meth:`receive`, and the caller reads from the log what it
+        may have missed. Raises :class:`~chatcore.errors.PortError` while that fails."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class CachedView:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,9 +16,10 @@ from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from chatcore.errors import StoreUnavailable
-from chatcore.events import Recorded
+from chatcore.ports import Appended
 from chatcore.service import ChatService
 from chatcore_adapters.memory import MemoryEventStore, MemorySessionCache, MemoryWorkQueue
+from chatcore_adapters.memory.event_store import MemoryLiveSubscription
 from chatcore_adapters.system import RandomIds, SystemClock
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.errors import TokenExpired, Unauthorized
@@ -141,37 +142,80 @@ def test_websocket_origins_must_be_same_origin_or_listed(
 # --- the live feed ---------------------------------------------------------------------------
 
 
-class RecordingStore(MemoryEventStore):
-    """The in-memory store, noting the sessions of every ``tail`` call."""
+class FlakySubscription(MemoryLiveSubscription):
+    """The in-memory subscription, able to lose pushes: ``lose()`` drops what is published
+    until the subscriber reconnects (which fails ``failures`` times first); ``skip`` drops
+    the next N pushes quietly, as a missed message would."""
 
-    def __init__(self, clock: SystemClock, failures: int = 0) -> None:
-        super().__init__(clock)
-        self.tails: list[set[str]] = []
+    def __init__(self, store: MemoryEventStore) -> None:
+        super().__init__(store)
+        self.follows: list[str] = []
+        self.lost = False
+        self.failures = 0
+        self.skip = 0
+        self.reconnects = 0
+
+    def _push(self, appended: Appended) -> None:
+        if self.lost:
+            return
+        if self.skip and appended.session_id in self._following:
+            self.skip -= 1
+            return
+        super()._push(appended)
+
+    def lose(self, failures: int = 0) -> None:
+        self.lost = True
         self.failures = failures
 
-    async def tail(
-        self, cursors: Mapping[str, str | None], *, timeout: float
-    ) -> dict[str, list[Recorded]]:
-        self.tails.append(set(cursors))
+    async def follow(self, session_id: str) -> None:
+        self.follows.append(session_id)
+        await super().follow(session_id)
+
+    async def receive(self, timeout: float) -> list[Appended]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:  # in short waits, so that lose() interrupts a long one
+            if self.lost:
+                raise StoreUnavailable("redis live failed (ConnectionError)")
+            got = await super().receive(min(0.02, max(0.0, deadline - loop.time())))
+            if got or loop.time() >= deadline:
+                return got
+
+    async def reconnect(self) -> None:
+        self.reconnects += 1
         if self.failures:
             self.failures -= 1
-            raise StoreUnavailable("redis tail failed (ConnectionError)")
-        return await super().tail(cursors, timeout=timeout)
+            raise StoreUnavailable("redis follow failed (ConnectionError)")
+        self.lost = False
+
+
+class RecordingStore(MemoryEventStore):
+    """The in-memory store with a :class:`FlakySubscription`."""
+
+    def __init__(self, clock: SystemClock) -> None:
+        super().__init__(clock)
+        self.sub: FlakySubscription | None = None
+
+    def subscribe(self) -> FlakySubscription:
+        self.sub = FlakySubscription(self)
+        self._subscriptions.add(self.sub)
+        return self.sub
 
 
 @dataclass
 class World:
     clock: SystemClock
     store: RecordingStore
+    sub: FlakySubscription
     service: ChatService
     feed: SessionFeed
     got: dict[str, list[str]]
 
 
 @contextlib.asynccontextmanager
-async def world(*, block: float = 30.0, failures: int = 0) -> AsyncIterator[World]:
+async def world(*, block: float = 30.0) -> AsyncIterator[World]:
     clock = SystemClock()
-    store = RecordingStore(clock, failures)
+    store = RecordingStore(clock)
     service = ChatService(
         store=store,
         cache=MemorySessionCache(clock),
@@ -180,11 +224,12 @@ async def world(*, block: float = 30.0, failures: int = 0) -> AsyncIterator[Worl
         ids=RandomIds(),
     )
     feed = SessionFeed(store, block=block)
+    assert store.sub is not None
     got: dict[str, list[str]] = {}
     feed.set_sink(lambda sid, records: got.setdefault(sid, []).extend(r.position for r in records))
     feed.start()
     try:
-        yield World(clock, store, service, feed, got)
+        yield World(clock, store, store.sub, service, feed, got)
     finally:
         await feed.stop()
 
@@ -195,28 +240,32 @@ async def eventually(check: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_one_read_follows_every_session_of_the_process() -> None:
+async def log_of(w: World, sid: str) -> list[str]:
+    return [r.position for r in await MemoryEventStore.read(w.store, sid)]
+
+
+async def test_one_subscription_follows_every_session_of_the_process() -> None:
     async with world() as w:
         sessions = [(await w.service.open_session()).session_id for _ in range(30)]
         watches = [await w.feed.watch(sid) for sid in sessions]
-        await eventually(lambda: bool(w.store.tails) and w.store.tails[-1] == set(sessions))
-        before = len(w.store.tails)
+        assert sorted(w.sub.follows) == sorted(sessions)  # one follow each, no re-issued read
         for sid in sessions:
             await w.service.update_profile(sid, display_name="Ada", language=None)
         await eventually(lambda: all(len(w.got.get(sid, [])) == 1 for sid in sessions))
-        rounds = len(w.store.tails) - before
-        assert rounds <= 31, "one read per batch of appends, never one per session"
-        assert all(len(call) == 30 for call in w.store.tails[before:])
+        assert w.feed.gap_reads == 0  # pushes carry the events: nothing is read back
         for watch in watches:
             watch.release()
         assert w.feed.sessions == 0
+        await w.service.update_profile(sessions[0], display_name="Bo", language=None)
+        await eventually(lambda: not w.sub._following)  # unfollowed by the loop
+        assert all(len(w.got[sid]) == 1 for sid in sessions)
 
 
 async def test_a_newly_followed_session_does_not_wait_for_a_blocked_read() -> None:
     async with world(block=30.0) as w:
         first = (await w.service.open_session()).session_id
         await w.feed.watch(first)
-        await eventually(lambda: w.store.tails == [{first}])
+        await asyncio.sleep(0.05)  # the loop is now waiting for pushes
         second = (await w.service.open_session()).session_id
         await w.feed.watch(second)
         await w.service.update_profile(second, display_name="Grace", language=None)
@@ -236,13 +285,36 @@ async def test_watches_are_counted_and_the_cursor_starts_at_the_watch() -> None:
         assert w.feed.sessions == 0
 
 
-async def test_the_feed_survives_storage_errors_and_catches_up() -> None:
-    async with world(failures=3) as w:
+async def test_a_missed_push_is_read_from_the_log_before_anything_newer() -> None:
+    async with world() as w:
         sid = (await w.service.open_session()).session_id
         await w.feed.watch(sid)
-        await w.service.update_profile(sid, display_name="Ada", language=None)
-        await eventually(lambda: len(w.got.get(sid, [])) == 1, timeout=10)
-        assert w.store.failures == 0
+        w.sub.skip = 2
+        for name in ("A", "B", "C", "D"):
+            await w.service.update_profile(sid, display_name=name, language=None)
+        log = await log_of(w, sid)
+        await eventually(lambda: w.got.get(sid) == log[-4:])
+        assert w.feed.gap_reads == 1  # one read of the gap
+
+
+async def test_a_lost_subscription_is_re_established_and_every_session_caught_up() -> None:
+    async with world() as w:
+        sessions = [(await w.service.open_session()).session_id for _ in range(3)]
+        for sid in sessions:
+            await w.feed.watch(sid)
+        watched = {sid: len(await log_of(w, sid)) for sid in sessions}
+        await w.service.update_profile(sessions[0], display_name="Ada", language=None)
+        await eventually(lambda: len(w.got.get(sessions[0], [])) == 1)
+        w.sub.lose(failures=2)  # and Redis stays away for two attempts
+        for sid in sessions:
+            await w.service.update_profile(sid, display_name="Bo", language=None)
+        await eventually(lambda: w.feed.resyncs == 1, timeout=10)
+        await w.service.update_profile(sessions[1], display_name="Cy", language=None)
+        for sid in sessions:
+            # everything since the watch was taken, once, in order
+            since_watch = (await log_of(w, sid))[watched[sid] :]
+            await eventually(lambda sid=sid, want=since_watch: w.got.get(sid) == want)
+        assert w.sub.reconnects == 3
 
 
 # --- a slow client ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ implement ``make_store``; this base is not collected on its own (its name has no
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -27,7 +28,7 @@ from chatcore.events import (
     Usage,
 )
 from chatcore.ids import parse_position
-from chatcore.ports import EventStore
+from chatcore.ports import Appended, EventStore, LiveSubscription
 from tests.support.factories import EPOCH, HOSTILE_SESSION_IDS, delta, message, opening, session_id
 
 
@@ -171,6 +172,88 @@ class EventStoreContract:
         read = await store.read(sid)
         assert len(read) == 3002
         assert [r.event.text for r in read[2:]] == [f"t{n} " for n in range(3000)]  # type: ignore[attr-defined]
+
+    async def receive_until(
+        self, sub: LiveSubscription, count: int, timeout: float = 5.0
+    ) -> list[Appended]:
+        got: list[Appended] = []
+        async with asyncio.timeout(timeout):
+            while sum(len(a.records) for a in got) < count:
+                got += await sub.receive(1.0)
+        return got
+
+    async def test_a_subscription_receives_each_append_of_followed_sessions_only(
+        self, store: EventStore
+    ) -> None:
+        sid, other = session_id(), session_id()
+        sub = store.subscribe()
+        try:
+            await sub.follow(sid)
+            first = await store.append(sid, opening(sid), expected_version=None)
+            await store.append(other, opening(other), expected_version=None)
+            second = await store.append(
+                sid, [message(1), delta(1)], expected_version=first[-1].position
+            )
+            got = await self.receive_until(sub, len(first) + len(second))
+            assert [(a.session_id, a.after, list(a.records)) for a in got] == [
+                (sid, None, first),
+                (sid, first[-1].position, second),
+            ]
+            assert await sub.receive(0.2) == []
+        finally:
+            await sub.close()
+
+    async def test_a_subscription_follows_many_sessions_and_stops_after_unfollow(
+        self, store: EventStore
+    ) -> None:
+        sids = [session_id() for _ in range(20)]
+        sub = store.subscribe()
+        try:
+            for sid in sids:
+                await sub.follow(sid)
+            for sid in sids:
+                await store.append(sid, opening(sid), expected_version=None)
+            got = await self.receive_until(sub, 2 * len(sids))
+            assert sorted(a.session_id for a in got) == sorted(sids)
+            for sid in sids[1:]:
+                await sub.unfollow(sid)
+            version = {sid: await store.last_position(sid) for sid in sids}
+            for sid in reversed(sids):
+                await store.append(sid, [message(1)], expected_version=version[sid])
+            got = await self.receive_until(sub, 1)
+            assert [a.session_id for a in got] == [sids[0]]
+            assert await sub.receive(0.2) == []
+        finally:
+            await sub.close()
+
+    async def test_a_subscription_receives_pushes_while_waiting_and_keeps_their_order(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        sub = store.subscribe()
+        try:
+            await sub.follow(sid)
+            version = (await store.append(sid, opening(sid), expected_version=None))[-1].position
+
+            async def writer() -> None:
+                v: str | None = version
+                for n in range(50):
+                    await asyncio.sleep(0)
+                    v = (await store.append(sid, [delta(n)], expected_version=v))[-1].position
+
+            task = asyncio.create_task(writer())
+            got = await self.receive_until(sub, 52)
+            await task
+            records = [r for a in got for r in a.records]
+            assert records == await store.read(sid)
+            for prev, nxt in itertools.pairwise(got):
+                assert nxt.after == prev.records[-1].position  # each push names its predecessor
+            await sub.reconnect()  # re-establishing keeps following
+            await store.append(sid, [message(2)], expected_version=records[-1].position)
+            (last,) = await self.receive_until(sub, 1)
+            assert last.after == records[-1].position
+        finally:
+            await sub.close()
 
     async def test_tail_returns_at_once_when_events_are_waiting(self, store: EventStore) -> None:
         sid = session_id()

@@ -268,7 +268,7 @@ async def test_a_retried_append_is_applied_once(conn: RedisConnection) -> None:
     sid = session_id()
     base = await store.append(sid, opening(sid), expected_version=None)
     key = conn.keys.events(sid)
-    args: list[bytes | str] = [base[-1].position, "token-1"]
+    args: list[bytes | str] = [base[-1].position, "token-1", conn.keys.live(sid)]
     args += [encode_event(message(1)), encode_event(delta(1))]
     script = store._append_script
     first = await script(keys=[key], args=args)

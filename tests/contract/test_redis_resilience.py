@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from chatcore.errors import InvalidIdentifier, StoreUnavailable
-from chatcore.ports import DeadLetter, Delivery, WorkItem
+from chatcore.ports import DeadLetter, Delivery, LiveSubscription, WorkItem
 from chatcore.service import ChatService
 from chatcore.view import SessionView
 from chatcore_adapters.codec import encode_view
@@ -257,6 +257,61 @@ async def test_killed_connections_are_replaced_by_the_next_calls(
         more = await other.append(sid, [message(1)], expected_version=recorded[-1].position)
         assert await bounded(waiting) == {sid: more}
     finally:
+        await conn.aclose()
+        await writer.aclose()
+
+
+async def receive_until_lost(sub: LiveSubscription) -> None:
+    while True:
+        await sub.receive(1)
+
+
+async def test_a_killed_pubsub_connection_is_reported_and_reconnect_follows_again(
+    durable_server: RedisServer,
+) -> None:
+    """Pub/sub forgets what it could not deliver, so a dropped subscription must say so (the
+    feed then reads the gap from the log), never re-subscribe quietly."""
+    conn = connect(fast_settings(durable_server.url, name="chatcore-live"))
+    writer = connect(fast_settings(durable_server.url, name="chatcore-writer"))
+    store = RedisEventStore(RedisConnection(writer.client, conn.settings))  # same key prefix
+    sub = RedisEventStore(conn).subscribe()
+    try:
+        sid = session_id()
+        await bounded(sub.follow(sid))
+        recorded = await store.append(sid, opening(sid), expected_version=None)
+        got = await bounded(sub.receive(2))
+        assert [r for a in got for r in a.records] == recorded
+        assert kill_clients(durable_server, "chatcore-live") >= 1
+        missed = await store.append(sid, [message(1)], expected_version=recorded[-1].position)
+        with pytest.raises(StoreUnavailable):
+            await bounded(receive_until_lost(sub))
+        with pytest.raises(StoreUnavailable):
+            await sub.receive(0)  # it stays lost until reconnected
+        await bounded(sub.reconnect())
+        more = await store.append(sid, [message(2)], expected_version=missed[-1].position)
+        (pushed,) = await bounded(sub.receive(2))
+        assert pushed.after == missed[-1].position  # so the subscriber sees the gap
+        assert list(pushed.records) == more
+
+        # Redis itself restarts: the same, and reconnect waits until it is back.
+        durable_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await bounded(receive_until_lost(sub))
+        with pytest.raises(StoreUnavailable):
+            await bounded(sub.reconnect())
+        durable_server.start()
+        async with asyncio.timeout(CALL_BOUND):
+            while True:
+                try:
+                    await sub.reconnect()
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(0.1)
+        last = await bounded(store.append(sid, [message(3)], expected_version=more[-1].position))
+        (pushed,) = await bounded(sub.receive(2))
+        assert list(pushed.records) == last
+    finally:
+        await sub.close()
         await conn.aclose()
         await writer.aclose()
 

@@ -1,18 +1,21 @@
-"""The live feed: ONE loop per process that follows every session with a local connection.
+"""The live feed: ONE subscription per process to the appends of every session it has sockets for.
 
-Each round is one ``EventStore.tail`` call for all followed sessions (on Redis a single
-multi-stream XREAD), with one cursor per session for the whole process; what it returns is
-handed to the sink (the :class:`~chatcore_api.connections.ConnectionManager`), which fans it
-out to the session's sockets. However many sockets are open, the process holds one blocking
-read (I8).
+The event store pushes each append (on Redis: pub/sub, one channel per session, all on one
+connection) to the process's :class:`~chatcore.ports.LiveSubscription`; the feed keeps one
+cursor per followed session and hands what is new to the sink (the
+:class:`~chatcore_api.connections.ConnectionManager`), which fans it out to the session's
+sockets. However many sockets are open, the process holds one subscription and never re-issues
+a read when the set of sessions changes (I8).
 
-Following a session starts at its log's last position *at the moment the watch is taken*; a
-connection takes its watch before it reads its backlog, so the backlog and the live events
-overlap and never leave a gap (I5); the connection drops what it already sent.
+No gap and no duplicate (I5):
 
-When a new session is followed while a read is blocked, the read is interrupted and started
-again with the new session included, so the new session's events are not held back by a read
-that does not know about it.
+* following a session subscribes first and then takes the log's last position as the cursor;
+  a connection takes its watch before it reads its backlog, so backlog and pushes overlap and
+  the connection drops what it already sent;
+* every push names the position it follows; a push that does not follow the cursor means one
+  was missed, and the session's gap is read from the log before anything newer goes out;
+* when the subscription is lost (Redis restarted, the connection dropped), the feed
+  re-subscribes and reads every followed session from its cursor.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from chatcore.errors import PortError
 from chatcore.events import Recorded
 from chatcore.ids import position_after
-from chatcore.ports import EventStore
+from chatcore.ports import Appended, EventStore
 from chatcore.worker import Backoff
 from chatcore_api.metrics import ApiMetrics
 
@@ -41,6 +44,10 @@ class _Followed:
     refs: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     failed: bool = False
+    # Pushes held back while the cursor is being taken or a gap is being read.
+    held: list[Appended] = field(default_factory=list)
+    catching_up: bool = False
+    stale: bool = False  # the subscription was lost while this watch was being taken
 
 
 class Watch:
@@ -66,18 +73,20 @@ class SessionFeed:
         store: EventStore,
         *,
         block: float = 5.0,
-        min_round: float = 0.02,
         metrics: ApiMetrics | None = None,
     ) -> None:
         self._store = store
+        self._sub = store.subscribe()
         self._block = block
-        self._min_round = min_round
         self._metrics = metrics
         self._followed: dict[str, _Followed] = {}
-        self._changed = asyncio.Event()
+        self._unfollow: set[str] = set()
         self._sink: Sink | None = None
         self._task: asyncio.Task[None] | None = None
+        self._catch_ups: set[asyncio.Task[None]] = set()
         self.rounds = 0
+        self.resyncs = 0
+        self.gap_reads = 0
 
     def set_sink(self, sink: Sink) -> None:
         self._sink = sink
@@ -92,18 +101,24 @@ class SessionFeed:
             entry = self._followed.get(session_id)
             if entry is None:
                 entry = self._followed[session_id] = _Followed(refs=1)
+                self._unfollow.discard(session_id)
                 self._count()
                 try:
+                    await self._sub.follow(session_id)
                     entry.cursor = await self._store.last_position(session_id)
                 except BaseException:
                     entry.failed = True
                     entry.ready.set()
                     if self._followed.get(session_id) is entry:
                         del self._followed[session_id]
+                        self._unfollow.add(session_id)
                         self._count()
                     raise
                 entry.ready.set()
-                self._changed.set()
+                if entry.stale:
+                    self._start_catch_up(session_id, entry)
+                else:
+                    self._release_held(session_id, entry)
                 return Watch(self, session_id, entry)
             entry.refs += 1
             try:
@@ -119,6 +134,7 @@ class SessionFeed:
         entry.refs -= 1
         if entry.refs <= 0 and self._followed.get(session_id) is entry:
             del self._followed[session_id]
+            self._unfollow.add(session_id)
             self._count()
 
     def _count(self) -> None:
@@ -133,83 +149,130 @@ class SessionFeed:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        tasks = [t for t in (task, *self._catch_ups) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await t
+        await self._sub.close()
 
     async def run(self) -> None:
         backoff = Backoff(0.05, 5.0)
         while True:
-            self._changed.clear()
-            cursors = {sid: e.cursor for sid, e in self._followed.items() if e.ready.is_set()}
-            if not cursors:
-                await self._changed.wait()
-                continue
             try:
-                found = await self._read(cursors)
+                await self._drop_unfollowed()
+                received = await self._sub.receive(self._block)
             except PortError as exc:
-                await self._pause(backoff, str(exc))
+                await self._resync(backoff, str(exc))
                 continue
             except Exception as exc:
                 log.exception("live feed round failed")
-                await self._pause(backoff, type(exc).__name__)
+                await self._resync(backoff, type(exc).__name__)
                 continue
             backoff.reset()
             self.rounds += 1
-            if found is None:
-                log.debug("live feed round interrupted", extra={"sessions": len(cursors)})
-            elif found:
-                log.debug(
-                    "live feed round",
-                    extra={"sessions": len(cursors), "found": sum(map(len, found.values()))},
-                )
-                self._deliver(found)
+            for appended in received:
+                self._apply(appended)
 
-    async def _read(self, cursors: dict[str, str | None]) -> dict[str, list[Recorded]] | None:
-        """One tail round, cut short (returning ``None``) when a new session is followed."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        tail = asyncio.ensure_future(self._store.tail(cursors, timeout=self._block))
-        changed = asyncio.ensure_future(self._changed.wait())
-        try:
-            await asyncio.wait({tail, changed}, return_when=asyncio.FIRST_COMPLETED)
-            early = started + self._min_round - loop.time()
-            if not tail.done() and early > 0:
-                # Coalesce bursts of new sessions: interrupt a read at most once per
-                # min_round (on Redis each interruption costs a reconnect).
-                await asyncio.wait({tail}, timeout=early)
-        finally:
-            changed.cancel()
-            if not tail.done():
-                tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await changed
-            with contextlib.suppress(asyncio.CancelledError, PortError):
-                await tail
-        if tail.cancelled():
-            return None
-        return tail.result()
+    async def _drop_unfollowed(self) -> None:
+        while self._unfollow:
+            session_id = self._unfollow.pop()
+            if session_id not in self._followed:
+                await self._sub.unfollow(session_id)
 
-    async def _pause(self, backoff: Backoff, error: str) -> None:
-        delay = backoff.next_delay()
-        if self._metrics is not None:
-            self._metrics.feed_errors.inc()
-        log.warning("live feed read failed; retrying", extra={"error": error, "retry_in": delay})
-        await asyncio.sleep(delay)
-
-    def _deliver(self, found: dict[str, list[Recorded]]) -> None:
-        for session_id, records in found.items():
-            entry = self._followed.get(session_id)
-            if entry is None or not entry.ready.is_set():
-                continue
-            fresh = [r for r in records if position_after(r.position, entry.cursor)]
-            if not fresh:
-                continue
-            entry.cursor = fresh[-1].position
-            if self._sink is None:
-                continue
+    async def _resync(self, backoff: Backoff, error: str) -> None:
+        """The subscription was lost: follow again, then read what may have been missed."""
+        for entry in self._followed.values():
+            entry.stale = True
+        while True:
+            delay = backoff.next_delay()
+            if self._metrics is not None:
+                self._metrics.feed_errors.inc()
+            log.warning(
+                "live feed lost its subscription; re-subscribing",
+                extra={"error": error, "retry_in": delay, "sessions": len(self._followed)},
+            )
+            await asyncio.sleep(delay)
             try:
-                self._sink(session_id, fresh)
-            except Exception:
-                log.exception("fan-out failed", extra={"session_id": session_id})
+                await self._sub.reconnect()
+            except PortError as exc:
+                error = str(exc)
+                continue
+            break
+        self.resyncs += 1
+        for session_id, entry in list(self._followed.items()):
+            if entry.ready.is_set() and not entry.failed:
+                self._start_catch_up(session_id, entry)
+            # a watch still being taken catches up when it is ready (entry.stale)
+
+    # --- pushes, gaps and catching up -------------------------------------------------------
+
+    def _apply(self, appended: Appended) -> None:
+        entry = self._followed.get(appended.session_id)
+        if entry is None or not appended.records:
+            return
+        if not entry.ready.is_set() or entry.catching_up:
+            entry.held.append(appended)
+            return
+        if not position_after(appended.records[-1].position, entry.cursor):
+            return  # already delivered (the backlog or a catch-up covered it)
+        if appended.after is not None and position_after(appended.after, entry.cursor):
+            # A push was missed between the cursor and this one: read the gap from the log.
+            entry.held.append(appended)
+            self._start_catch_up(appended.session_id, entry)
+            return
+        self._deliver(appended.session_id, entry, appended.records)
+
+    def _release_held(self, session_id: str, entry: _Followed) -> None:
+        held, entry.held = entry.held, []
+        for appended in held:
+            if self._followed.get(session_id) is not entry:
+                return
+            self._apply(appended)
+
+    def _start_catch_up(self, session_id: str, entry: _Followed) -> None:
+        entry.stale = False
+        if entry.catching_up:
+            return
+        entry.catching_up = True
+        task = asyncio.create_task(self._catch_up(session_id, entry), name="chatcore-catch-up")
+        self._catch_ups.add(task)
+        task.add_done_callback(self._catch_ups.discard)
+
+    async def _catch_up(self, session_id: str, entry: _Followed) -> None:
+        backoff = Backoff(0.05, 5.0)
+        while self._followed.get(session_id) is entry:
+            try:
+                self.gap_reads += 1
+                records = await self._store.read(session_id, after=entry.cursor)
+            except Exception as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "live feed could not read a session's gap; retrying",
+                    extra={"session_id": session_id, "error": str(exc), "retry_in": delay},
+                    exc_info=not isinstance(exc, PortError),
+                )
+                await asyncio.sleep(delay)
+                continue
+            if records:
+                log.info(
+                    "live feed read a gap from the log",
+                    extra={"session_id": session_id, "events": len(records)},
+                )
+                self._deliver(session_id, entry, records)
+            break
+        entry.catching_up = False
+        self._release_held(session_id, entry)
+
+    def _deliver(self, session_id: str, entry: _Followed, records: Sequence[Recorded]) -> None:
+        fresh = [r for r in records if position_after(r.position, entry.cursor)]
+        if not fresh:
+            return
+        entry.cursor = fresh[-1].position
+        if self._sink is None:
+            return
+        try:
+            self._sink(session_id, fresh)
+        except Exception:
+            log.exception("fan-out failed", extra={"session_id": session_id})

@@ -249,7 +249,11 @@ class ApiSettings(BaseSettings):
         description="A resume with more events than this gets a snapshot instead.",
     )
     feed_block: float = Field(
-        default=5.0, gt=0, le=60, description="Seconds one read of the live feed may block."
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds the live feed waits for pushes in one round (between rounds it "
+        "stops following the sessions whose sockets closed).",
     )
 
     # --- static files, worker, logs -------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from chatcore.errors import ConcurrencyConflict
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
-from chatcore.ports import Clock
+from chatcore.ports import Appended, Clock
 
 
 class _Stream:
@@ -26,6 +26,12 @@ class MemoryEventStore:
         self._clock = clock
         self._streams: dict[str, _Stream] = {}
         self._changed = asyncio.Event()
+        self._subscriptions: set[MemoryLiveSubscription] = set()
+
+    def subscribe(self) -> MemoryLiveSubscription:
+        sub = MemoryLiveSubscription(self)
+        self._subscriptions.add(sub)
+        return sub
 
     def _next_key(self, stream: _Stream) -> tuple[int, int]:
         # The same rule as Redis stream ids: wall-clock milliseconds, a sequence within one
@@ -58,6 +64,8 @@ class MemoryEventStore:
             recorded.append(record)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        for sub in self._subscriptions:
+            sub._push(Appended(session_id, actual, recorded))
         return recorded
 
     async def read(
@@ -102,3 +110,53 @@ class MemoryEventStore:
                 await asyncio.wait_for(changed.wait(), timeout=remaining)
             except TimeoutError:
                 return {}
+
+
+class MemoryLiveSubscription:
+    """Appends of the followed sessions, handed over in the appending call (never lost)."""
+
+    def __init__(self, store: MemoryEventStore) -> None:
+        self._store = store
+        self._following: set[str] = set()
+        self._received: list[Appended] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def _push(self, appended: Appended) -> None:
+        if appended.session_id in self._following:
+            self._received.append(appended)
+            self._wake.set()
+
+    async def follow(self, session_id: str) -> None:
+        validate_session_id(session_id)
+        if self._closed:
+            raise RuntimeError("the subscription is closed")
+        self._following.add(session_id)
+
+    async def unfollow(self, session_id: str) -> None:
+        self._following.discard(session_id)
+
+    async def receive(self, timeout: float) -> list[Appended]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._received:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+            except TimeoutError:
+                break
+        received, self._received = self._received, []
+        return received
+
+    async def reconnect(self) -> None:
+        """Nothing to do: an in-process subscription is never lost."""
+
+    async def close(self) -> None:
+        self._closed = True
+        self._following.clear()
+        self._received.clear()
+        self._store._subscriptions.discard(self)

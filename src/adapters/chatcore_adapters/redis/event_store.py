@@ -27,16 +27,18 @@ from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
 from chatcore_adapters.codec import decode_records, encode_event
 from chatcore_adapters.redis.connection import RedisConnection
+from chatcore_adapters.redis.live import RedisLiveSubscription
 
 log = logging.getLogger(__name__)
 
 # KEYS[1] the stream. ARGV[1] the expected last id ('' for an empty stream), ARGV[2] the
-# append's token, ARGV[3..] the encoded events. Returns {1, id...} or {0, actual last id}.
+# append's token, ARGV[3] the live channel, ARGV[4..] the encoded events. Returns {1, id...}
+# or {0, actual last id}. A successful append is published on the channel (live.py reads it).
 _APPEND = """
 local key = KEYS[1]
 local expected = ARGV[1]
 local token = ARGV[2]
-local n = #ARGV - 2
+local n = #ARGV - 3
 local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
 local actual = ''
 if #last > 0 then actual = last[1][1] end
@@ -54,10 +56,20 @@ if actual ~= expected then
   end
   return {0, actual}
 end
-local out = {1, redis.call('XADD', key, '*', 'e', ARGV[3], 'n', token)}
-for i = 4, #ARGV do
-  out[i - 1] = redis.call('XADD', key, '*', 'e', ARGV[i])
+local out = {1}
+local push = {expected}
+for i = 1, n do
+  local id
+  if i == 1 then
+    id = redis.call('XADD', key, '*', 'e', ARGV[4], 'n', token)
+  else
+    id = redis.call('XADD', key, '*', 'e', ARGV[i + 3])
+  end
+  out[i + 1] = id
+  push[2 * i] = id
+  push[2 * i + 1] = ARGV[i + 3]
 end
+redis.call('PUBLISH', ARGV[3], table.concat(push, '\\n'))
 return out
 """
 
@@ -118,7 +130,11 @@ class RedisEventStore:
             raise ConcurrencyConflict(
                 session_id, expected_version, await self.last_position(session_id)
             )
-        args: list[bytes | str] = [expected_version or "", secrets.token_hex(8)]
+        args: list[bytes | str] = [
+            expected_version or "",
+            secrets.token_hex(8),
+            self._keys.live(session_id),
+        ]
         args += map(encode_event, events)
         async with self.conn.guard("append"):
             reply = await self._append_script(keys=[key], args=args)
@@ -129,6 +145,9 @@ class RedisEventStore:
             Recorded(position=_text(entry_id), event=event)
             for entry_id, event in zip(reply[1:], events, strict=True)
         ]
+
+    def subscribe(self) -> RedisLiveSubscription:
+        return RedisLiveSubscription(self.conn)
 
     async def read(
         self, session_id: str, *, after: str | None = None, limit: int | None = None

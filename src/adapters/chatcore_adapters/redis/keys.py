@@ -42,6 +42,15 @@ class KeySpace:
         """The session's event log: ``chat:{<session_id>}``."""
         return f"{self.prefix}chat:{{{validate_session_id(session_id)}}}"
 
+    def live(self, session_id: str) -> str:
+        """The pub/sub channel of the session's appends: ``live:{<session_id>}``."""
+        return f"{self.prefix}live:{{{validate_session_id(session_id)}}}"
+
+    @property
+    def live_prefix(self) -> str:
+        """What every live channel name starts with (the session id follows, then ``}``)."""
+        return f"{self.prefix}live:{{"
+
     def view(self, session_id: str) -> str:
         """The session's cached view: ``session:{<session_id>}``."""
         return f"{self.prefix}session:{{{validate_session_id(session_id)}}}"

@@ -1,0 +1,226 @@
+"""Appends pushed to the API as they happen: Redis pub/sub, one channel per session.
+
+The append script publishes every successful append on ``live:{<session_id>}``: the log's
+previous last id, then each new entry's id and stored event, one per line (a stored event is
+compact JSON, which never holds a raw newline). An API process holds ONE pub/sub connection
+and subscribes to the channels of the sessions it has sockets for, so it receives only their
+events, with no read to re-issue when the set of sessions changes (I8).
+
+Pub/sub forgets what it could not deliver. Three rules keep the feed gap-free (I5):
+
+* :meth:`RedisLiveSubscription.follow` returns only once Redis has confirmed the subscription,
+  so the caller's next read of the log and the pushes overlap instead of leaving a hole;
+* each push names the position it follows, so a subscriber that missed one notices it at the
+  next one and reads the gap from the log;
+* any trouble with the connection (an error, a reconnect redis-py would otherwise do quietly)
+  marks the subscription lost; :meth:`receive` says so, and the caller reconnects and reads
+  what it may have missed from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+from chatcore.errors import CorruptRecord, StoreUnavailable
+from chatcore.events import Recorded
+from chatcore.ids import validate_session_id
+from chatcore.ports import Appended
+from chatcore_adapters.codec import decode_records
+from chatcore_adapters.redis.connection import REDIS_ERRORS, RedisConnection, unavailable
+
+log = logging.getLogger(__name__)
+
+
+def parse_push(data: bytes) -> tuple[str | None, list[Recorded]]:
+    """The previous position and the records of one push (see the module's docstring)."""
+    lines = data.split(b"\n")
+    if len(lines) < 3 or len(lines) % 2 == 0:
+        raise CorruptRecord("a live push is not '<after>\\n(<id>\\n<event>)+'")
+    after = lines[0].decode() or None
+    pairs = [(lines[i].decode(), lines[i + 1]) for i in range(1, len(lines), 2)]
+    return after, decode_records(pairs)
+
+
+class RedisLiveSubscription:
+    """A :class:`chatcore.ports.LiveSubscription` on one pub/sub connection."""
+
+    def __init__(self, conn: RedisConnection) -> None:
+        self._conn = conn
+        self._keys = conn.keys
+        self._following: set[str] = set()
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._received: list[Appended] = []
+        self._wake = asyncio.Event()
+        self._lost: BaseException | None = None
+        self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._closed = False
+        # Commands go out in the order they were asked for (an unfollow then a follow of the
+        # same session must leave it followed); confirmations are awaited outside the lock.
+        self._sending = asyncio.Lock()
+
+    # --- the port ---------------------------------------------------------------------------
+
+    async def follow(self, session_id: str) -> None:
+        channel = self._keys.live(session_id)
+        self._check()
+        self._following.add(session_id)
+        await self._subscribe([channel])
+
+    async def unfollow(self, session_id: str) -> None:
+        validate_session_id(session_id)
+        self._following.discard(session_id)
+        if self._pubsub is None or self._lost is not None:
+            return  # a lost subscription re-subscribes only what is still followed
+        try:
+            async with self._sending, self._conn.guard("unfollow"):
+                await self._pubsub.unsubscribe(self._keys.live(session_id))
+        except StoreUnavailable as exc:
+            self._lose(exc)
+            raise
+
+    async def receive(self, timeout: float) -> list[Appended]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._received:
+            self._check()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+        self._check()
+        received, self._received = self._received, []
+        return received
+
+    async def reconnect(self) -> None:
+        if self._closed:
+            raise RuntimeError("the subscription is closed")
+        await self._drop()
+        self._lost = None
+        channels = [self._keys.live(sid) for sid in sorted(self._following)]
+        if channels:
+            await self._subscribe(channels)
+        log.info("live subscription re-established", extra={"sessions": len(channels)})
+
+    async def close(self) -> None:
+        self._closed = True
+        self._following.clear()
+        await self._drop()
+
+    # --- the connection ---------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise RuntimeError("the subscription is closed")
+        if self._lost is not None:
+            raise StoreUnavailable("the live subscription was lost; reconnect")
+
+    def _lose(self, error: BaseException) -> None:
+        if self._lost is None:
+            self._lost = error
+            log.warning("live subscription lost", extra={"error": type(error).__name__})
+        for waiters in self._confirmations.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreUnavailable("the live subscription was lost"))
+        self._confirmations.clear()
+        self._wake.set()
+
+    async def _subscribe(self, channels: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for channel in channels:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._confirmations.setdefault(channel.encode(), deque()).append(waiter)
+            waiters.append(waiter)
+        try:
+            async with self._conn.guard("follow"):
+                async with self._sending:
+                    if self._pubsub is None:
+                        if self._conn.cluster:
+                            # Any node will do: a PUBLISH reaches the subscribers of every node.
+                            await self._conn.client.initialize()
+                        self._pubsub = self._conn.client.pubsub()
+                    await self._pubsub.subscribe(*channels)
+                    if self._reader is None:
+                        # From here on, redis-py would reconnect and re-subscribe by itself
+                        # after a dropped connection, losing what was published meanwhile.
+                        self._pubsub.connection.register_connect_callback(self._reconnected)
+                        self._reader = asyncio.create_task(self._read(), name="chatcore-live")
+                await asyncio.gather(*waiters)
+        except StoreUnavailable as exc:
+            self._lose(exc)
+            raise
+        finally:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.cancel()
+                elif not waiter.cancelled():
+                    waiter.exception()  # retrieved: the error was raised above
+
+    async def _reconnected(self, connection: object) -> None:
+        self._lose(ConnectionError("the pub/sub connection was re-established"))
+
+    async def _drop(self) -> None:
+        reader, self._reader = self._reader, None
+        pubsub, self._pubsub = self._pubsub, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if pubsub is not None:
+            if pubsub.connection is not None:
+                # The connection goes back to the pool: it must not call us any more.
+                with contextlib.suppress(ValueError):
+                    pubsub.connection.deregister_connect_callback(self._reconnected)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pubsub.aclose()
+        self._confirmations.clear()
+
+    async def _read(self) -> None:
+        pubsub = self._pubsub
+        prefix = len(self._keys.live_prefix)
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=self._conn.settings.max_block)
+                if message is None:
+                    continue
+                kind = message["type"]
+                if kind == "message":
+                    channel: bytes = message["channel"]
+                    self._push(channel[prefix:-1].decode(), message["data"])
+                elif kind == "subscribe":
+                    waiters = self._confirmations.get(message["channel"])
+                    if waiters:
+                        waiter = waiters.popleft()
+                        if not waiter.done():
+                            waiter.set_result(None)
+        except asyncio.CancelledError:
+            raise
+        except REDIS_ERRORS as exc:
+            self._lose(unavailable("live", exc))
+        except Exception as exc:
+            log.exception("live subscription reader failed")
+            self._lose(exc)
+
+    def _push(self, session_id: str, data: bytes) -> None:
+        if session_id not in self._following:
+            return  # unfollowed while the push was on its way
+        try:
+            after, records = parse_push(data)
+        except CorruptRecord as exc:
+            # Dropping it is safe: the next push names a position this one moved past, and
+            # the subscriber reads the gap from the log (where the record is read again).
+            log.warning(
+                "unreadable live push", extra={"session_id": session_id, "error": exc.message}
+            )
+            return
+        self._received.append(Appended(session_id, after, records))
+        self._wake.set()
