@@ -286,11 +286,11 @@ class _Run:
         return deadline
 
     async def _consume(self, inbox: _Inbox) -> Outcome:
-        """Write what the model says. Text goes out at once when nothing was written in the
-        last ``flush_interval`` (the first token of a burst, or a slow model's every token);
-        otherwise it waits for the end of that interval, so a fast model's tokens are
-        batched into at most one append per interval, and tokens arriving while an append is
-        in flight ride on the next one. The consumer wakes once per batch, not per token."""
+        """Write what the model says. Text goes out at once when the last append ended at least
+        ``flush_interval`` ago (the first token of a burst, or a slow model's every token);
+        otherwise it waits until then, so a fast model's tokens are batched into one append
+        per interval, and tokens arriving while an append is in flight ride on the next one.
+        The consumer wakes once per batch, not per token."""
         s = self.gen.settings
         while True:
             inbox.wake.clear()
@@ -347,13 +347,15 @@ class _Run:
         if not text:
             return
         self.said.append(text)
-        self.last_flush = self._now()
         now = self.gen.clock.now()
         await self._write(
             lambda v: decisions.append_text(
                 v, now, message_id=self.mid, reply_id=self.reply_id, text=text
             )
         )
+        # The interval counts from the end of the append: under load, when appends take
+        # longer, batches grow instead of the appends queueing up.
+        self.last_flush = self.last_io
 
     async def _poll(self) -> None:
         newer = await self.gen.service.store.read(self.sid, after=self.view.version)

@@ -15,6 +15,7 @@ exactly once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -118,6 +119,10 @@ class RedisEventStore:
         self.cluster_poll_interval = cluster_poll_interval
         self._keys = conn.keys
         self._append_script = conn.client.register_script(_APPEND)
+        # An append's retry token only has to differ from every other append's: a random
+        # base per store and a counter (no system call per append).
+        self._token_base = secrets.token_hex(6) + "."
+        self._tokens = itertools.count()
 
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
@@ -132,7 +137,7 @@ class RedisEventStore:
             )
         args: list[bytes | str] = [
             expected_version or "",
-            secrets.token_hex(8),
+            f"{self._token_base}{next(self._tokens)}",
             self._keys.live(session_id),
         ]
         args += map(encode_event, events)
