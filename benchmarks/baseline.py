@@ -9,6 +9,9 @@ A hand-written loop over the same Redis and the same kind of sockets:
     worker: XREADGROUP work -> XADD chat:<sid> reply_started, the deltas, reply_completed; XACK
     server: ONE XREAD BLOCK over every connected session's stream -> event frames to sockets
 
+It runs on the same event loop as chatcore's processes: uvloop when it is installed, asyncio's
+own with ``CHATCORE_EVENT_LOOP=asyncio`` (read here without importing chatcore).
+
 It speaks just enough of the ``/ws`` protocol for :mod:`benchmarks.client` (hello, welcome,
 caught_up, send, ack, event frames carrying the stream id as cursor), with none of chatcore's
 work: no tokens to sign or check, no optimistic concurrency, no session state folded, no
@@ -276,6 +279,20 @@ class Worker:
             await self.redis.aclose()
 
 
+def _run(main: Any) -> None:
+    """Run ``main`` on uvloop unless ``CHATCORE_EVENT_LOOP=asyncio`` (as chatcore does)."""
+    if os.environ.get("CHATCORE_EVENT_LOOP", "auto").strip().lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main)
+            return
+    asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=["server", "worker"])
@@ -287,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     raise_nofile()
     if args.role == "server":
-        asyncio.run(Server(args.redis_url).run(args.port))
+        _run(Server(args.redis_url).run(args.port))
     else:
         worker = Worker(
             args.redis_url,
@@ -297,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
             mode=args.mode,
             flush=args.flush,
         )
-        asyncio.run(worker.run())
+        _run(worker.run())
 
 
 if __name__ == "__main__":

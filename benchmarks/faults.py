@@ -19,7 +19,8 @@ At the end, after the in-flight turns have finished:
 * from what each client received: cursors strictly increasing (no duplicate, no reordering,
   across reconnects), one terminal event per acknowledged message, and the text it assembled
   for each reply equal to the text in the log;
-* memory: the RSS of the API and worker processes at the start and at the end.
+* memory: the RSS of the API and worker processes over the run; from 30 s after the API
+  restart to the end (a constant number of connections) it must grow by less than 5%.
 
 Exit status 0 when every count is right; the JSON (``--json``) has the details.
 """
@@ -339,6 +340,10 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
     bad = {k: v for k, v in from_logs.items() if k.endswith("_bad") and v}
     bad.update({k: v for k, v in client_bad.items() if v})
     kills = sum(1 for e in faults.events if e["what"] == "SIGKILL" and "worker" in e["process"])
+    steady = steady_memory(samples, api_restart_at + STEADY_SETTLE)
+    growing = [f"{w['process']} pid {w['pid']}" for w in steady if not w["flat"]]
+    if growing:
+        bad["memory_growing"] = growing
     ok = not bad and from_logs.get("acked", 0) > 0 and kills >= 1 and restarted_api
     return {
         "ok": ok,
@@ -357,6 +362,7 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
         "rss_kib_start": rss_start,
         "rss_kib_end": rss_end,
         "rss_lifetimes": lifetimes(samples),
+        "rss_steady": steady,
     }
 
 
@@ -379,6 +385,46 @@ def lifetimes(samples: list[tuple[float, str, int, int | None]]) -> list[dict[st
                 "rss_kib_last": points[-1][1],
                 "rss_kib_peak": max(k for _, k in points),
                 "timeline": points,
+            }
+        )
+    return out
+
+
+# After the API restart, the surviving process holds every client for the rest of the run;
+# from this long after it, connection counts are constant and RSS should be too.
+STEADY_SETTLE = 30.0
+# "Flat": RSS over the steady window grows by less than this fraction.
+FLAT_TOLERANCE = 0.05
+
+
+def steady_memory(
+    samples: list[tuple[float, str, int, int | None]], start: float
+) -> list[dict[str, Any]]:
+    """Per process that lived through the whole steady window (``start`` to the last sample):
+    its RSS at the window's first and last sample, the peak, the growth per minute, and
+    whether that is flat (grew by less than FLAT_TOLERANCE)."""
+    if not samples:
+        return []
+    end = max(at for at, *_ in samples)
+    out = []
+    for life in lifetimes(samples):
+        points = [(at, kib) for at, kib in life["timeline"] if at >= start]
+        if life["from_s"] > start or life["to_s"] < end - 5.0 or len(points) < 2:
+            continue  # born (restarted) during the window, or died in it
+        (t0, first), (t1, last) = points[0], points[-1]
+        growth = (last - first) / first
+        out.append(
+            {
+                "process": life["process"],
+                "pid": life["pid"],
+                "from_s": t0,
+                "to_s": t1,
+                "rss_kib_first": first,
+                "rss_kib_last": last,
+                "rss_kib_peak": max(k for _, k in points),
+                "kib_per_min": round((last - first) / max(t1 - t0, 1e-9) * 60, 1),
+                "growth": round(growth, 4),
+                "flat": growth < FLAT_TOLERANCE,
             }
         )
     return out
@@ -429,6 +475,19 @@ def render(result: dict[str, Any]) -> str:
                 f"    {life['process']:<8} pid {life['pid']:<7} {life['from_s']:>5.0f}-"
                 f"{life['to_s']:<4.0f}s {_n(life['rss_kib_first']):>9} -> "
                 f"{_n(life['rss_kib_last'])} (peak {_n(life['rss_kib_peak'])})"
+            )
+    steady = result.get("rss_steady") or []
+    if steady:
+        lines.append(
+            f"  RSS (KiB) with a constant connection count (from {STEADY_SETTLE:.0f} s after the "
+            f"API restart to the end), flat = grew < {100 * FLAT_TOLERANCE:.0f}%:"
+        )
+        for w in steady:
+            lines.append(
+                f"    {w['process']:<8} pid {w['pid']:<7} {w['from_s']:>5.0f}-{w['to_s']:<4.0f}s "
+                f"{_n(w['rss_kib_first']):>9} -> {_n(w['rss_kib_last'])} "
+                f"(peak {_n(w['rss_kib_peak'])}, {w['kib_per_min']:+,.0f} KiB/min, "
+                f"{100 * w['growth']:+.1f}%) {'flat' if w['flat'] else 'GROWING'}"
             )
     lines.append("  result: " + ("OK" if result["ok"] else f"FAILED {result['problems']}"))
     return "\n".join(lines)

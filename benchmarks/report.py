@@ -104,6 +104,18 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
                         "",
                     )
                 )
+        c1l, b1l = r.get("1_chatcore_asyncio_loop"), r.get("1_baseline_batched_asyncio_loop")
+        if c1l and b1l:
+            rows.append(
+                (
+                    "  both on asyncio's own loop (no uvloop)",
+                    _n(c1l["tokens_per_s"]),
+                    f"{_n(b1l['tokens_per_s'])} batched",
+                    _pct(c1l["tokens_per_s"], b1l["tokens_per_s"]),
+                    "",
+                    "",
+                )
+            )
         if bt:
             rows.append(
                 (

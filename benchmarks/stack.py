@@ -240,12 +240,13 @@ def baseline(
     flush: float = 0.015,
     concurrency: int = 64,
     name: str = "baseline",
+    extra_env: dict[str, str] | None = None,
 ) -> Deployment:
     """A private Redis, the bare-bones server and one bare-bones worker."""
     dep = Deployment(name, "baseline", log_dir, flush=flush if mode == "batched" else 0.0)
     try:
         dep.redis_server = start_redis()
-        env = child_env(model.env())
+        env = child_env({**model.env(), **(extra_env or {})})
         port = free_port()
         url = dep.redis_server.url
         server = Proc(

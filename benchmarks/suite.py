@@ -162,13 +162,16 @@ class Runner:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def chatcore(self, model: Model, flush: float, name: str) -> Callable[[], Deployment]:
+    def chatcore(
+        self, model: Model, flush: float, name: str, env: dict[str, str] | None = None
+    ) -> Callable[[], Deployment]:
         return lambda: stack.chatcore_redis(
             self.log_dir(name),
             model,
             flush=flush,
             concurrency=self.plan.worker_concurrency,
             name=name,
+            extra_env=env,
         )
 
     def embedded(self, model: Model, flush: float, name: str) -> Callable[[], Deployment]:
@@ -180,7 +183,9 @@ class Runner:
             name=name,
         )
 
-    def baseline(self, model: Model, mode: str, name: str) -> Callable[[], Deployment]:
+    def baseline(
+        self, model: Model, mode: str, name: str, env: dict[str, str] | None = None
+    ) -> Callable[[], Deployment]:
         return lambda: stack.baseline(
             self.log_dir(name),
             model,
@@ -188,6 +193,7 @@ class Runner:
             flush=self.plan.flush,
             concurrency=self.plan.worker_concurrency,
             name=name,
+            extra_env=env,
         )
 
     # --- figures --------------------------------------------------------------------------------
@@ -202,6 +208,13 @@ class Runner:
                 alt = f"1_chatcore_flush_{flush * 1000:g}ms"
                 self.load(alt, self.chatcore(model, flush, alt), model, n)
             self.load("1_baseline_per_token", self.baseline(model, "per-token", "1_bbt"), model, n)
+            # Both pipelines run on uvloop when it is installed; the same pair on asyncio's own
+            # loop shows how much of each figure is the event loop's.
+            plain = {"CHATCORE_EVENT_LOOP": "asyncio"}
+            key = "1_chatcore_asyncio_loop"
+            self.load(key, self.chatcore(model, p.flush, key, plain), model, n)
+            key = "1_baseline_batched_asyncio_loop"
+            self.load(key, self.baseline(model, "batched", key, plain), model, n)
         else:
             self.load("6_embedded_throughput", self.embedded(model, p.flush, "6_thr"), model, n)
 

@@ -13,6 +13,7 @@ import socket
 import uvicorn
 from fastapi import FastAPI
 
+from chatcore_api import loops
 from chatcore_api.runtime import Runtime
 from chatcore_api.settings import ApiSettings
 
@@ -25,6 +26,7 @@ def server_config(
         host=host if host is not None else settings.host,
         port=port if port is not None else settings.port,
         lifespan="on",
+        loop="uvloop" if loops.loop_name() == "uvloop" else "asyncio",
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,

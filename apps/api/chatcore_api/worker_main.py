@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from chatcore.errors import PortError
 from chatcore_adapters.redis import RedisHeartbeats, RedisSettings, connect
+from chatcore_api import loops
 from chatcore_api.gc_tuning import freeze_startup_heap
 from chatcore_api.logs import configure_logging
 from chatcore_api.settings import SECRET_KEY_ENV, ApiSettings, SettingsError, load_settings
@@ -226,7 +227,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     worker_id = new_worker_id()
     tag_logs(worker_id)
     freeze_startup_heap()
-    return asyncio.run(serve(config, worker_id=worker_id, supervised_by=args.supervised_by))
+    return loops.run(serve(config, worker_id=worker_id, supervised_by=args.supervised_by))
 
 
 def serve_with_workers(
