@@ -74,6 +74,7 @@ class FaultPlan:
     reclaim_after: float = 3.0
     drain: float = 45.0
     seed: int = 7
+    spare_one_worker: bool = True
 
 
 FULL = FaultPlan()
@@ -86,6 +87,7 @@ SHORT = FaultPlan(
     kill_every=(6.0, 10.0),
     quiet_end=10.0,
     drain=25.0,
+    spare_one_worker=False,  # short: every worker may die; memory is judged in the full run
 )
 
 
@@ -133,7 +135,10 @@ class Faults:
         return [p for p in self.dep.procs.procs if p.name.startswith("api")]
 
     def kill_worker(self) -> None:
-        alive = [p for p in self.workers() if p.running]
+        # The last worker is never killed, so one worker lives through the whole run and its
+        # memory can be judged like the API's (the others still die every 10-25 s).
+        spared = self.workers()[-1:] if self.plan.spare_one_worker else []
+        alive = [p for p in self.workers() if p.running and p not in spared]
         if not alive:
             return
         victim = self.rand.choice(alive)
@@ -395,12 +400,15 @@ def lifetimes(samples: list[tuple[float, str, int, int | None]]) -> list[dict[st
 STEADY_SETTLE = 30.0
 # "Flat": RSS over the steady window grows by less than this fraction.
 FLAT_TOLERANCE = 0.05
+# A process judged must be this old when the window starts (its warm-up is not a leak).
+STEADY_MIN_AGE = 60.0
 
 
 def steady_memory(
     samples: list[tuple[float, str, int, int | None]], start: float
 ) -> list[dict[str, Any]]:
-    """Per process that lived through the whole steady window (``start`` to the last sample):
+    """Per process that lived through the whole steady window (``start`` to the last sample)
+    and was at least STEADY_MIN_AGE seconds old when it began:
     its RSS at the window's first and last sample, the peak, the growth per minute, and
     whether that is flat (grew by less than FLAT_TOLERANCE)."""
     if not samples:
@@ -409,8 +417,8 @@ def steady_memory(
     out = []
     for life in lifetimes(samples):
         points = [(at, kib) for at, kib in life["timeline"] if at >= start]
-        if life["from_s"] > start or life["to_s"] < end - 5.0 or len(points) < 2:
-            continue  # born (restarted) during the window, or died in it
+        if life["from_s"] > start - STEADY_MIN_AGE or life["to_s"] < end - 5.0 or len(points) < 2:
+            continue  # too young at the window's start, or died in it
         (t0, first), (t1, last) = points[0], points[-1]
         growth = (last - first) / first
         out.append(
@@ -480,7 +488,8 @@ def render(result: dict[str, Any]) -> str:
     if steady:
         lines.append(
             f"  RSS (KiB) with a constant connection count (from {STEADY_SETTLE:.0f} s after the "
-            f"API restart to the end), flat = grew < {100 * FLAT_TOLERANCE:.0f}%:"
+            f"API restart to the end; processes {STEADY_MIN_AGE:.0f} s old or more), "
+            f"flat = grew < {100 * FLAT_TOLERANCE:.0f}%:"
         )
         for w in steady:
             lines.append(
