@@ -121,7 +121,9 @@ class ApiMetrics:
             "chatcore_feed_sessions", "Sessions this process follows live.", registry=r
         )
         self.feed_errors = Counter(
-            "chatcore_feed_errors", "Failed reads of the live feed (retried).", registry=r
+            "chatcore_feed_errors",
+            "Live subscription losses and failed re-subscriptions (each then caught up).",
+            registry=r,
         )
         self._replies: OrderedDict[str, _ReplyTiming] = OrderedDict()
         self._submitted: OrderedDict[str, datetime] = OrderedDict()
