@@ -340,3 +340,40 @@ async def test_attempts_count_every_delivery(conn: RedisConnection) -> None:
 
 def _item(n: int, sid: str) -> WorkItem:
     return WorkItem(session_id=sid, conversation_id="c1", message_id=f"m{n}", enqueued_at=EPOCH)
+
+
+async def test_appends_due_together_share_a_pipeline_and_keep_their_semantics(
+    conn: RedisConnection,
+) -> None:
+    """Appends that queue up behind others go out as one pipeline; each is still its own
+    optimistic append (a second append at the same version conflicts), and a Redis that lost
+    its scripts (SCRIPT FLUSH, as after a restart) is handled inside a batch too."""
+    store = RedisEventStore(conn)
+    batcher = store._batcher
+    assert batcher is not None
+    sids = [session_id() for _ in range(20)]
+    opened = await asyncio.gather(
+        *(store.append(sid, opening(sid), expected_version=None) for sid in sids)
+    )
+    assert batcher.batches >= 1 and batcher.batched_calls >= 10  # all but the first few
+    for sid, recorded in zip(sids, opened, strict=True):
+        assert await store.read(sid) == recorded
+
+    version = opened[0][-1].position
+    first, second = await asyncio.gather(
+        store.append(sids[0], [message(1)], expected_version=version),
+        store.append(sids[0], [message(2)], expected_version=version),
+        return_exceptions=True,
+    )
+    assert isinstance(second, ConcurrencyConflict) and not isinstance(first, BaseException)
+    assert [r.event for r in await store.read(sids[0], after=version)] == [message(1)]
+
+    await conn.client.script_flush()
+    more = await asyncio.gather(
+        *(
+            store.append(sid, [delta(1)], expected_version=rec[-1].position)
+            for sid, rec in zip(sids[1:], opened[1:], strict=True)
+        )
+    )
+    for sid, rec, extra in zip(sids[1:], opened[1:], more, strict=True):
+        assert await store.read(sid) == [*rec, *extra]

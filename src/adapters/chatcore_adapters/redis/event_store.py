@@ -27,6 +27,7 @@ from chatcore.errors import ConcurrencyConflict, CorruptRecord, InvalidIdentifie
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
 from chatcore_adapters.codec import decode_records, encode_event
+from chatcore_adapters.redis.append_batch import AppendBatcher
 from chatcore_adapters.redis.connection import RedisConnection
 from chatcore_adapters.redis.live import RedisLiveSubscription
 
@@ -123,6 +124,9 @@ class RedisEventStore:
         # base per store and a counter (no system call per append).
         self._token_base = secrets.token_hex(6) + "."
         self._tokens = itertools.count()
+        # Single node: appends that queue up behind others share a round trip (group commit).
+        # (A Cluster pipeline would split them by node anyway; there each goes on its own.)
+        self._batcher = None if conn.cluster else AppendBatcher(conn, self._append_script)
 
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
@@ -142,7 +146,10 @@ class RedisEventStore:
         ]
         args += map(encode_event, events)
         async with self.conn.guard("append"):
-            reply = await self._append_script(keys=[key], args=args)
+            if self._batcher is None:
+                reply = await self._append_script(keys=[key], args=args)
+            else:
+                reply = await self._batcher.call(key, args)
         if reply[0] != 1:
             actual = _text(reply[1]) or None
             raise ConcurrencyConflict(session_id, expected_version, actual)
