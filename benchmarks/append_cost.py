@@ -5,6 +5,7 @@
 One task appends one small ``reply_delta`` at a time to a private redis-server, on the event loop
 chatcore's processes use (uvloop when installed), and measures this process's CPU time per call:
 
+* ``PING`` through redis-py: what any command costs, whatever it does;
 * ``XADD`` of an equivalent JSON entry through redis-py (what the bare-bones worker does);
 * the append script by ``EVALSHA`` (the version check, the ``XADD``, the ``PUBLISH``);
 * :meth:`RedisEventStore.append` (the script, its deadline guard, encoding, the result);
@@ -71,6 +72,9 @@ async def measure(url: str, calls: int) -> dict[str, float]:
         keys = conn.keys
         counter = iter(range(10**9))
 
+        async def ping() -> None:
+            await conn.client.ping()
+
         async def xadd() -> None:
             entry = {"type": "reply_delta", "reply_id": "r", "text": TEXT, "at": time.time()}
             await conn.client.xadd(keys.prefix + "bench:plain", {"e": orjson.dumps(entry)})
@@ -103,6 +107,7 @@ async def measure(url: str, calls: int) -> dict[str, float]:
             )
 
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("redis-py PING (any command's floor)", ping),
             ("redis-py XADD (bare-bones)", xadd),
             ("append script by EVALSHA", evalsha),
             ("RedisEventStore.append", append),
