@@ -7,7 +7,7 @@ implementation, and every adapter of a port passes the same contract suite
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -81,10 +81,19 @@ class LiveSubscription(Protocol):
 
     async def receive(self, timeout: float) -> list[Appended]:
         """Appends received since the last call, oldest first per session, waiting at most
-        ``timeout`` seconds for one (``[]`` when none came).
+        ``timeout`` seconds for one (``[]`` when none came). With a listener (:meth:`listen`)
+        nothing is kept for it: it only waits, and reports a loss.
 
         Raises :class:`~chatcore.errors.PortError` when the subscription was lost (its
         connection dropped): appends may have been missed for every followed session."""
+        ...
+
+    def listen(self, listener: Callable[[Appended], None]) -> None:
+        """Hand every later append to ``listener`` the moment it arrives, in the task that
+        received it, instead of keeping it for :meth:`receive`: one task switch fewer between
+        an append and a socket. The listener must not block. An exception it raises is logged
+        and that append dropped; the next one names a position it did not see, so a
+        subscriber that checks ``after`` reads the gap from the log."""
         ...
 
     async def reconnect(self) -> None:

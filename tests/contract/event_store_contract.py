@@ -255,6 +255,42 @@ class EventStoreContract:
         finally:
             await sub.close()
 
+    async def test_a_listener_gets_each_push_as_it_arrives_and_survives_its_own_error(
+        self, store: EventStore
+    ) -> None:
+        sid, other = session_id(), session_id()
+        heard: list[Appended] = []
+        fail_next = [True]
+
+        def listener(appended: Appended) -> None:
+            if fail_next[0]:
+                fail_next[0] = False
+                raise RuntimeError("a listener that breaks once")
+            heard.append(appended)
+
+        sub = store.subscribe()
+        sub.listen(listener)
+        try:
+            await sub.follow(sid)
+            first = await store.append(sid, opening(sid), expected_version=None)  # raises
+            await store.append(other, opening(other), expected_version=None)  # not followed
+            version = first[-1].position
+            for n in range(20):
+                version = (await store.append(sid, [delta(n)], expected_version=version))[
+                    -1
+                ].position
+            async with asyncio.timeout(5):
+                while len(heard) < 20:  # noqa: ASYNC110 - pushes arrive in another task
+                    await asyncio.sleep(0.01)
+            assert [a.session_id for a in heard] == [sid] * 20
+            assert heard[0].after == first[-1].position  # names the push the listener lost
+            for prev, nxt in itertools.pairwise(heard):
+                assert nxt.after == prev.records[-1].position
+            assert [r for a in heard for r in a.records] == (await store.read(sid))[2:]
+            assert await sub.receive(0.2) == []  # nothing is kept for receive()
+        finally:
+            await sub.close()
+
     async def test_tail_returns_at_once_when_events_are_waiting(self, store: EventStore) -> None:
         sid = session_id()
         recorded = await store.append(sid, opening(sid), expected_version=None)

@@ -1,11 +1,11 @@
 """The live feed: ONE subscription per process to the appends of every session it has sockets for.
 
 The event store pushes each append (on Redis: pub/sub, one channel per session, all on one
-connection) to the process's :class:`~chatcore.ports.LiveSubscription`; the feed keeps one
-cursor per followed session and hands what is new to the sink (the
-:class:`~chatcore_api.connections.ConnectionManager`), which fans it out to the session's
-sockets. However many sockets are open, the process holds one subscription and never re-issues
-a read when the set of sessions changes (I8).
+connection) to the process's :class:`~chatcore.ports.LiveSubscription`, which hands it to the
+feed in the task that read it; the feed keeps one cursor per followed session and hands what
+is new to the sink (the :class:`~chatcore_api.connections.ConnectionManager`), which fans it
+out to the session's sockets. However many sockets are open, the process holds one
+subscription and never re-issues a read when the set of sessions changes (I8).
 
 No gap and no duplicate (I5):
 
@@ -77,12 +77,15 @@ class SessionFeed:
     ) -> None:
         self._store = store
         self._sub = store.subscribe()
+        # Pushes are applied in the task that reads them (no hop through this feed's task).
+        self._sub.listen(self._apply)
         self._block = block
         self._metrics = metrics
         self._followed: dict[str, _Followed] = {}
         self._unfollow: set[str] = set()
         self._sink: Sink | None = None
         self._task: asyncio.Task[None] | None = None
+        self._unfollower: asyncio.Task[None] | None = None
         self._catch_ups: set[asyncio.Task[None]] = set()
         self.rounds = 0
         self.resyncs = 0
@@ -136,6 +139,25 @@ class SessionFeed:
             del self._followed[session_id]
             self._unfollow.add(session_id)
             self._count()
+            self._schedule_unfollow()
+
+    def _schedule_unfollow(self) -> None:
+        """Unsubscribe soon, in a task of its own (the loop's task waits for a loss)."""
+        if self._task is None or (self._unfollower is not None and not self._unfollower.done()):
+            return  # a running unfollower takes it, or the loop does when it starts
+        self._unfollower = asyncio.create_task(self._unfollow_now(), name="chatcore-unfollow")
+
+    async def _unfollow_now(self) -> None:
+        try:
+            await self._drop_unfollowed()
+        except Exception as exc:
+            # A failed unsubscribe marks the subscription lost: the loop re-subscribes to the
+            # sessions still followed, and this one is no longer among them.
+            log.warning(
+                "live feed could not unfollow a session",
+                extra={"error": str(exc)},
+                exc_info=not isinstance(exc, PortError),
+            )
 
     def _count(self) -> None:
         if self._metrics is not None:
@@ -149,7 +171,7 @@ class SessionFeed:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        tasks = [t for t in (task, *self._catch_ups) if t is not None]
+        tasks = [t for t in (task, self._unfollower, *self._catch_ups) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -172,7 +194,7 @@ class SessionFeed:
                 continue
             backoff.reset()
             self.rounds += 1
-            for appended in received:
+            for appended in received:  # (kept before the listener was set)
                 self._apply(appended)
 
     async def _drop_unfollowed(self) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 
 from chatcore.errors import ConcurrencyConflict
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
 from chatcore.ports import Appended, Clock
+
+log = logging.getLogger(__name__)
 
 
 class _Stream:
@@ -64,7 +67,7 @@ class MemoryEventStore:
             recorded.append(record)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        for sub in self._subscriptions:
+        for sub in tuple(self._subscriptions):  # a listener may close one meanwhile
             sub._push(Appended(session_id, actual, recorded))
         return recorded
 
@@ -121,11 +124,23 @@ class MemoryLiveSubscription:
         self._received: list[Appended] = []
         self._wake = asyncio.Event()
         self._closed = False
+        self._listener: Callable[[Appended], None] | None = None
+
+    def listen(self, listener: Callable[[Appended], None]) -> None:
+        self._listener = listener
 
     def _push(self, appended: Appended) -> None:
-        if appended.session_id in self._following:
+        if appended.session_id not in self._following:
+            return
+        if self._listener is None:
             self._received.append(appended)
             self._wake.set()
+            return
+        # In the appending call: what the listener does must not fail the append.
+        try:
+            self._listener(appended)
+        except Exception:
+            log.exception("live listener failed", extra={"session_id": appended.session_id})
 
     async def follow(self, session_id: str) -> None:
         validate_session_id(session_id)

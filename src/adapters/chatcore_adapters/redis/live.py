@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from chatcore.errors import CorruptRecord, StoreUnavailable
@@ -55,6 +56,7 @@ class RedisLiveSubscription:
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._received: list[Appended] = []
+        self._listener: Callable[[Appended], None] | None = None
         self._wake = asyncio.Event()
         self._lost: BaseException | None = None
         self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
@@ -82,6 +84,9 @@ class RedisLiveSubscription:
         except StoreUnavailable as exc:
             self._lose(exc)
             raise
+
+    def listen(self, listener: Callable[[Appended], None]) -> None:
+        self._listener = listener
 
     async def receive(self, timeout: float) -> list[Appended]:
         loop = asyncio.get_running_loop()
@@ -222,5 +227,13 @@ class RedisLiveSubscription:
                 "unreadable live push", extra={"session_id": session_id, "error": exc.message}
             )
             return
-        self._received.append(Appended(session_id, after, records))
-        self._wake.set()
+        appended = Appended(session_id, after, records)
+        if self._listener is None:
+            self._received.append(appended)
+            self._wake.set()
+            return
+        try:
+            self._listener(appended)
+        except Exception:
+            # The reader carries on; the session's next push reveals the gap.
+            log.exception("live listener failed", extra={"session_id": session_id})
