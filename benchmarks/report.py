@@ -152,6 +152,21 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
                 _verdict(ok),
             )
         )
+        runs = r.get("2_runs", {})
+        if len(runs.get("2_chatcore", ())) > 1:
+            rows.append(
+                (
+                    "  every run, p50 / p99 ms (the median run above)",
+                    ", ".join(f"{x['p50_ms']:.1f}/{x['p99_ms']:.1f}" for x in runs["2_chatcore"]),
+                    ", ".join(
+                        f"{x['p50_ms']:.1f}/{x['p99_ms']:.1f}"
+                        for x in runs.get("2_baseline_per_token", ())
+                    ),
+                    "",
+                    "",
+                    "",
+                )
+            )
         for alt in alts:
             c2a = r.get(f"2_chatcore_flush_{alt:g}ms")
             if not c2a:
