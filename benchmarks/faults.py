@@ -43,12 +43,14 @@ from typing import Any
 
 from benchmarks import stack, tokens
 from benchmarks.procs import (
+    FLAT_TOLERANCE,
     ROOT,
     Proc,
     Processes,
     loadavg,
     port_open,
     raise_nofile,
+    rss_growth,
     rss_kib,
     terminate_as_interrupt,
     wait_until,
@@ -399,7 +401,6 @@ def lifetimes(samples: list[tuple[float, str, int, int | None]]) -> list[dict[st
 # from this long after it, connection counts are constant and RSS should be too.
 STEADY_SETTLE = 30.0
 # "Flat": RSS over the steady window grows by less than this fraction.
-FLAT_TOLERANCE = 0.05
 # A process judged must be this old when the window starts (its warm-up is not a leak).
 STEADY_MIN_AGE = 60.0
 
@@ -419,22 +420,7 @@ def steady_memory(
         points = [(at, kib) for at, kib in life["timeline"] if at >= start]
         if life["from_s"] > start - STEADY_MIN_AGE or life["to_s"] < end - 5.0 or len(points) < 2:
             continue  # too young at the window's start, or died in it
-        (t0, first), (t1, last) = points[0], points[-1]
-        growth = (last - first) / first
-        out.append(
-            {
-                "process": life["process"],
-                "pid": life["pid"],
-                "from_s": t0,
-                "to_s": t1,
-                "rss_kib_first": first,
-                "rss_kib_last": last,
-                "rss_kib_peak": max(k for _, k in points),
-                "kib_per_min": round((last - first) / max(t1 - t0, 1e-9) * 60, 1),
-                "growth": round(growth, 4),
-                "flat": growth < FLAT_TOLERANCE,
-            }
-        )
+        out.append({"process": life["process"], "pid": life["pid"], **rss_growth(points)})
     return out
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_PATHS = (ROOT / "src", ROOT / "src" / "adapters", ROOT / "apps" / "api", ROOT)
@@ -257,3 +257,24 @@ def port_open(port: int) -> bool:
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+# A process "stays flat" when its RSS grows by less than this over a window.
+FLAT_TOLERANCE = 0.05
+
+
+def rss_growth(points: Sequence[tuple[float, int]]) -> dict[str, Any]:
+    """From ``(seconds, RSS KiB)`` samples (two or more): the window, the first, last and peak
+    RSS, the growth per minute and in all, and whether that is flat."""
+    (t0, first), (t1, last) = points[0], points[-1]
+    growth = (last - first) / first
+    return {
+        "from_s": t0,
+        "to_s": t1,
+        "rss_kib_first": first,
+        "rss_kib_last": last,
+        "rss_kib_peak": max(k for _, k in points),
+        "kib_per_min": round((last - first) / max(t1 - t0, 1e-9) * 60, 1),
+        "growth": round(growth, 4),
+        "flat": growth < FLAT_TOLERANCE,
+    }

@@ -24,6 +24,7 @@ from chatcore.events import Event, Usage
 from chatcore.ports import (
     LLM,
     Clock,
+    CompletionRequest,
     IdGenerator,
     Leases,
     LLMChunk,
@@ -237,16 +238,23 @@ class _Run:
             "reply started",
             extra={"session_id": self.sid, "message_id": self.mid, "reply_id": self.reply_id},
         )
-        conv = self.view.conversations[self.item.conversation_id]
-        request = build_prompt(conv, self.mid, self.view.profile, self.gen.prompt)
         try:
-            return await self._stream(self.gen.llm.stream(request))
+            return await self._stream(self.gen.llm.stream(self._prompt()))
         except StaleReply:
             log.warning(
                 "reply taken over by another worker",
                 extra={"session_id": self.sid, "reply_id": self.reply_id},
             )
             return Outcome.LOST
+
+    def _prompt(self) -> CompletionRequest:
+        """The request, built from the whole view; from here on the reply needs its turn, not
+        the session's history, and keeps only that (nothing else here may hold on to the
+        whole view), so what a reply holds does not grow with the session it answers."""
+        conv = self.view.conversations[self.item.conversation_id]
+        request = build_prompt(conv, self.mid, self.view.profile, self.gen.prompt)
+        self.view = self.view.for_turns()
+        return request
 
     async def _stream(self, chunks: AsyncIterator[LLMChunk]) -> Outcome:
         inbox = self.inbox
@@ -382,7 +390,8 @@ class _Run:
                 v, now, message_id=self.mid, reply_id=self.reply_id, usage=usage
             )
         )
-        await self.gen.service._remember(self.sid, self.view)
+        # The view held here is partial and is not cached: the next load folds the reply's
+        # events into the cached view and caches that.
         log.info(
             "reply completed",
             extra={

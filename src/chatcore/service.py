@@ -114,6 +114,10 @@ class ChatService:
         return view
 
     async def _remember(self, session_id: str, view: SessionView) -> None:
+        if view.partial:
+            # A programming error, not a storage one: it would cache a session without its
+            # history, and every later reader would trust it.
+            raise ValueError("a partial view (SessionView.for_turns) is never cached")
         try:
             await self.cache.put(session_id, view)
         except PortError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from chatcore.events import (
     ConversationRenamed,
@@ -126,10 +126,48 @@ class SessionView(_Model):
     restores: int = 0
     last_restored_at: datetime | None = None
     anomalies: int = 0
+    _partial: bool = PrivateAttr(default=False)
 
     @property
     def opened(self) -> bool:
         return self.session_id is not None
+
+    @property
+    def partial(self) -> bool:
+        """True for a :meth:`for_turns` copy: it lacks the history and is never cached."""
+        return self._partial
+
+    def for_turns(self) -> SessionView:
+        """A copy without the finished history: each conversation keeps its pending turn but
+        not its messages, and the index of client message ids is left out.
+
+        The decisions on a turn read nothing else (a property test holds them to it), so a
+        worker streaming a reply keeps this copy instead of the whole session: what a reply
+        in progress holds stays the same size however long the session grows. Later events
+        fold into it as into any view. It is marked :attr:`partial`, and the service refuses
+        to cache it."""
+        slim = SessionView(
+            session_id=self.session_id,
+            opened_at=self.opened_at,
+            profile=self.profile.model_copy(),
+            conversations={
+                cid: Conversation(
+                    conversation_id=conv.conversation_id,
+                    title=conv.title,
+                    started_at=conv.started_at,
+                    titled=conv.titled,
+                    pending=conv.pending.model_copy(deep=True) if conv.pending else None,
+                )
+                for cid, conv in self.conversations.items()
+            },
+            version=self.version,
+            event_count=self.event_count,
+            restores=self.restores,
+            last_restored_at=self.last_restored_at,
+            anomalies=self.anomalies,
+        )
+        slim._partial = True
+        return slim
 
     def conversation(self, conversation_id: str) -> Conversation | None:
         return self.conversations.get(conversation_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -25,6 +26,7 @@ from chatcore.events import (
 from chatcore.generation import Outcome, lease_key
 from chatcore.ports import CompletionRequest, LLMChunk, TextDelta, WorkItem
 from chatcore.service import OpenedSession
+from chatcore.view import ChatMessage
 from tests.support.harness import FAST, Harness
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -318,3 +320,53 @@ async def test_text_after_a_quiet_interval_is_written_at_once_and_bursts_are_bat
     deltas = [d.text for d in of(await h.service.events_after(s.session_id, None), ReplyDelta)]
     # "a" alone at once; "b", "c", "d" came within 0.5 s of that write: one more append.
     assert deltas == ["a", "bcd"]
+
+
+class CountingLLM:
+    """Streams one word, after counting the history messages alive in the process."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.alive: list[int] = []
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[LLMChunk]:
+        gc.collect()
+        self.alive.append(sum(isinstance(o, ChatMessage) for o in gc.get_objects()))
+        yield TextDelta(text="ok", model=self.name)
+
+
+async def test_a_reply_in_progress_holds_its_turn_not_the_session_history() -> None:
+    h = Harness()
+    s = await h.service.open_session()
+    for n in range(40):  # 80 finished messages of history
+        res = await h.service.submit_message(
+            s.session_id, conversation_id=s.conversation_id, client_message_id=f"c{n}", text="q"
+        )
+        item = WorkItem(
+            session_id=s.session_id,
+            conversation_id=s.conversation_id,
+            message_id=res.message_id,
+            enqueued_at=h.clock.now(),
+        )
+        assert await h.generator().generate(item, delivery_id=f"d{n}", owner="w") is (
+            Outcome.COMPLETED
+        )
+    del res
+    counting = CountingLLM()
+    res = await h.service.submit_message(
+        s.session_id, conversation_id=s.conversation_id, client_message_id="last", text="q"
+    )
+    item = WorkItem(
+        session_id=s.session_id,
+        conversation_id=s.conversation_id,
+        message_id=res.message_id,
+        enqueued_at=h.clock.now(),
+    )
+    outcome = await h.generator(counting).generate(item, delivery_id="dl", owner="w")
+    assert outcome is Outcome.COMPLETED
+    # While it streamed, the 81 messages of the session were not in memory (the cache keeps
+    # bytes, the store keeps events): the reply held its turn and its prompt only.
+    assert counting.alive == [0]
+    view = await h.service.load(s.session_id)  # and the next reader sees the whole session
+    assert len(view.conversations[s.conversation_id].messages) == 82

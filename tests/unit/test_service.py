@@ -237,3 +237,17 @@ async def test_a_reconnect_storm_records_one_restore_per_interval(h: Harness) ->
     )
     (again,) = decisions.restore_session(view, later, "1-0", min_interval=interval)
     assert again == SessionRestored(at=later, last_seen="1-0")
+
+
+async def test_a_turns_only_view_is_never_cached(h: Harness) -> None:
+    s = await h.service.open_session()
+    await h.service.submit_message(
+        s.session_id, conversation_id=s.conversation_id, client_message_id="c-1", text="Hi"
+    )
+    whole = await h.service.load(s.session_id)
+    slim = whole.for_turns()
+    assert slim.conversations[s.conversation_id].messages == []
+    with pytest.raises(ValueError, match="never cached"):
+        await h.service._remember(s.session_id, slim)
+    cached = await h.cache.get(s.session_id)
+    assert cached is not None and cached.view == whole  # the cache still holds the whole view

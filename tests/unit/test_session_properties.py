@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -254,3 +255,68 @@ class SessionMachine(RuleBasedStateMachine):
 
 TestSessionMachine = SessionMachine.TestCase
 TestSessionMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+
+
+def _reply_steps(view: SessionView, n: int) -> dict[str, object]:
+    """Every decision a worker (or a Stop) takes on conversation ``n``'s turn, on ``view``:
+    the events decided, or the kind of refusal."""
+    conv = view.conversations.get(f"c{n}")
+    turn = conv.pending if conv is not None else None
+    mid = turn.message_id if turn is not None else "m-none"
+    rid = turn.reply.reply_id if turn is not None and turn.reply is not None else "r-none"
+    steps: dict[str, Callable[[], list[Event]]] = {
+        "start": lambda: decisions.start_reply(
+            view, EPOCH, message_id=mid, reply_id="r-new", model="m"
+        ),
+        "delta": lambda: decisions.append_text(view, EPOCH, message_id=mid, reply_id=rid, text="x"),
+        "switch": lambda: decisions.switch_model(
+            view, EPOCH, message_id=mid, reply_id=rid, to_model="fallback", reason="dropped"
+        ),
+        "complete": lambda: decisions.complete_reply(
+            view,
+            EPOCH,
+            message_id=mid,
+            reply_id=rid,
+            usage=Usage(prompt_tokens=1, completion_tokens=2),
+        ),
+        "fail": lambda: decisions.fail_reply(
+            view, EPOCH, message_id=mid, reply_id=rid, code="x", reason="y"
+        ),
+        "fail_any": lambda: decisions.fail_reply(
+            view, EPOCH, message_id=mid, reply_id=None, code="x", reason="y"
+        ),
+        "worker_cancel": lambda: decisions.cancel_reply(view, EPOCH, message_id=mid, reply_id=rid),
+        "stop": lambda: decisions.request_cancel(view, EPOCH, conversation_id=f"c{n}"),
+    }
+    out: dict[str, object] = {}
+    for name, step in steps.items():
+        try:
+            out[name] = step()
+        except DomainError as exc:
+            out[name] = type(exc).__name__
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(command, max_size=60), st.data())
+def test_a_turns_only_view_decides_every_reply_step_like_the_whole_view(
+    commands: list[tuple[object, ...]], data: st.DataObject
+) -> None:
+    """What a worker keeps while it streams (``for_turns``, taken at any point and brought
+    forward with the later events) decides exactly as the whole session would."""
+    sim = simulate(commands)
+    cut = data.draw(st.integers(1, len(sim.log)))
+    slim = project(fold(sim.log[:cut]).for_turns(), sim.log[cut:])
+    assert slim.partial and not sim.view.partial
+    assert slim.version == sim.view.version
+    assert slim.anomalies == 0
+    assert [(c.conversation_id, c.pending) for c in slim.conversations.values()] == [
+        (c.conversation_id, c.pending) for c in sim.view.conversations.values()
+    ]
+    later = {r.position for r in sim.log[cut:]}
+    for cid, conv in slim.conversations.items():  # only messages recorded after the cut
+        assert conv.messages == [
+            m for m in sim.view.conversations[cid].messages if m.position in later
+        ]
+    for n in range(3):
+        assert _reply_steps(slim, n) == _reply_steps(sim.view, n)
