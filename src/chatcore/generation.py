@@ -56,6 +56,11 @@ class GenerationSettings:
     cancel_poll_interval: float = 0.25
     lease_ttl: float = 30.0
     keepalive_interval: float = 5.0
+    # At most this many replies of one worker hold their session's whole view at once (while
+    # they load it and build the prompt, a few milliseconds); the others wait their turn. A
+    # burst of replies (a worker taking over a dead one's work) then costs a few views' worth
+    # of memory, not one per reply, however long the sessions are.
+    max_whole_views: int = 4
 
 
 Keepalive = Callable[[], Awaitable[bool]]
@@ -138,6 +143,9 @@ class ReplyGenerator:
         self.ids = ids
         self.settings = settings or GenerationSettings()
         self.prompt = prompt or service.settings.prompt
+        if self.settings.max_whole_views < 1:
+            raise ValueError("max_whole_views must be at least 1")
+        self.whole_views = asyncio.Semaphore(self.settings.max_whole_views)
 
     async def generate(
         self,
@@ -219,10 +227,11 @@ class _Run:
         return found is not None and found[1].cancel_requested
 
     async def run(self) -> Outcome:
-        service = self.gen.service
-        self.view = await service.load(self.sid)
-        if self.view.find_turn(self.mid) is None:
-            return Outcome.ALREADY_ANSWERED
+        async with self.gen.whole_views:
+            self.view = await self.gen.service.load(self.sid)
+            if self.view.find_turn(self.mid) is None:
+                return Outcome.ALREADY_ANSWERED
+            request = self._prompt()  # from here on, the turn only
         now = self.gen.clock.now()
         try:
             await self._write(
@@ -239,7 +248,7 @@ class _Run:
             extra={"session_id": self.sid, "message_id": self.mid, "reply_id": self.reply_id},
         )
         try:
-            return await self._stream(self.gen.llm.stream(self._prompt()))
+            return await self._stream(self.gen.llm.stream(request))
         except StaleReply:
             log.warning(
                 "reply taken over by another worker",
@@ -248,9 +257,10 @@ class _Run:
             return Outcome.LOST
 
     def _prompt(self) -> CompletionRequest:
-        """The request, built from the whole view; from here on the reply needs its turn, not
-        the session's history, and keeps only that (nothing else here may hold on to the
-        whole view), so what a reply holds does not grow with the session it answers."""
+        """The request, built from the whole view. From here on the reply needs its turn, not
+        the session's history (starting it included), and keeps only that (nothing else here
+        may hold on to the whole view), so what a reply holds does not grow with the session
+        it answers."""
         conv = self.view.conversations[self.item.conversation_id]
         request = build_prompt(conv, self.mid, self.view.profile, self.gen.prompt)
         self.view = self.view.for_turns()

@@ -26,7 +26,7 @@ from chatcore.events import (
 from chatcore.generation import Outcome, lease_key
 from chatcore.ports import CompletionRequest, LLMChunk, TextDelta, WorkItem
 from chatcore.service import OpenedSession
-from chatcore.view import ChatMessage
+from chatcore.view import ChatMessage, SessionView
 from tests.support.harness import FAST, Harness
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -370,3 +370,33 @@ async def test_a_reply_in_progress_holds_its_turn_not_the_session_history() -> N
     assert counting.alive == [0]
     view = await h.service.load(s.session_id)  # and the next reader sees the whole session
     assert len(view.conversations[s.conversation_id].messages) == 82
+
+
+async def test_replies_take_turns_to_hold_a_whole_session_view() -> None:
+    h = Harness(generation=dataclasses.replace(FAST, max_whole_views=2))
+    loading = peak = 0
+    load = h.service.load
+
+    async def slow_load(session_id: str) -> SessionView:
+        nonlocal loading, peak
+        loading += 1
+        peak = max(peak, loading)
+        try:
+            await asyncio.sleep(0.02)  # a big session takes a while to decode
+            return await load(session_id)
+        finally:
+            loading -= 1
+
+    h.service.load = slow_load  # type: ignore[method-assign]
+    items = [(await submit(h, client_id=f"c{n}"))[1] for n in range(8)]
+    gen = h.generator()
+    outcomes = await asyncio.gather(
+        *(gen.generate(item, delivery_id=f"d{n}", owner="w") for n, item in enumerate(items))
+    )
+    assert outcomes == [Outcome.COMPLETED] * 8
+    assert peak == 2  # eight replies at once, never more than two whole views
+
+
+def test_max_whole_views_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_whole_views"):
+        Harness(generation=dataclasses.replace(FAST, max_whole_views=0)).generator()
