@@ -81,21 +81,40 @@ class _Inbox:
     string, so the consumer handles everything in the model's order. ``wake`` is set when the
     consumer may have something new to do: a non-text item, the first text after a write, or
     enough text for a full batch; never once per token.
+
+    ``spaced`` says that the text waiting is one delta, from a model whose deltas come on
+    average at least ``spacing`` seconds apart (a moving average, so one token that jitter
+    brings early does not count as a burst): the model streams slowly, and batching would only
+    delay it.
     """
 
-    __slots__ = ("chars", "ordered", "text", "wake")
+    __slots__ = ("avg_gap", "chars", "last_text_at", "ordered", "spaced", "text", "wake")
 
     def __init__(self) -> None:
         self.text: list[str] = []
         self.chars = 0
         self.ordered: deque[object] = deque()
         self.wake = asyncio.Event()
+        self.last_text_at = -math.inf
+        self.avg_gap = math.inf
+        self.spaced = False
 
-    def put(self, chunk: object, max_chars: int = 2048) -> None:
+    def put(
+        self, chunk: object, max_chars: int = 2048, *, now: float = 0.0, spacing: float = 0.0
+    ) -> None:
         if isinstance(chunk, TextDelta):
             if chunk.text:
+                if self.last_text_at != -math.inf:  # (the first delta has no gap)
+                    gap = min(now - self.last_text_at, 1.0)  # a long pause counts as one second
+                    self.avg_gap = (
+                        gap if self.avg_gap == math.inf else 0.75 * self.avg_gap + gap / 4
+                    )
+                self.last_text_at = now
                 if not self.chars:
                     self.wake.set()
+                    self.spaced = self.avg_gap >= spacing
+                else:
+                    self.spaced = False
                 self.text.append(chunk.text)
                 self.chars += len(chunk.text)
                 if self.chars >= max_chars:
@@ -110,6 +129,7 @@ class _Inbox:
         text = "".join(self.text)
         self.text.clear()
         self.chars = 0
+        self.spaced = False
         return text
 
     def take_all_text(self) -> str:
@@ -269,11 +289,13 @@ class _Run:
     async def _stream(self, chunks: AsyncIterator[LLMChunk]) -> Outcome:
         inbox = self.inbox
         max_chars = self.gen.settings.flush_max_chars
+        spacing = self.gen.settings.flush_interval / 2
+        clock = self.gen.clock
 
         async def pump() -> None:
             try:
                 async for chunk in chunks:
-                    inbox.put(chunk, max_chars)
+                    inbox.put(chunk, max_chars, now=clock.monotonic(), spacing=spacing)
                 inbox.put(_END)
             except asyncio.CancelledError:
                 raise
@@ -305,10 +327,12 @@ class _Run:
 
     async def _consume(self, inbox: _Inbox) -> Outcome:
         """Write what the model says. Text goes out at once when the last append ended at least
-        ``flush_interval`` ago (the first token of a burst, or a slow model's every token);
-        otherwise it waits until then, so a fast model's tokens are batched into one append
-        per interval, and tokens arriving while an append is in flight ride on the next one.
-        The consumer wakes once per batch, not per token."""
+        ``flush_interval`` ago (the first token of a burst), or when it is a single token from a
+        model whose tokens come on average at least half an interval apart (a slow model's every
+        token, even when jitter brings one early). Otherwise it waits until the interval is
+        over, so a fast model's tokens are batched into one append per interval, and tokens
+        arriving while an append is in flight ride on the next one. The consumer wakes once per
+        batch, not per token."""
         s = self.gen.settings
         while True:
             inbox.wake.clear()
@@ -329,7 +353,9 @@ class _Run:
             else:
                 now = self._now()
                 if inbox.chars and (
-                    inbox.chars >= s.flush_max_chars or now >= self.last_flush + s.flush_interval
+                    inbox.chars >= s.flush_max_chars
+                    or now >= self.last_flush + s.flush_interval
+                    or inbox.spaced
                 ):
                     await self._flush(inbox.take_text())
                 elif now - self.last_io >= s.cancel_poll_interval:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -320,6 +321,24 @@ async def test_text_after_a_quiet_interval_is_written_at_once_and_bursts_are_bat
     deltas = [d.text for d in of(await h.service.events_after(s.session_id, None), ReplyDelta)]
     # "a" alone at once; "b", "c", "d" came within 0.5 s of that write: one more append.
     assert deltas == ["a", "bcd"]
+
+
+async def test_a_slow_model_early_by_jitter_is_not_held_back() -> None:
+    """A token from a model whose tokens come on average at least half an interval apart is
+    written at once, even inside the interval: a model streaming at about the flush rate, whose
+    tokens jitter a little early, is not delayed by the throttle (it would wait for the
+    interval's end)."""
+    llm = ScriptedLLM(words=["a", "b", "c", "d"], delay=0.3)
+    settings = dataclasses.replace(FAST, flush_interval=0.5, cancel_poll_interval=5.0)
+    h = Harness(llm=llm, generation=settings)
+    s, item = await submit(h)
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
+    deltas = of(await h.service.events_after(s.session_id, None), ReplyDelta)
+    # They came 0.3 s apart (>= 0.25 s): four appends, none waited for the interval's end
+    # (which would have held "b" until 0.5 s and joined "c" and "d").
+    assert [d.text for d in deltas] == ["a", "b", "c", "d"]
+    gaps = [(b.at - a.at).total_seconds() for a, b in itertools.pairwise(deltas)]
+    assert all(0.2 < gap < 0.4 for gap in gaps), gaps
 
 
 class CountingLLM:
