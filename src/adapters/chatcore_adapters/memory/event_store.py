@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from chatcore.errors import ConcurrencyConflict
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
 from chatcore.ports import Appended, Clock
-
-log = logging.getLogger(__name__)
+from chatcore_adapters.pushes import Listener, hand_over
 
 
 class _Stream:
@@ -124,23 +122,16 @@ class MemoryLiveSubscription:
         self._received: list[Appended] = []
         self._wake = asyncio.Event()
         self._closed = False
-        self._listener: Callable[[Appended], None] | None = None
+        self._listener: Listener | None = None
 
-    def listen(self, listener: Callable[[Appended], None]) -> None:
+    def listen(self, listener: Listener) -> None:
         self._listener = listener
 
     def _push(self, appended: Appended) -> None:
         if appended.session_id not in self._following:
             return
-        if self._listener is None:
-            self._received.append(appended)
-            self._wake.set()
-            return
         # In the appending call: what the listener does must not fail the append.
-        try:
-            self._listener(appended)
-        except Exception:
-            log.exception("live listener failed", extra={"session_id": appended.session_id})
+        hand_over(appended, self._listener, self._received, self._wake)
 
     async def follow(self, session_id: str) -> None:
         validate_session_id(session_id)

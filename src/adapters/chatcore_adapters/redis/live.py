@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from chatcore.errors import CorruptRecord, StoreUnavailable
@@ -31,6 +30,7 @@ from chatcore.events import Recorded
 from chatcore.ids import validate_session_id
 from chatcore.ports import Appended
 from chatcore_adapters.codec import decode_records
+from chatcore_adapters.pushes import Listener, hand_over
 from chatcore_adapters.redis.connection import REDIS_ERRORS, RedisConnection, unavailable
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class RedisLiveSubscription:
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._received: list[Appended] = []
-        self._listener: Callable[[Appended], None] | None = None
+        self._listener: Listener | None = None
         self._wake = asyncio.Event()
         self._lost: BaseException | None = None
         self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
@@ -85,7 +85,7 @@ class RedisLiveSubscription:
             self._lose(exc)
             raise
 
-    def listen(self, listener: Callable[[Appended], None]) -> None:
+    def listen(self, listener: Listener) -> None:
         self._listener = listener
 
     async def receive(self, timeout: float) -> list[Appended]:
@@ -227,13 +227,4 @@ class RedisLiveSubscription:
                 "unreadable live push", extra={"session_id": session_id, "error": exc.message}
             )
             return
-        appended = Appended(session_id, after, records)
-        if self._listener is None:
-            self._received.append(appended)
-            self._wake.set()
-            return
-        try:
-            self._listener(appended)
-        except Exception:
-            # The reader carries on; the session's next push reveals the gap.
-            log.exception("live listener failed", extra={"session_id": session_id})
+        hand_over(Appended(session_id, after, records), self._listener, self._received, self._wake)
