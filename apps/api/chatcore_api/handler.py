@@ -192,6 +192,15 @@ class WebSocketHandler:
             await self._serve()
         except _SendFailed:
             pass
+        except Exception:
+            # A fault no port promises (a library bug, a broken invariant): ours to log, and
+            # the client's to retry. Nothing reaches the ASGI server, which would only say
+            # "Exception in ASGI application" and drop the socket without a close code.
+            log.exception(
+                "connection handler failed; closing with 1011",
+                extra={"session_id": self._session_id or None},
+            )
+            await self._close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
         finally:
             self._connections.detach(self)
             self._metrics.connections_open.dec()

@@ -12,9 +12,17 @@ Pub/sub forgets what it could not deliver. Three rules keep the feed gap-free (I
   so the caller's next read of the log and the pushes overlap instead of leaving a hole;
 * each push names the position it follows, so a subscriber that missed one notices it at the
   next one and reads the gap from the log;
-* any trouble with the connection (an error, a reconnect redis-py would otherwise do quietly)
-  marks the subscription lost; :meth:`receive` says so, and the caller reconnects and reads
-  what it may have missed from the log.
+* any trouble with the connection (an error, a reconnect redis-py would otherwise do quietly,
+  a keep-alive ping left unanswered) marks the subscription lost; :meth:`receive` says so, and
+  the caller reconnects and reads what it may have missed from the log.
+
+One task reads the connection: the reader. redis-py's own health check is turned off on it,
+because when a check falls due, redis-py sends a PING before the next command and reads the
+answer itself, in the task sending the command (a ``follow`` of a new socket) while the reader
+is waiting on the same socket: "read() called while another coroutine is already waiting". The
+reader sends the keep-alive pings instead (every ``health_check_interval`` seconds of silence)
+and reads their answers with everything else; a ping unanswered for another interval means the
+connection is dead, whatever TCP still believes.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ class RedisLiveSubscription:
         self._lost: BaseException | None = None
         self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._closed = False
+        # The health-check interval the connection had before it was lent to us (restored
+        # when it goes back to the pool).
+        self._pool_health_check: float | None = None
         # Commands go out in the order they were asked for (an unfollow then a follow of the
         # same session must leave it followed); confirmations are awaited outside the lock.
         self._sending = asyncio.Lock()
@@ -155,9 +166,13 @@ class RedisLiveSubscription:
                         self._pubsub = self._conn.client.pubsub()
                     await self._pubsub.subscribe(*channels)
                     if self._reader is None:
+                        connection = self._pubsub.connection
                         # From here on, redis-py would reconnect and re-subscribe by itself
                         # after a dropped connection, losing what was published meanwhile.
-                        self._pubsub.connection.register_connect_callback(self._reconnected)
+                        connection.register_connect_callback(self._reconnected)
+                        # The reader alone reads this connection, pings included.
+                        self._pool_health_check = connection.health_check_interval
+                        connection.health_check_interval = 0
                         self._reader = asyncio.create_task(self._read(), name="chatcore-live")
                 await asyncio.gather(*waiters)
         except StoreUnavailable as exc:
@@ -182,21 +197,42 @@ class RedisLiveSubscription:
                 await reader
         if pubsub is not None:
             if pubsub.connection is not None:
-                # The connection goes back to the pool: it must not call us any more.
+                # The connection goes back to the pool: it must not call us any more, and it
+                # checks its health again as the pool's other connections do.
                 with contextlib.suppress(ValueError):
                     pubsub.connection.deregister_connect_callback(self._reconnected)
+                if self._pool_health_check is not None:
+                    pubsub.connection.health_check_interval = self._pool_health_check
             with contextlib.suppress(*REDIS_ERRORS):
                 await pubsub.aclose()
+        self._pool_health_check = None
         self._confirmations.clear()
 
     async def _read(self) -> None:
         pubsub = self._pubsub
         prefix = len(self._keys.live_prefix)
+        settings = self._conn.settings
+        interval = float(settings.health_check_interval)
+        wait = min(settings.max_block, interval) if interval > 0 else settings.max_block
+        loop = asyncio.get_running_loop()
+        heard = loop.time()  # when the connection last proved alive
+        pinged: float | None = None  # when the unanswered keep-alive ping went out
         try:
             while True:
-                message = await pubsub.get_message(timeout=self._conn.settings.max_block)
+                message = await pubsub.get_message(timeout=wait)
+                now = loop.time()
                 if message is None:
+                    if interval <= 0:
+                        continue
+                    if pinged is not None and now - pinged >= interval:
+                        self._lose(TimeoutError("no answer to the live connection's ping"))
+                        return
+                    if pinged is None and now - heard >= interval:
+                        async with self._sending:
+                            await pubsub.ping()
+                        pinged = now
                     continue
+                heard, pinged = now, None
                 kind = message["type"]
                 if kind == "message":
                     channel: bytes = message["channel"]
