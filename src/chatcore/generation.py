@@ -180,16 +180,22 @@ class ReplyGenerator:
         over; a different entry for the same message (a duplicate) may not."""
         key = lease_key(item)
         token = f"{delivery_id}|{owner}"
-        holder = await self.leases.acquire(key, token, self.settings.lease_ttl)
-        if holder is not None:
-            same_delivery = holder.split("|", 1)[0] == delivery_id
-            if not same_delivery or not await self.leases.replace(
-                key, holder, token, self.settings.lease_ttl
-            ):
-                view = await self.service.load(item.session_id)
-                if view.find_turn(item.message_id) is None:
-                    return Outcome.ALREADY_ANSWERED
-                return Outcome.BUSY
+        taken = await self._take_lease(key, token, delivery_id)
+        if taken is None:
+            log.warning(
+                "the reply lease kept changing hands; leaving the delivery to its new owner",
+                extra={"session_id": item.session_id, "message_id": item.message_id},
+            )
+            return Outcome.LOST
+        if not taken:
+            view = await self.service.load(item.session_id)
+            if view.find_turn(item.message_id) is None:
+                return Outcome.ALREADY_ANSWERED
+            log.info(
+                "another delivery of this message is being answered; this one is a duplicate",
+                extra={"session_id": item.session_id, "message_id": item.message_id},
+            )
+            return Outcome.BUSY
         try:
             return await _Run(self, item, key, token, keepalive).run()
         finally:
@@ -200,6 +206,33 @@ class ReplyGenerator:
                     "could not release a reply lease",
                     extra={"session_id": item.session_id, "error": exc.code},
                 )
+
+
+    async def _take_lease(self, key: str, token: str, delivery_id: str) -> bool | None:
+        """Take the message's lease for this delivery. ``True``: it was free, or held by an
+        earlier owner of this same delivery (the queue handed it on after that owner went
+        quiet). ``False``: another delivery of the message holds it; that one answers, and
+        this duplicate may be acknowledged. ``None``: the lease changed hands at every look.
+
+        Between reading the holder and replacing it, the holder may let go (it found the
+        delivery taken over and stopped) or another owner may take it; either way the answer
+        is to look again, never to call a free lease "another delivery's": the only delivery
+        of the message would then be acknowledged unanswered."""
+        ttl = self.settings.lease_ttl
+        for _ in range(_LEASE_LOOKS):
+            holder = await self.leases.acquire(key, token, ttl)
+            if holder is None:
+                return True
+            if holder.split("|", 1)[0] != delivery_id:
+                return False
+            if await self.leases.replace(key, holder, token, ttl):
+                return True
+        return None
+
+
+# How many times a worker looks at a lease that changes hands under it before it leaves the
+# delivery to whoever holds it now (it is not acknowledged, so nothing is lost).
+_LEASE_LOOKS = 8
 
 
 class _Run:

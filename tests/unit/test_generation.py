@@ -28,6 +28,8 @@ from chatcore.generation import Outcome, lease_key
 from chatcore.ports import CompletionRequest, LLMChunk, TextDelta, WorkItem
 from chatcore.service import OpenedSession
 from chatcore.view import ChatMessage, SessionView
+from chatcore_adapters.memory import MemoryLeases
+from chatcore_adapters.system import SystemClock
 from tests.support.harness import FAST, Harness
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -205,6 +207,43 @@ async def test_a_dead_worker_s_reply_is_abandoned_and_answered_again_once() -> N
     terminals = [r.event for r in log if isinstance(r.event, TERMINAL_REPLY_EVENTS)]
     assert len(terminals) == 1
     assert isinstance(terminals[0], ReplyCompleted)
+
+
+class _ReleasedDuringTakeover(MemoryLeases):
+    """The interleaving of the short fault run's lost message, made deterministic: the worker
+    that held a delivery finds (at its keep-alive) that another worker reclaimed it, gives up
+    and releases its lease exactly between the new worker's ``acquire`` (which saw it held)
+    and its ``replace`` (which then finds the lease free instead of held by the old owner)."""
+
+    def __init__(self, clock: SystemClock, old_owner: str) -> None:
+        super().__init__(clock)
+        self.old_owner = old_owner
+        self.released = False
+
+    async def replace(self, key: str, expected_owner: str, owner: str, ttl: float) -> bool:
+        if not self.released:
+            self.released = True
+            await self.release(key, self.old_owner)
+        return await super().replace(key, expected_owner, owner, ttl)
+
+
+async def test_a_takeover_whose_old_owner_lets_go_mid_handover_still_answers() -> None:
+    """Before the fix the new worker took the free lease for "another delivery's", reported
+    BUSY, and its loop acknowledged the only delivery of the message: an accepted message with
+    no terminal reply (I6)."""
+    h = Harness(llm=ScriptedLLM(words=["answered"]))
+    leases = _ReleasedDuringTakeover(h.clock, "d1|w1")
+    h.leases = leases
+    s, item = await submit(h)
+    await h.queue.claim("w1", count=1, block=0)
+    await leases.acquire(lease_key(item), "d1|w1", 60)  # w1 is generating ...
+    # ... and w2 reclaimed the same delivery (d1) after w1 went quiet for too long.
+    outcome = await h.generator().generate(item, delivery_id="d1", owner="w2")
+    assert leases.released
+    assert outcome is Outcome.COMPLETED
+    log = await h.service.events_after(s.session_id, None)
+    terminals = [r.event for r in log if isinstance(r.event, TERMINAL_REPLY_EVENTS)]
+    assert [type(t) for t in terminals] == [ReplyCompleted]
 
 
 async def test_a_worker_that_wakes_up_after_a_takeover_stops_without_writing() -> None:
