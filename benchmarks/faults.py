@@ -2,6 +2,7 @@
 
     python -m benchmarks.faults            # 1,000 sessions for 5 minutes (the full run)
     python -m benchmarks.faults --short    # 50 sessions for 50 s: what CI runs (< 2 minutes)
+    python -m benchmarks.faults --short --repeat 20 --busy 2   # 20 runs, 2 cores kept busy
 
 It starts a private redis-server, two API processes (``chatcore serve --no-worker``), worker
 processes (``chatcore worker``) and load clients (:mod:`benchmarks.client`, several sessions
@@ -47,6 +48,7 @@ from benchmarks.procs import (
     ROOT,
     Proc,
     Processes,
+    busy_processes,
     loadavg,
     port_open,
     raise_nofile,
@@ -267,6 +269,101 @@ def check_logs(
     return dict(c)
 
 
+def unanswered(logs: dict[str, list[Any]], reports: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Every message with no terminal reply: recorded in a log without one, or acknowledged
+    to a client that never received one. Each with its session, ids and where it was seen."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for sid, records in logs.items():
+        answered = {r.event.in_reply_to for r in records if r.event.type in TERMINAL}
+        for record in records:
+            event = record.event
+            if event.type == "message_submitted" and event.message_id not in answered:
+                found[(sid, event.message_id)] = {
+                    "session_id": sid,
+                    "message_id": event.message_id,
+                    "client_message_id": event.client_message_id,
+                    "conversation_id": event.conversation_id,
+                    "position": record.position,
+                    "seen": "log",
+                }
+    for report in reports:
+        sid = report["session_id"]
+        for cmid, mid in report["acked"].items():
+            if report["terminals"].get(mid, 0) == 0:
+                entry = found.setdefault(
+                    (sid, mid),
+                    {"session_id": sid, "message_id": mid, "client_message_id": cmid,
+                     "seen": ""},
+                )  # fmt: skip
+                entry["seen"] = (entry["seen"] + "+client").lstrip("+")
+    return list(found.values())
+
+
+async def message_histories(
+    url: str, logs: dict[str, list[Any]], missing: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """Why each message of ``missing`` went unanswered, as far as Redis can tell: its session's
+    events from the message on, the work queue's entries for it (pending or not, with their
+    consumer, idle time and delivery count), dead letters and intents that name it."""
+    import redis.asyncio as aioredis
+
+    from chatcore_adapters.redis import KeySpace
+
+    keys = KeySpace()
+    queue = keys.queue("chatcore:work")
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    out = []
+    try:
+        stream: Any = await client.xrange(queue.stream, "-", "+")
+        pending: Any = await client.xpending_range(queue.stream, "workers", "-", "+", 10_000)
+        pending_by_id = {p["message_id"]: p for p in pending}
+        dead: Any = await client.xrange(queue.dead, "-", "+")
+        intents: Any = await client.zrange(queue.intents, 0, -1, withscores=True)
+        for entry in missing:
+            sid, mid = entry["session_id"], entry["message_id"]
+            records = logs.get(sid, [])
+            start = next(
+                (n for n, r in enumerate(records)
+                 if getattr(r.event, "message_id", None) == mid),
+                0,
+            )  # fmt: skip
+            events = [
+                {"position": r.position, "type": r.event.type,
+                 **{k: getattr(r.event, k) for k in ("reply_id", "in_reply_to", "message_id")
+                    if getattr(r.event, k, None) is not None}}
+                for r in records[start:]
+                if r.event.type != "reply_delta"
+            ]  # fmt: skip
+            queued = [
+                {"entry": eid, "pending": pending_by_id.get(eid)}
+                for eid, fields in stream
+                if mid in fields.get("i", "")
+            ]
+            out.append(
+                {
+                    **entry,
+                    "events_from_the_message_on": events,
+                    "work_entries": queued,
+                    "dead_letters": [f for _, f in dead if mid in f.get("i", "")],
+                    "intents": [m for m, _ in intents if m.startswith(sid)],
+                }
+            )
+    finally:
+        await client.aclose()
+    return out
+
+
+def log_lines(log_dir: Path, needles: list[str], limit: int = 60) -> list[str]:
+    """Lines of the processes' logs that name any of ``needles`` (a message or session id)."""
+    lines: list[str] = []
+    for path in sorted(log_dir.glob("*.log")):
+        with path.open(errors="replace") as log:
+            for line in log:
+                if any(n in line for n in needles):
+                    lines.append(f"{path.stem}: {line.rstrip()[:400]}")
+    return lines[-limit:]
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -330,6 +427,14 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
         rss_end = _rss(dep)
         reports = [r for res in results for r in res.pop("session_reports")]
         logs = asyncio.run(read_logs(dep.redis_server.url, [r["session_id"] for r in reports]))
+        missing = unanswered(logs, reports)
+        histories = (
+            asyncio.run(message_histories(dep.redis_server.url, logs, missing)) if missing else []
+        )
+    for history in histories:
+        history["process_logs"] = log_lines(
+            log_dir, [history["message_id"], history.get("client_message_id", "-")]
+        )
     merged = stack.merge(results)
     merged.pop("latency", None)
     merged.pop("latency_batching", None)
@@ -366,6 +471,7 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
         "faults": faults.events,
         "from_logs": from_logs,
         "from_clients": merged,
+        "unanswered": histories,
         "rss_kib_start": rss_start,
         "rss_kib_end": rss_end,
         "rss_lifetimes": lifetimes(samples),
@@ -484,6 +590,17 @@ def render(result: dict[str, Any]) -> str:
                 f"(peak {_n(w['rss_kib_peak'])}, {w['kib_per_min']:+,.0f} KiB/min, "
                 f"{100 * w['growth']:+.1f}%) {'flat' if w['flat'] else 'GROWING'}"
             )
+    for history in result.get("unanswered", []):
+        lines.append(
+            f"  UNANSWERED {history['session_id']} / {history['message_id']} "
+            f"({history['client_message_id']}, seen in {history['seen']}):"
+        )
+        for event in history["events_from_the_message_on"]:
+            lines.append(f"    event {event}")
+        lines.append(f"    work entries {history['work_entries']}")
+        lines.append(f"    dead letters {history['dead_letters']}; intents {history['intents']}")
+        for line in history.get("process_logs", []):
+            lines.append(f"    {line}")
     lines.append("  result: " + ("OK" if result["ok"] else f"FAILED {result['problems']}"))
     return "\n".join(lines)
 
@@ -492,14 +609,33 @@ def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def summary_line(n: int, result: dict[str, Any]) -> str:
+    logs, clients = result["from_logs"], result["from_clients"]
+    return (
+        f"run {n}: {'OK' if result['ok'] else 'FAILED'} - acknowledged {logs.get('acked', 0)}, "
+        f"worker kills {result['worker_kills']}, API restarts {result['api_restarts']}, "
+        f"takeovers {logs.get('takeovers_in_logs', 0)}, reconnects {clients['reconnects']}, "
+        f"load {result['loadavg_start'][0]} -> {result['loadavg_end'][0]}, "
+        f"{result['wall_seconds']} s" + ("" if result["ok"] else f" {result['problems']}")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="the CI size: 50 sessions, 50 s")
     parser.add_argument("--sessions", type=int)
     parser.add_argument("--duration", type=float)
     parser.add_argument("--think", help="pause between a session's turns: min,max seconds")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the plan N times (seed, seed+1, ...)"
+    )
+    parser.add_argument(
+        "--busy", type=int, default=0, help="N CPU-bound processes beside the stack"
+    )
     parser.add_argument("--json", type=Path, help="where to write the result")
     args = parser.parse_args(argv)
+    if args.repeat < 1 or args.busy < 0:
+        parser.error("--repeat must be at least 1 and --busy at least 0")
     plan = SHORT if args.short else FULL
     if args.sessions is not None:
         plan = FaultPlan(**{**asdict(plan), "sessions": args.sessions})
@@ -509,17 +645,47 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = (float(x) for x in args.think.split(","))
         plan = FaultPlan(**{**asdict(plan), "think": (lo, hi)})
     raise_nofile()
-    log_dir = Path(tempfile.mkdtemp(prefix="chatcore-faults-"))
-    print(f"[faults] logs in {log_dir}", flush=True)
-    with terminate_as_interrupt():
-        result = run(plan, log_dir=log_dir)
-    result["logs"] = str(log_dir)
+    runs: list[dict[str, Any]] = []
+    with terminate_as_interrupt(), busy_processes(args.busy) as busy:
+        if busy:
+            print(f"[faults] {len(busy)} CPU-bound processes beside the stack", flush=True)
+        for n in range(1, args.repeat + 1):
+            run_plan = FaultPlan(**{**asdict(plan), "seed": plan.seed + n - 1})
+            log_dir = Path(tempfile.mkdtemp(prefix="chatcore-faults-"))
+            print(f"[faults] run {n} of {args.repeat}; logs in {log_dir}", flush=True)
+            result = run(run_plan, log_dir=log_dir)
+            result["logs"] = str(log_dir)
+            result["busy"] = args.busy
+            runs.append(result)
+            print(render(result), flush=True)
+            if args.repeat > 1:
+                print(summary_line(n, result), flush=True)
     out = args.json or RESULTS / ("faults-short.json" if args.short else "faults.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(render(result))
+    if args.repeat == 1:
+        out.write_text(json.dumps(runs[0], indent=1) + "\n")
+    else:
+        passed = sum(1 for r in runs if r["ok"])
+        report = {
+            "repeat": args.repeat,
+            "busy": args.busy,
+            "passed": passed,
+            "acknowledged": sum(r["from_logs"].get("acked", 0) for r in runs),
+            "worker_kills": sum(r["worker_kills"] for r in runs),
+            "api_restarts": sum(r["api_restarts"] for r in runs),
+            "takeovers": sum(r["from_logs"].get("takeovers_in_logs", 0) for r in runs),
+            "runs": runs,
+        }
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(
+            f"fault runs: {passed} of {args.repeat} passed, {args.busy} busy processes; "
+            f"{report['acknowledged']} messages acknowledged, {report['worker_kills']} worker "
+            f"SIGKILLs, {report['api_restarts']} API SIGKILLs, {report['takeovers']} takeovers"
+        )
+        for n, result in enumerate(runs, 1):
+            print("  " + summary_line(n, result))
     print(f"wrote {out}")
-    return 0 if result["ok"] else 1
+    return 0 if all(r["ok"] for r in runs) else 1
 
 
 if __name__ == "__main__":

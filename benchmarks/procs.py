@@ -278,3 +278,25 @@ def rss_growth(points: Sequence[tuple[float, int]]) -> dict[str, Any]:
         "growth": round(growth, 4),
         "flat": growth < FLAT_TOLERANCE,
     }
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[list[int]]:
+    """``count`` CPU-bound processes (each spins one core) for as long as the block runs:
+    the load of the shared machines users and CI run on. Yields their pids."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(max(0, count))
+    ]
+    try:
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()

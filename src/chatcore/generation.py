@@ -207,7 +207,6 @@ class ReplyGenerator:
                     extra={"session_id": item.session_id, "error": exc.code},
                 )
 
-
     async def _take_lease(self, key: str, token: str, delivery_id: str) -> bool | None:
         """Take the message's lease for this delivery. ``True``: it was free, or held by an
         earlier owner of this same delivery (the queue handed it on after that owner went
