@@ -26,17 +26,10 @@ import orjson
 from benchmarks.stack import start_redis
 from chatcore import decisions
 from chatcore.events import ReplyDelta
-from chatcore.service import ChatService
 from chatcore.view import project
+from chatcore_adapters.bootstrap import bootstrap
 from chatcore_adapters.codec import encode_event
-from chatcore_adapters.redis import (
-    RedisEventStore,
-    RedisSessionCache,
-    RedisSettings,
-    RedisWorkQueue,
-    connect,
-)
-from chatcore_adapters.system import RandomIds, SystemClock
+from chatcore_adapters.redis import RedisEventStore, RedisSettings, connect
 from chatcore_api import loops
 
 TEXT = "hello world " * 3
@@ -44,15 +37,9 @@ TEXT = "hello world " * 3
 
 async def measure(url: str, calls: int) -> dict[str, float]:
     conn = connect(RedisSettings(url=url, client_name="chatcore-bench"))
-    clock = SystemClock()
     store = RedisEventStore(conn)
-    service = ChatService(
-        store=store,
-        cache=RedisSessionCache(conn, ttl=60),
-        queue=RedisWorkQueue(conn, reclaim_after=30, clock=clock),
-        clock=clock,
-        ids=RandomIds(),
-    )
+    core = bootstrap(store=store, redis=conn)
+    clock, service = core.clock, core.service
     try:
         opened = await service.open_session()
         sid, conv = opened.session_id, opened.conversation_id

@@ -48,10 +48,9 @@ from chatcore.events import (  # noqa: E402
     SessionOpened,
     Usage,
 )
-from chatcore.service import ChatService  # noqa: E402
 from chatcore.view import SessionView, project  # noqa: E402
+from chatcore_adapters.bootstrap import bootstrap  # noqa: E402
 from chatcore_adapters.codec import decode_records, encode_event, encode_view  # noqa: E402
-from chatcore_adapters.memory import MemoryWorkQueue  # noqa: E402
 from chatcore_adapters.redis import (  # noqa: E402
     RedisConnection,
     RedisEventStore,
@@ -59,7 +58,7 @@ from chatcore_adapters.redis import (  # noqa: E402
     RedisSettings,
     connect,
 )
-from chatcore_adapters.system import RandomIds, SystemClock  # noqa: E402
+from chatcore_adapters.system import RandomIds  # noqa: E402
 from chatcore_api.gc_tuning import freeze_startup_heap  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "redis_store.json"
@@ -236,10 +235,7 @@ async def bench_raw(client: redis.asyncio.Redis, quick: bool) -> dict[str, Any]:
 async def bench_restore(conn: RedisConnection, quick: bool) -> dict[str, Any]:
     store = RedisEventStore(conn)
     cache = RedisSessionCache(conn, ttl=600)
-    clock = SystemClock()
-    service = ChatService(
-        store=store, cache=cache, queue=MemoryWorkQueue(clock), clock=clock, ids=RandomIds()
-    )
+    service = bootstrap(store=store, cache=cache).service
     sid = RandomIds().session_id()
     await append_all(store, sid, realistic_session(sid), batch=500)
     runs = 5 if quick else 25

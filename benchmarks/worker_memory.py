@@ -35,16 +35,12 @@ from benchmarks import stack
 from benchmarks.procs import Processes, rss_growth, rss_kib, terminate_as_interrupt
 from benchmarks.stack import Model
 from chatcore.errors import DomainError, PortError
-from chatcore.service import ChatService
+from chatcore_adapters.bootstrap import bootstrap
 from chatcore_adapters.redis import (
-    RedisEventStore,
     RedisHeartbeats,
-    RedisSessionCache,
     RedisSettings,
-    RedisWorkQueue,
     connect,
 )
-from chatcore_adapters.system import RandomIds, SystemClock
 
 SAMPLE_EVERY = 15.0
 MODEL = Model(tokens=30, delay=0.03)
@@ -68,14 +64,7 @@ class Side:
 async def chat(side: Side, sessions: int, think: tuple[float, float], until: float) -> None:
     """``sessions`` users, each sending a message every ``think`` seconds until ``until``."""
     conn = connect(RedisSettings(url=side.redis.url, client_name="chatcore-bench"))
-    clock = SystemClock()
-    service = ChatService(
-        store=RedisEventStore(conn),
-        cache=RedisSessionCache(conn, ttl=3600),
-        queue=RedisWorkQueue(conn),
-        clock=clock,
-        ids=RandomIds(),
-    )
+    service = bootstrap(redis=conn).service
     rand = random.Random(f"{side.name}:7")
 
     async def user() -> None:

@@ -47,7 +47,7 @@ DEFAULT_TITLE = "New chat"
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class CommandLimits:
     """Bounds every command is checked against."""
 
     max_message_chars: int = 8000
@@ -62,7 +62,7 @@ def _require_open(view: SessionView) -> None:
         raise SessionNotFound(view.session_id or "")
 
 
-def _clean_title(title: str, limits: Limits) -> str:
+def _clean_title(title: str, limits: CommandLimits) -> str:
     title = " ".join(title.split())
     if len(title) > limits.max_title_chars:
         title = title[: limits.max_title_chars - 1].rstrip() + "…"
@@ -99,7 +99,7 @@ def update_profile(
     *,
     display_name: str | None,
     language: str | None,
-    limits: Limits = Limits(),
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
     _require_open(view)
     name = " ".join(display_name.split()) if display_name is not None else None
@@ -118,7 +118,7 @@ def start_conversation(
     now: datetime,
     conversation_id: str,
     title: str | None = None,
-    limits: Limits = Limits(),
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
     _require_open(view)
     validate_plain_id("conversation id", conversation_id)
@@ -134,7 +134,11 @@ def start_conversation(
 
 
 def rename_conversation(
-    view: SessionView, now: datetime, conversation_id: str, title: str, limits: Limits = Limits()
+    view: SessionView,
+    now: datetime,
+    conversation_id: str,
+    title: str,
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
     _require_open(view)
     if conversation_id not in view.conversations:
@@ -161,7 +165,7 @@ def submit_message(
     client_message_id: str,
     message_id: str,
     text: str,
-    limits: Limits = Limits(),
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event] | Duplicate:
     _require_open(view)
     validate_plain_id("client message id", client_message_id)

@@ -14,9 +14,9 @@ import contextlib
 import enum
 import logging
 import math
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatcore import decisions
 from chatcore.errors import AlreadyAnswered, LLMError, PortError, StaleReply
@@ -29,11 +29,11 @@ from chatcore.ports import (
     Leases,
     LLMChunk,
     ModelSwitch,
-    TextDelta,
     UsageReport,
     WorkItem,
 )
 from chatcore.prompt import PromptSettings, build_prompt, estimate_tokens
+from chatcore.reply_inbox import END, ModelFailure, ReplyInbox
 from chatcore.service import ChatService
 from chatcore.view import SessionView, project
 
@@ -49,95 +49,59 @@ class Outcome(enum.StrEnum):
     LOST = "lost"  # another worker took this delivery over: do NOT acknowledge
 
 
-@dataclass(frozen=True, slots=True)
-class GenerationSettings:
-    flush_interval: float = 0.015
-    flush_max_chars: int = 2048
-    cancel_poll_interval: float = 0.25
-    lease_ttl: float = 30.0
-    keepalive_interval: float = 5.0
+class GenerationSettings(BaseModel):
+    """How a reply is written. Declared once: part of the bundled API's ``worker`` settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flush_interval: float = Field(
+        default=0.015,
+        ge=0,
+        le=1,
+        description="At most one append of a reply's streamed text per this many seconds: text "
+        "arriving after a quiet interval is appended at once, text arriving sooner waits for the "
+        "interval's end and shares one event (also flushed at flush_max_chars). Longer: fewer "
+        "events and frames at high token rates; 0: append whenever no append is in flight.",
+    )
+    flush_max_chars: int = Field(
+        default=2048, ge=1, le=1_000_000, description="Characters that are written at once."
+    )
+    cancel_poll_interval: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="Seconds a reply whose model is silent goes without reading the log (a "
+        "Stop is noticed within this time).",
+    )
+    lease_ttl: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a reply's lease lasts unless its worker renews it.",
+    )
+    keepalive_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds between renewals of a reply's lease and delivery; at most half of "
+        "lease_ttl and of the queue's reclaim timeout.",
+    )
     # At most this many replies of one worker hold their session's whole view at once (while
     # they load it and build the prompt, a few milliseconds); the others wait their turn. A
     # burst of replies (a worker taking over a dead one's work) then costs a few views' worth
     # of memory, not one per reply, however long the sessions are.
-    max_whole_views: int = 4
+    max_whole_views: int = Field(
+        default=4, ge=1, le=1024, description="Replies that may hold a whole session at once."
+    )
+
+    @model_validator(mode="after")
+    def _renewed_well_inside_the_lease(self) -> GenerationSettings:
+        if self.keepalive_interval * 2 > self.lease_ttl:
+            raise ValueError("keepalive_interval must be at most half of lease_ttl")
+        return self
 
 
 Keepalive = Callable[[], Awaitable[bool]]
-
-_END = object()
-
-
-@dataclass(slots=True)
-class _Failure:
-    error: BaseException
-
-
-class _Inbox:
-    """What the model has said and the consumer has not written yet.
-
-    Text accumulates in ``text`` (``chars`` long); anything else (the end, a failure, a model
-    switch, usage) goes to ``ordered`` behind the text that came before it, sealed into one
-    string, so the consumer handles everything in the model's order. ``wake`` is set when the
-    consumer may have something new to do: a non-text item, the first text after a write, or
-    enough text for a full batch; never once per token.
-
-    ``spaced`` says that the text waiting is one delta, from a model whose deltas come on
-    average at least ``spacing`` seconds apart (a moving average, so one token that jitter
-    brings early does not count as a burst): the model streams slowly, and batching would only
-    delay it.
-    """
-
-    __slots__ = ("avg_gap", "chars", "last_text_at", "ordered", "spaced", "text", "wake")
-
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.chars = 0
-        self.ordered: deque[object] = deque()
-        self.wake = asyncio.Event()
-        self.last_text_at = -math.inf
-        self.avg_gap = math.inf
-        self.spaced = False
-
-    def put(
-        self, chunk: object, max_chars: int = 2048, *, now: float = 0.0, spacing: float = 0.0
-    ) -> None:
-        if isinstance(chunk, TextDelta):
-            if chunk.text:
-                if self.last_text_at != -math.inf:  # (the first delta has no gap)
-                    gap = min(now - self.last_text_at, 1.0)  # a long pause counts as one second
-                    self.avg_gap = (
-                        gap if self.avg_gap == math.inf else 0.75 * self.avg_gap + gap / 4
-                    )
-                self.last_text_at = now
-                if not self.chars:
-                    self.wake.set()
-                    self.spaced = self.avg_gap >= spacing
-                else:
-                    self.spaced = False
-                self.text.append(chunk.text)
-                self.chars += len(chunk.text)
-                if self.chars >= max_chars:
-                    self.wake.set()
-            return
-        if self.chars:
-            self.ordered.append(self.take_text())
-        self.ordered.append(chunk)
-        self.wake.set()
-
-    def take_text(self) -> str:
-        text = "".join(self.text)
-        self.text.clear()
-        self.chars = 0
-        self.spaced = False
-        return text
-
-    def take_all_text(self) -> str:
-        """Every text not written yet, sealed or not (the reply is ending early)."""
-        parts = [item for item in self.ordered if isinstance(item, str)]
-        self.ordered.clear()
-        parts.append(self.take_text())
-        return "".join(parts)
 
 
 def lease_key(item: WorkItem) -> str:
@@ -163,8 +127,6 @@ class ReplyGenerator:
         self.ids = ids
         self.settings = settings or GenerationSettings()
         self.prompt = prompt or service.settings.prompt
-        if self.settings.max_whole_views < 1:
-            raise ValueError("max_whole_views must be at least 1")
         self.whole_views = asyncio.Semaphore(self.settings.max_whole_views)
 
     async def generate(
@@ -197,7 +159,7 @@ class ReplyGenerator:
             )
             return Outcome.BUSY
         try:
-            return await _Run(self, item, key, token, keepalive).run()
+            return await _ReplyInProgress(self, item, key, token, keepalive).run()
         finally:
             try:
                 await self.leases.release(key, token)
@@ -234,7 +196,7 @@ class ReplyGenerator:
 _LEASE_LOOKS = 8
 
 
-class _Run:
+class _ReplyInProgress:
     """The state of one generation; split out of ReplyGenerator to keep each step small."""
 
     def __init__(
@@ -252,7 +214,7 @@ class _Run:
         self.keepalive = keepalive
         self.view = SessionView()
         self.reply_id = gen.ids.new_id("rep")
-        self.inbox = _Inbox()
+        self.inbox = ReplyInbox()
         self.last_flush = -math.inf
         self.last_io = 0.0
         self.last_keepalive = 0.0
@@ -328,11 +290,11 @@ class _Run:
             try:
                 async for chunk in chunks:
                     inbox.put(chunk, max_chars, now=clock.monotonic(), spacing=spacing)
-                inbox.put(_END)
+                inbox.put(END)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
-                inbox.put(_Failure(exc))
+                inbox.put(ModelFailure(exc))
             finally:
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:
@@ -347,7 +309,7 @@ class _Run:
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
 
-    def _next_deadline(self, inbox: _Inbox) -> float:
+    def _next_deadline(self, inbox: ReplyInbox) -> float:
         s = self.gen.settings
         deadline = min(
             self.last_io + s.cancel_poll_interval,
@@ -357,7 +319,7 @@ class _Run:
             deadline = min(deadline, self.last_flush + s.flush_interval)
         return deadline
 
-    async def _consume(self, inbox: _Inbox) -> Outcome:
+    async def _consume(self, inbox: ReplyInbox) -> Outcome:
         """Write what the model says. Text goes out at once when the last append ended at least
         ``flush_interval`` ago (the first token of a burst), or when it is a single token from a
         model whose tokens come on average at least half an interval apart (a slow model's every
@@ -372,11 +334,11 @@ class _Run:
                 item = inbox.ordered.popleft()
                 if isinstance(item, str):
                     await self._flush(item)
-                elif item is _END:
+                elif item is END:
                     if self._cancel_requested():
                         return await self._cancelled()
                     return await self._complete()
-                elif isinstance(item, _Failure):
+                elif isinstance(item, ModelFailure):
                     return await self._failed(item.error)
                 elif isinstance(item, ModelSwitch):
                     await self._switch(item)

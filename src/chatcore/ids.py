@@ -47,6 +47,17 @@ def position_after(a: str, b: str | None) -> bool:
     return parse_position(a) > parse_position(b)
 
 
+def position_before(value: str) -> str | None:
+    """The position just before ``value``: reading after it starts at ``value`` itself.
+    ``None`` when ``value`` is the first position there can be (``0-0``)."""
+    ms, seq = parse_position(value)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    if ms > 0:
+        return f"{ms - 1}-{_U64 - 1}"
+    return None
+
+
 def validate_session_id(value: object) -> str:
     """Return ``value`` if it is a well-formed session id, else raise :class:`InvalidIdentifier`."""
     if not isinstance(value, str) or _SESSION_ID.fullmatch(value) is None:

@@ -7,7 +7,7 @@ implementation, and every adapter of a port passes the same contract suite
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -39,16 +39,9 @@ class EventStore(Protocol):
         """Position of the newest event, ``None`` for an empty or unknown session."""
         ...
 
-    async def tail(
-        self, cursors: Mapping[str, str | None], *, timeout: float
-    ) -> dict[str, list[Recorded]]:
-        """Wait at most ``timeout`` seconds for events after each session's cursor; return
-        those found (sessions without new events are left out). Several sessions share one
-        wait, so a server tails many sessions with one connection."""
-        ...
-
-    def subscribe(self) -> LiveSubscription:
-        """A new push subscription to appends (not connected until its first ``follow``)."""
+    def subscribe(self, listener: AppendListener) -> LiveSubscription:
+        """A new push subscription to appends, handing each to ``listener`` (not connected
+        until its first ``follow``)."""
         ...
 
 
@@ -64,42 +57,38 @@ class Appended:
     records: Sequence[Recorded]
 
 
+AppendListener = Callable[[Appended], None]
+"""Called with every append of a followed session the moment it arrives, in the task that
+received it (one task switch fewer between an append and a socket). It must not block. An
+exception it raises is logged and that append dropped; the next one names a position the
+listener did not see, so a subscriber that checks ``after`` reads the gap from the log."""
+
+
 class LiveSubscription(Protocol):
-    """Appends pushed to a server as they happen, for the sessions it follows: the live feed's
-    source. One subscription per process, whatever the number of sessions or sockets."""
+    """Appends pushed to a server as they happen, for the sessions it follows, to the listener
+    given to :meth:`EventStore.subscribe`: the live feed's source. One subscription per
+    process, whatever the number of sessions or sockets."""
 
     async def follow(self, session_id: str) -> None:
-        """Receive the session's appends: once this returns, every later append reaches
-        :meth:`receive`. Raises :class:`~chatcore.errors.PortError` when that cannot be
-        promised; the subscription is then lost (:meth:`receive` raises too) until
-        :meth:`reconnect`."""
+        """Receive the session's appends: once this returns, every later append reaches the
+        listener. Raises :class:`~chatcore.errors.PortError` when that cannot be promised; the
+        subscription is then lost (:meth:`wait_lost` returns) until :meth:`reconnect`."""
         ...
 
     async def unfollow(self, session_id: str) -> None:
         """Stop receiving the session's appends (some may still arrive for a while)."""
         ...
 
-    async def receive(self, timeout: float) -> list[Appended]:
-        """Appends received since the last call, oldest first per session, waiting at most
-        ``timeout`` seconds for one (``[]`` when none came). With a listener (:meth:`listen`)
-        nothing is kept for it: it only waits, and reports a loss.
-
-        Raises :class:`~chatcore.errors.PortError` when the subscription was lost (its
-        connection dropped): appends may have been missed for every followed session."""
-        ...
-
-    def listen(self, listener: Callable[[Appended], None]) -> None:
-        """Hand every later append to ``listener`` the moment it arrives, in the task that
-        received it, instead of keeping it for :meth:`receive`: one task switch fewer between
-        an append and a socket. The listener must not block. An exception it raises is logged
-        and that append dropped; the next one names a position it did not see, so a
-        subscriber that checks ``after`` reads the gap from the log."""
+    async def wait_lost(self) -> str:
+        """Wait until the subscription is lost (its connection dropped: appends may have been
+        missed for every followed session) and say why. The caller then :meth:`reconnect`s
+        and reads from the log what it may have missed."""
         ...
 
     async def reconnect(self) -> None:
         """Re-establish a lost subscription, following the same sessions: once it returns,
-        every later append reaches :meth:`receive`, and the caller reads from the log what it
-        may have missed. Raises :class:`~chatcore.errors.PortError` while that fails."""
+        every later append reaches the listener. Raises
+        :class:`~chatcore.errors.PortError` while that fails."""
         ...
 
     async def close(self) -> None: ...
@@ -187,15 +176,26 @@ class WorkQueue(Protocol):
         """Acknowledge ``delivery`` and keep it, with ``reason``, in the dead-letter list."""
         ...
 
+
+@runtime_checkable
+class DeadLetterLog(Protocol):
+    """The messages given up on (:meth:`WorkQueue.dead_letter`), newest last, for an operator
+    (``chatcore worker --dead-letters``). The work queue's adapters keep it."""
+
     async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]: ...
 
-    # An intent is written before a message is appended and cleared once its work is queued,
-    # so a crash between the two steps is found and repaired by a sweeper.
-    async def record_intent(self, session_id: str, client_message_id: str) -> None: ...
 
-    async def clear_intent(self, session_id: str, client_message_id: str) -> None: ...
+@runtime_checkable
+class IntentJournal(Protocol):
+    """Messages on their way in: an intent is written before a message is appended and cleared
+    once its work is queued, so a submitter that dies between the two steps leaves a trace a
+    sweeper finds (:meth:`chatcore.service.ChatService.sweep_intents`)."""
 
-    async def stale_intents(self, older_than: float) -> list[tuple[str, str]]:
+    async def record(self, session_id: str, client_message_id: str) -> None: ...
+
+    async def clear(self, session_id: str, client_message_id: str) -> None: ...
+
+    async def stale(self, older_than: float) -> list[tuple[str, str]]:
         """Intents older than ``older_than`` seconds: ``(session_id, client_message_id)``."""
         ...
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from chatcore import decisions
-from chatcore.decisions import Duplicate, Limits
+from chatcore.decisions import CommandLimits, Duplicate
 from chatcore.errors import (
     ConcurrencyConflict,
     DomainError,
@@ -23,7 +23,15 @@ from chatcore.errors import (
 )
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, position_after, validate_plain_id, validate_session_id
-from chatcore.ports import Clock, EventStore, IdGenerator, SessionCache, WorkItem, WorkQueue
+from chatcore.ports import (
+    Clock,
+    EventStore,
+    IdGenerator,
+    IntentJournal,
+    SessionCache,
+    WorkItem,
+    WorkQueue,
+)
 from chatcore.prompt import PromptSettings
 from chatcore.view import SessionView, project
 
@@ -32,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
-    limits: Limits = field(default_factory=Limits)
+    limits: CommandLimits = field(default_factory=CommandLimits)
     prompt: PromptSettings = field(default_factory=PromptSettings)
     max_append_attempts: int = 64
     # A message accepted this long ago with no reply started is queued again when its session
@@ -68,6 +76,7 @@ class ChatService:
         store: EventStore,
         cache: SessionCache,
         queue: WorkQueue,
+        intents: IntentJournal,
         clock: Clock,
         ids: IdGenerator,
         settings: ServiceSettings | None = None,
@@ -75,6 +84,7 @@ class ChatService:
         self.store = store
         self.cache = cache
         self.queue = queue
+        self.intents = intents
         self.clock = clock
         self.ids = ids
         self.settings = settings or ServiceSettings()
@@ -291,19 +301,19 @@ class ChatService:
         view = await self.load(session_id)
         if conversation_id not in view.conversations:
             raise UnknownConversation(conversation_id)
-        await self.queue.record_intent(session_id, client_message_id)
+        await self.intents.record(session_id, client_message_id)
         try:
             result = await self._record_message(
                 session_id, view, conversation_id, client_message_id, text
             )
         except DomainError:
-            await self.queue.clear_intent(session_id, client_message_id)
+            await self.intents.clear(session_id, client_message_id)
             raise
         turn = view.find_turn(result.message_id)
         if turn is not None and turn[1].reply is None:
             # New, or a retry of a message whose work may never have been queued.
             await self._enqueue(session_id, result.conversation_id, result.message_id)
-        await self.queue.clear_intent(session_id, client_message_id)
+        await self.intents.clear(session_id, client_message_id)
         log.info(
             "message accepted",
             extra={
@@ -392,11 +402,11 @@ class ChatService:
     async def sweep_intents(self, *, older_than: float) -> int:
         """Queue the work of messages whose submitter died between append and enqueue."""
         repaired = 0
-        for session_id, client_message_id in await self.queue.stale_intents(older_than):
+        for session_id, client_message_id in await self.intents.stale(older_than):
             try:
                 view = await self.load(session_id)
             except SessionNotFound:
-                await self.queue.clear_intent(session_id, client_message_id)
+                await self.intents.clear(session_id, client_message_id)
                 continue
             ref = view.client_messages.get(client_message_id)
             if ref is not None:
@@ -408,5 +418,5 @@ class ChatService:
                         "queued a message whose submitter stopped before queueing it",
                         extra={"session_id": session_id, "message_id": ref.message_id},
                     )
-            await self.queue.clear_intent(session_id, client_message_id)
+            await self.intents.clear(session_id, client_message_id)
         return repaired

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from chatcore.backoff import Backoff
 from chatcore.errors import PortError
 from chatcore.generation import Outcome, ReplyGenerator
 from chatcore.ports import Clock, Delivery, Heartbeats, WorkerStatus, WorkQueue
@@ -28,17 +29,56 @@ UNDELIVERABLE_REASON = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    concurrency: int = 16
-    claim_block: float = 2.0
-    max_attempts: int = 5
-    heartbeat_interval: float = 2.0
-    heartbeat_ttl: float = 10.0
-    sweep_interval: float = 15.0
-    intent_age: float = 30.0
-    backoff_initial: float = 0.1
-    backoff_max: float = 5.0
+class WorkerSettings(BaseModel):
+    """How a worker loop claims, retries and reports. Declared once: the bundled API's
+    ``worker`` settings (``CHATCORE_WORKER__*``) are this model plus what only a process needs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(default=16, ge=1, le=1024, description="Replies generated at once.")
+    claim_block: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds one claim waits for new work."
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Deliveries of a message before it is dead-lettered."
+    )
+    heartbeat_interval: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds between a worker's heartbeats."
+    )
+    heartbeat_ttl: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a heartbeat stays listed; a worker silent this long is gone.",
+    )
+    sweep_interval: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Seconds between two looks for messages whose submitter stopped between "
+        "recording and queueing them.",
+    )
+    intent_age: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="Seconds after which such a message counts as left behind and is queued.",
+    )
+    backoff_initial: float = Field(
+        default=0.1, gt=0, le=10, description="First pause after a failed storage call."
+    )
+    backoff_max: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Longest pause between retries while storage is unreachable.",
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_outlives_its_interval(self) -> WorkerSettings:
+        if self.heartbeat_ttl <= self.heartbeat_interval:
+            raise ValueError("heartbeat_ttl must be longer than heartbeat_interval")
+        return self
 
 
 @dataclass(slots=True)
@@ -49,26 +89,6 @@ class WorkerStats:
     dead_lettered: int = 0
     errors: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-
-
-class Backoff:
-    """Exponential backoff with full jitter; ``random`` is injectable for tests."""
-
-    def __init__(
-        self, initial: float, maximum: float, rand: Callable[[], float] = random.random
-    ) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.rand = rand
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        ceiling: float = min(self.maximum, self.initial * 2.0**self.failures)
-        self.failures += 1
-        return ceiling * (0.5 + self.rand() / 2)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class WorkerLoop:

@@ -8,6 +8,7 @@ import logging
 import pytest
 from dependency_injector import providers
 
+from chatcore.ports import AppendListener
 from chatcore_adapters.memory import MemoryEventStore
 from chatcore_adapters.memory.event_store import MemoryLiveSubscription
 from chatcore_api.container import Container
@@ -22,8 +23,8 @@ class _BrokenSubscription(MemoryLiveSubscription):
 
 
 class _StoreWithBrokenFeed(MemoryEventStore):
-    def subscribe(self) -> MemoryLiveSubscription:
-        return _BrokenSubscription(self)
+    def subscribe(self, listener: AppendListener) -> MemoryLiveSubscription:
+        return _BrokenSubscription(self, listener)
 
 
 async def test_an_unexpected_error_in_the_handler_closes_with_1011_and_our_log_line(

@@ -28,7 +28,7 @@ from chatcore.events import (
     Usage,
 )
 from chatcore.ids import parse_position
-from chatcore.ports import Appended, EventStore, LiveSubscription
+from chatcore.ports import Appended, EventStore
 from tests.support.factories import EPOCH, HOSTILE_SESSION_IDS, delta, message, opening, session_id
 
 
@@ -68,6 +68,37 @@ def every_event_type() -> list[Event]:
             usage=Usage(prompt_tokens=3, completion_tokens=5, cost_usd=0.25),
         ),
     ]
+
+
+class Pushes:
+    """A listener that keeps what it is handed (optionally failing on the first push) and lets
+    a test wait until a number of records has arrived, however many pushes carried them."""
+
+    def __init__(self, *, fail_first: bool = False) -> None:
+        self.heard: list[Appended] = []
+        self._fail = fail_first
+        self._changed = asyncio.Event()
+        self._taken = 0
+
+    def __call__(self, appended: Appended) -> None:
+        if self._fail:
+            self._fail = False
+            raise RuntimeError("a listener that breaks once")
+        self.heard.append(appended)
+        self._changed.set()
+
+    def count(self) -> int:
+        return sum(len(a.records) for a in self.heard)
+
+    async def until(self, records: int, timeout: float = 5.0) -> list[Appended]:
+        """The pushes heard once ``records`` records have arrived (only the new ones after a
+        previous call's), failing after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while self.count() < records:
+                self._changed.clear()
+                await self._changed.wait()
+        taken, self._taken = self._taken, len(self.heard)
+        return self.heard[taken:]
 
 
 class EventStoreContract:
@@ -173,20 +204,12 @@ class EventStoreContract:
         assert len(read) == 3002
         assert [r.event.text for r in read[2:]] == [f"t{n} " for n in range(3000)]  # type: ignore[attr-defined]
 
-    async def receive_until(
-        self, sub: LiveSubscription, count: int, timeout: float = 5.0
-    ) -> list[Appended]:
-        got: list[Appended] = []
-        async with asyncio.timeout(timeout):
-            while sum(len(a.records) for a in got) < count:
-                got += await sub.receive(1.0)
-        return got
-
     async def test_a_subscription_receives_each_append_of_followed_sessions_only(
         self, store: EventStore
     ) -> None:
         sid, other = session_id(), session_id()
-        sub = store.subscribe()
+        heard = Pushes()
+        sub = store.subscribe(heard)
         try:
             await sub.follow(sid)
             first = await store.append(sid, opening(sid), expected_version=None)
@@ -194,12 +217,16 @@ class EventStoreContract:
             second = await store.append(
                 sid, [message(1), delta(1)], expected_version=first[-1].position
             )
-            got = await self.receive_until(sub, len(first) + len(second))
+            got = await heard.until(len(first) + len(second))
             assert [(a.session_id, a.after, list(a.records)) for a in got] == [
                 (sid, None, first),
                 (sid, first[-1].position, second),
             ]
-            assert await sub.receive(0.2) == []
+            # The other session's append was never handed over: a marker append to the
+            # followed session is the next push.
+            marker = await store.append(sid, [message(9)], expected_version=second[-1].position)
+            (next_push,) = await heard.until(len(first) + len(second) + 1)
+            assert list(next_push.records) == marker
         finally:
             await sub.close()
 
@@ -207,30 +234,33 @@ class EventStoreContract:
         self, store: EventStore
     ) -> None:
         sids = [session_id() for _ in range(20)]
-        sub = store.subscribe()
+        heard = Pushes()
+        sub = store.subscribe(heard)
         try:
             for sid in sids:
                 await sub.follow(sid)
             for sid in sids:
                 await store.append(sid, opening(sid), expected_version=None)
-            got = await self.receive_until(sub, 2 * len(sids))
+            got = await heard.until(2 * len(sids))
             assert sorted(a.session_id for a in got) == sorted(sids)
             for sid in sids[1:]:
                 await sub.unfollow(sid)
             version = {sid: await store.last_position(sid) for sid in sids}
             for sid in reversed(sids):
                 await store.append(sid, [message(1)], expected_version=version[sid])
-            got = await self.receive_until(sub, 1)
-            assert [a.session_id for a in got] == [sids[0]]
-            assert await sub.receive(0.2) == []
+            # sids[0] was appended to last: once its push is here, any other would be too.
+            (last,) = await heard.until(2 * len(sids) + 1)
+            assert last.session_id == sids[0]
+            assert heard.count() == 2 * len(sids) + 1
         finally:
             await sub.close()
 
-    async def test_a_subscription_receives_pushes_while_waiting_and_keeps_their_order(
+    async def test_a_subscription_receives_pushes_in_order_and_after_a_reconnect(
         self, store: EventStore
     ) -> None:
         sid = session_id()
-        sub = store.subscribe()
+        heard = Pushes()
+        sub = store.subscribe(heard)
         try:
             await sub.follow(sid)
             version = (await store.append(sid, opening(sid), expected_version=None))[-1].position
@@ -242,7 +272,7 @@ class EventStoreContract:
                     v = (await store.append(sid, [delta(n)], expected_version=v))[-1].position
 
             task = asyncio.create_task(writer())
-            got = await self.receive_until(sub, 52)
+            got = await heard.until(52)
             await task
             records = [r for a in got for r in a.records]
             assert records == await store.read(sid)
@@ -250,72 +280,31 @@ class EventStoreContract:
                 assert nxt.after == prev.records[-1].position  # each push names its predecessor
             await sub.reconnect()  # re-establishing keeps following
             await store.append(sid, [message(2)], expected_version=records[-1].position)
-            (last,) = await self.receive_until(sub, 1)
+            (last,) = await heard.until(53)
             assert last.after == records[-1].position
         finally:
             await sub.close()
 
-    async def test_a_listener_gets_each_push_as_it_arrives_and_survives_its_own_error(
-        self, store: EventStore
-    ) -> None:
-        sid, other = session_id(), session_id()
-        heard: list[Appended] = []
-        fail_next = [True]
-
-        def listener(appended: Appended) -> None:
-            if fail_next[0]:
-                fail_next[0] = False
-                raise RuntimeError("a listener that breaks once")
-            heard.append(appended)
-
-        sub = store.subscribe()
-        sub.listen(listener)
+    async def test_a_listener_that_fails_loses_only_that_push(self, store: EventStore) -> None:
+        sid = session_id()
+        heard = Pushes(fail_first=True)
+        sub = store.subscribe(heard)
         try:
             await sub.follow(sid)
-            first = await store.append(sid, opening(sid), expected_version=None)  # raises
-            await store.append(other, opening(other), expected_version=None)  # not followed
+            first = await store.append(sid, opening(sid), expected_version=None)  # it raises
             version = first[-1].position
             for n in range(20):
                 version = (await store.append(sid, [delta(n)], expected_version=version))[
                     -1
                 ].position
-            async with asyncio.timeout(5):
-                while len(heard) < 20:  # noqa: ASYNC110 - pushes arrive in another task
-                    await asyncio.sleep(0.01)
-            assert [a.session_id for a in heard] == [sid] * 20
-            assert heard[0].after == first[-1].position  # names the push the listener lost
-            for prev, nxt in itertools.pairwise(heard):
+            got = await heard.until(20)
+            assert [a.session_id for a in got] == [sid] * 20
+            assert got[0].after == first[-1].position  # names the push the listener lost
+            for prev, nxt in itertools.pairwise(got):
                 assert nxt.after == prev.records[-1].position
-            assert [r for a in heard for r in a.records] == (await store.read(sid))[2:]
-            assert await sub.receive(0.2) == []  # nothing is kept for receive()
+            assert [r for a in got for r in a.records] == (await store.read(sid))[2:]
         finally:
             await sub.close()
-
-    async def test_tail_returns_at_once_when_events_are_waiting(self, store: EventStore) -> None:
-        sid = session_id()
-        recorded = await store.append(sid, opening(sid), expected_version=None)
-        found = await store.tail({sid: recorded[0].position}, timeout=5)
-        assert found == {sid: recorded[1:]}
-
-    async def test_tail_wakes_up_for_an_append_and_times_out_without_one(
-        self, store: EventStore
-    ) -> None:
-        sid, other = session_id(), session_id()
-        recorded = await store.append(sid, opening(sid), expected_version=None)
-        await store.append(other, opening(other), expected_version=None)
-        assert await store.tail({sid: recorded[-1].position}, timeout=0.2) == {}
-
-        async def later() -> None:
-            await asyncio.sleep(0.1)
-            await store.append(sid, [message(1)], expected_version=recorded[-1].position)
-
-        task = asyncio.create_task(later())
-        found = await store.tail({sid: recorded[-1].position, other: None}, timeout=5)
-        await task
-        assert set(found) <= {sid, other}
-        assert other in found  # `other` had events after None all along
-        found = await store.tail({sid: recorded[-1].position}, timeout=5)
-        assert [r.event for r in found[sid]] == [message(1)]
 
     async def test_a_malformed_position_is_rejected(self, store: EventStore) -> None:
         sid = session_id()
@@ -323,20 +312,6 @@ class EventStoreContract:
         for bad in ["", "x", "1", "1-", "-1", "01-0", "1-0 ", "1-0-0"]:
             with pytest.raises(InvalidIdentifier):
                 await store.read(sid, after=bad)
-            with pytest.raises(InvalidIdentifier):
-                await store.tail({sid: bad}, timeout=0)
-
-    async def test_tail_reports_every_session_with_events(self, store: EventStore) -> None:
-        sids = [session_id() for _ in range(6)]
-        recorded = {
-            sid: await store.append(sid, opening(sid), expected_version=None) for sid in sids
-        }
-        quiet = session_id()
-        cursors: dict[str, str | None] = {sid: None for sid in sids}
-        cursors[sids[0]] = recorded[sids[0]][-1].position  # nothing new there
-        cursors[quiet] = None  # no log at all
-        found = await store.tail(cursors, timeout=1)
-        assert found == {sid: recorded[sid] for sid in sids[1:]}
 
     @pytest.mark.parametrize("hostile", HOSTILE_SESSION_IDS)
     async def test_hostile_session_ids_are_rejected(self, store: EventStore, hostile: str) -> None:
@@ -344,8 +319,6 @@ class EventStoreContract:
             await store.append(hostile, opening("x" * 22), expected_version=None)
         with pytest.raises(InvalidIdentifier):
             await store.read(hostile)
-        with pytest.raises(InvalidIdentifier):
-            await store.tail({hostile: None}, timeout=0)
         with pytest.raises(InvalidIdentifier):
             await store.last_position(hostile)
 

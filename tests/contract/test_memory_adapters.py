@@ -1,11 +1,16 @@
-"""The contract suites, run against the in-memory adapters."""
+"""The contract suites, run against the in-memory adapters. Those that keep time (the cache's
+idle time, leases, heartbeats, the queue's reclaim timeout) run on a clock the test moves, so
+their waits cost no real time."""
 
 from __future__ import annotations
 
-from chatcore.ports import EventStore, Heartbeats, Leases, SessionCache, WorkQueue
+import pytest
+
+from chatcore.ports import EventStore, Heartbeats, IntentJournal, Leases, SessionCache
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
+    MemoryIntentJournal,
     MemoryLeases,
     MemorySessionCache,
     MemoryWorkQueue,
@@ -13,9 +18,11 @@ from chatcore_adapters.memory import (
 from chatcore_adapters.system import SystemClock
 from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.heartbeats_contract import HeartbeatsContract
+from tests.contract.intent_journal_contract import IntentJournalContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.session_cache_contract import SessionCacheContract
-from tests.contract.work_queue_contract import WorkQueueContract
+from tests.contract.work_queue_contract import DeadLetteringQueue, WorkQueueContract
+from tests.support.factories import ManualClock
 
 
 class TestMemoryEventStore(EventStoreContract):
@@ -23,25 +30,41 @@ class TestMemoryEventStore(EventStoreContract):
         return MemoryEventStore(SystemClock())
 
 
-class TestMemorySessionCache(SessionCacheContract):
+class _OnManualClock:
+    clock: ManualClock
+
+    @pytest.fixture(autouse=True)
+    def _clock(self) -> None:
+        self.clock = ManualClock()
+
+    async def wait(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+
+class TestMemorySessionCache(_OnManualClock, SessionCacheContract):
     async def make_cache(self, *, ttl: float) -> SessionCache:
-        return MemorySessionCache(SystemClock(), ttl=ttl)
+        return MemorySessionCache(self.clock, ttl=ttl)
 
     async def plant_raw(self, cache: SessionCache, session_id: str, raw: bytes) -> None:
         assert isinstance(cache, MemorySessionCache)
         cache.put_raw(session_id, raw)
 
 
-class TestMemoryWorkQueue(WorkQueueContract):
-    async def make_queue(self, *, reclaim_after: float) -> WorkQueue:
-        return MemoryWorkQueue(SystemClock(), reclaim_after=reclaim_after)
+class TestMemoryWorkQueue(_OnManualClock, WorkQueueContract):
+    async def make_queue(self, *, reclaim_after: float) -> DeadLetteringQueue:
+        return MemoryWorkQueue(self.clock, reclaim_after=reclaim_after)
 
 
-class TestMemoryLeases(LeasesContract):
+class TestMemoryLeases(_OnManualClock, LeasesContract):
     async def make_leases(self) -> Leases:
-        return MemoryLeases(SystemClock())
+        return MemoryLeases(self.clock)
 
 
-class TestMemoryHeartbeats(HeartbeatsContract):
+class TestMemoryHeartbeats(_OnManualClock, HeartbeatsContract):
     async def make_heartbeats(self) -> Heartbeats:
-        return MemoryHeartbeats(SystemClock())
+        return MemoryHeartbeats(self.clock)
+
+
+class TestMemoryIntentJournal(IntentJournalContract):
+    async def make_journal(self) -> IntentJournal:
+        return MemoryIntentJournal(SystemClock())

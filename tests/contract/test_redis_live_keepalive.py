@@ -16,7 +16,6 @@ import signal
 
 import pytest
 
-from chatcore.errors import StoreUnavailable
 from chatcore.ports import Appended
 from chatcore_adapters.redis import RedisEventStore, RedisSettings, connect
 from tests.support.factories import message, opening, session_id
@@ -44,9 +43,8 @@ async def test_following_after_a_quiet_spell_longer_than_the_health_check(
         )
     )
     store = RedisEventStore(conn)
-    live = store.subscribe()
     pushed: asyncio.Queue[Appended] = asyncio.Queue()
-    live.listen(pushed.put_nowait)
+    live = store.subscribe(pushed.put_nowait)
     try:
         first, second = session_id(), session_id()
         await store.append(first, opening(first), expected_version=None)
@@ -68,7 +66,10 @@ async def test_following_after_a_quiet_spell_longer_than_the_health_check(
         assert push.after == opened[-1].position
         assert [r.position for r in push.records] == [r.position for r in appended]
         # The subscription is still healthy: nothing was lost along the way.
-        assert await live.receive(timeout=0) == []
+        lost = asyncio.create_task(live.wait_lost())
+        await asyncio.sleep(0)
+        assert not lost.done()
+        lost.cancel()
     finally:
         await live.close()
         await conn.aclose()
@@ -89,21 +90,22 @@ async def test_an_idle_subscription_is_kept_alive_and_a_frozen_server_noticed() 
             )
         )
         store = RedisEventStore(conn)
-        live = store.subscribe()
+        live = store.subscribe(lambda appended: None)
         sid = session_id()
         try:
             await store.append(sid, opening(sid), expected_version=None)
             await live.follow(sid)
             # Several intervals of silence: each ping is answered, nothing is lost.
-            assert await live.receive(timeout=HEALTH_CHECK * 4) == []
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(live.wait_lost(), timeout=HEALTH_CHECK * 4)
 
             assert server.process is not None
             server.process.send_signal(signal.SIGSTOP)
             try:
-                with pytest.raises(StoreUnavailable, match="lost"):
-                    await live.receive(timeout=HEALTH_CHECK * 10)
+                why = await asyncio.wait_for(live.wait_lost(), timeout=HEALTH_CHECK * 10)
             finally:
                 server.process.send_signal(signal.SIGCONT)
+            assert "no answer to the live connection's ping" in why
         finally:
             await live.close()
             await conn.aclose()

@@ -18,21 +18,22 @@ import pytest
 import redis
 
 from chatcore.errors import InvalidIdentifier, StoreUnavailable
-from chatcore.ports import DeadLetter, Delivery, LiveSubscription, WorkItem
+from chatcore.ports import DeadLetter, Delivery, WorkItem
 from chatcore.service import ChatService
 from chatcore.view import SessionView
+from chatcore_adapters.bootstrap import bootstrap
 from chatcore_adapters.codec import encode_view
-from chatcore_adapters.memory import MemoryWorkQueue
 from chatcore_adapters.redis import (
     RedisConnection,
     RedisEventStore,
+    RedisIntentJournal,
     RedisLeases,
     RedisSessionCache,
     RedisSettings,
     RedisWorkQueue,
     connect,
 )
-from chatcore_adapters.system import SystemClock
+from tests.contract.event_store_contract import Pushes
 from tests.support.factories import (
     EPOCH,
     HOSTILE_SESSION_IDS,
@@ -99,6 +100,7 @@ class Adapters:
         self.store = RedisEventStore(conn)
         self.cache = RedisSessionCache(conn, ttl=60)
         self.queue = RedisWorkQueue(conn, reclaim_after=30)
+        self.intents = RedisIntentJournal(conn)
         self.leases = RedisLeases(conn)
 
     def every_call(self, sid: str, version: str | None, delivery: Delivery) -> list[Awaitable[Any]]:
@@ -107,7 +109,6 @@ class Adapters:
             self.store.append(sid, [message(9)], expected_version=version),
             self.store.read(sid),
             self.store.last_position(sid),
-            self.store.tail({sid: version}, timeout=0.5),
             self.cache.get(sid),
             self.cache.put(sid, SessionView()),
             self.cache.delete(sid),
@@ -118,9 +119,9 @@ class Adapters:
             self.queue.ack(delivery),
             self.queue.dead_letter(delivery, "x"),
             self.queue.dead_letters(),
-            self.queue.record_intent(sid, "cm9"),
-            self.queue.clear_intent(sid, "cm9"),
-            self.queue.stale_intents(0),
+            self.intents.record(sid, "cm9"),
+            self.intents.clear(sid, "cm9"),
+            self.intents.stale(0),
             self.leases.acquire("k", "me", 5),
             self.leases.replace("k", "me", "you", 5),
             self.leases.renew("k", "me", 5),
@@ -144,16 +145,15 @@ async def test_a_server_restart_is_reported_then_survived_and_nothing_acknowledg
         await a.queue.enqueue(item(n, sid))
     done, pending = await a.queue.claim("w1", count=2, block=1)
     await a.queue.ack(done)
-    await a.queue.record_intent(sid, "cm1")
+    await a.intents.record(sid, "cm1")
     assert await a.leases.acquire("reply:" + sid + ":m1", "w1", 60) is None
 
     # Calls waiting on the server when it dies end with StoreUnavailable, in bounded time.
-    tail = asyncio.create_task(a.store.tail({sid: recorded[-1].position}, timeout=2))
     idle_queue = RedisWorkQueue(durable_conn, name="idle")  # nothing to claim: it waits
-    claim = asyncio.create_task(idle_queue.claim("w2", count=5, block=2))
+    claims = [asyncio.create_task(idle_queue.claim(f"w{n}", count=5, block=2)) for n in range(2, 4)]
     await asyncio.sleep(0.2)
     durable_server.kill()
-    for task in (tail, claim):
+    for task in claims:
         with pytest.raises(StoreUnavailable):
             await bounded(task)
 
@@ -175,7 +175,7 @@ async def test_a_server_restart_is_reported_then_survived_and_nothing_acknowledg
     assert [(d.item, d.delivery_id) for d in again] == [(pending.item, pending.delivery_id)]
     fresh = await a.queue.claim("w3", count=5, block=0.2)
     assert [d.item for d in fresh] == [item(2, sid)]  # the acknowledged one never comes back
-    assert (sid, "cm1") in await a.queue.stale_intents(0)
+    assert (sid, "cm1") in await a.intents.stale(0)
     assert await a.leases.acquire("reply:" + sid + ":m1", "w2", 60) == "w1"
 
 
@@ -197,7 +197,6 @@ async def test_a_blocking_wait_never_outlives_its_deadline_on_a_silent_server(
         try:
             for call in (
                 store.read(sid),
-                store.tail({sid: None}, timeout=0.5),
                 queue.claim("w", count=1, block=0.5),
             ):
                 with pytest.raises(StoreUnavailable):
@@ -234,12 +233,13 @@ async def test_killed_connections_are_replaced_by_the_next_calls(
         sid = session_id()
         recorded = await a.store.append(sid, opening(sid), expected_version=None)
         await a.cache.put(sid, SessionView())
-        tail = asyncio.create_task(a.store.tail({sid: recorded[-1].position}, timeout=2))
+        idle = RedisWorkQueue(conn, name="idle")
+        claim = asyncio.create_task(idle.claim("w", count=1, block=2))
         await asyncio.sleep(0.2)
         assert kill_clients(durable_server, "chatcore-killed") >= 1
-        # The tail waiting on a killed connection either waits again or reports the failure.
+        # A claim waiting on a killed connection either waits again or reports the failure.
         with contextlib.suppress(StoreUnavailable):
-            assert await bounded(tail) == {}
+            assert await bounded(claim) == []
 
         # Plain kill of everything normal (the adapters' idle pool connections too).
         with durable_server.client() as admin:
@@ -250,20 +250,15 @@ async def test_killed_connections_are_replaced_by_the_next_calls(
         await a.queue.enqueue(item(1, sid))
         assert [d.item for d in await a.queue.claim("w", count=1, block=1)] == [item(1, sid)]
 
-        # A tail started after the kill still wakes up for an append by another client.
-        waiting = asyncio.create_task(a.store.tail({sid: recorded[-1].position}, timeout=2))
+        # A claim started after the kill still wakes up for work queued by another client.
+        waiting = asyncio.create_task(idle.claim("w", count=1, block=2))
         await asyncio.sleep(0.1)
-        other = RedisEventStore(RedisConnection(writer.client, conn.settings))
-        more = await other.append(sid, [message(1)], expected_version=recorded[-1].position)
-        assert await bounded(waiting) == {sid: more}
+        other = RedisWorkQueue(RedisConnection(writer.client, conn.settings), name="idle")
+        await other.enqueue(item(2, sid))
+        assert [d.item for d in await bounded(waiting)] == [item(2, sid)]
     finally:
         await conn.aclose()
         await writer.aclose()
-
-
-async def receive_until_lost(sub: LiveSubscription) -> None:
-    while True:
-        await sub.receive(1)
 
 
 async def test_a_killed_pubsub_connection_is_reported_and_reconnect_follows_again(
@@ -274,29 +269,28 @@ async def test_a_killed_pubsub_connection_is_reported_and_reconnect_follows_agai
     conn = connect(fast_settings(durable_server.url, name="chatcore-live"))
     writer = connect(fast_settings(durable_server.url, name="chatcore-writer"))
     store = RedisEventStore(RedisConnection(writer.client, conn.settings))  # same key prefix
-    sub = RedisEventStore(conn).subscribe()
+    heard = Pushes()
+    sub = RedisEventStore(conn).subscribe(heard)
     try:
         sid = session_id()
         await bounded(sub.follow(sid))
         recorded = await store.append(sid, opening(sid), expected_version=None)
-        got = await bounded(sub.receive(2))
+        got = await heard.until(len(recorded))
         assert [r for a in got for r in a.records] == recorded
+        assert kill_clients(durable_server, "chatcore-killed") == 0
         assert kill_clients(durable_server, "chatcore-live") >= 1
         missed = await store.append(sid, [message(1)], expected_version=recorded[-1].position)
-        with pytest.raises(StoreUnavailable):
-            await bounded(receive_until_lost(sub))
-        with pytest.raises(StoreUnavailable):
-            await sub.receive(0)  # it stays lost until reconnected
+        await bounded(sub.wait_lost())
+        assert await bounded(sub.wait_lost())  # it stays lost until reconnected
         await bounded(sub.reconnect())
         more = await store.append(sid, [message(2)], expected_version=missed[-1].position)
-        (pushed,) = await bounded(sub.receive(2))
+        (pushed,) = await heard.until(len(recorded) + 1)
         assert pushed.after == missed[-1].position  # so the subscriber sees the gap
         assert list(pushed.records) == more
 
         # Redis itself restarts: the same, and reconnect waits until it is back.
         durable_server.stop()
-        with pytest.raises(StoreUnavailable):
-            await bounded(receive_until_lost(sub))
+        await bounded(sub.wait_lost())
         with pytest.raises(StoreUnavailable):
             await bounded(sub.reconnect())
         durable_server.start()
@@ -308,7 +302,7 @@ async def test_a_killed_pubsub_connection_is_reported_and_reconnect_follows_agai
                 except StoreUnavailable:
                     await asyncio.sleep(0.1)
         last = await bounded(store.append(sid, [message(3)], expected_version=more[-1].position))
-        (pushed,) = await bounded(sub.receive(2))
+        (pushed,) = await heard.until(len(recorded) + 2)
         assert list(pushed.records) == last
     finally:
         await sub.close()
@@ -329,14 +323,9 @@ async def shared_conn(redis_url: str) -> AsyncIterator[RedisConnection]:
 
 
 def service_on(conn: RedisConnection) -> ChatService:
-    clock = SystemClock()
-    return ChatService(
-        store=RedisEventStore(conn),
-        cache=RedisSessionCache(conn, ttl=60),
-        queue=MemoryWorkQueue(clock),
-        clock=clock,
-        ids=CountingIds(),
-    )
+    return bootstrap(
+        store=RedisEventStore(conn), cache=RedisSessionCache(conn, ttl=60), ids=CountingIds()
+    ).service
 
 
 async def delete_cached_views(conn: RedisConnection) -> int:
@@ -389,18 +378,16 @@ HOSTILE_LEASE_KEYS = ["", "*", "{x}", "reply:*:m1", "a b", "k\n", "x" * 300]
 
 def hostile_calls(conn: RedisConnection, hostile: str) -> list[Awaitable[Any]]:
     store, cache = RedisEventStore(conn), RedisSessionCache(conn, ttl=60)
-    queue = RedisWorkQueue(conn)
+    intents = RedisIntentJournal(conn)
     return [
         store.append(hostile, opening("x" * 22), expected_version=None),
         store.read(hostile),
         store.last_position(hostile),
-        store.tail({hostile: None}, timeout=0),
-        store.tail({session_id(): None, hostile: None}, timeout=0),
         cache.get(hostile),
         cache.put(hostile, SessionView()),
         cache.delete(hostile),
-        queue.record_intent(hostile, "cm1"),
-        queue.clear_intent(hostile, "cm1"),
+        intents.record(hostile, "cm1"),
+        intents.clear(hostile, "cm1"),
     ]
 
 
@@ -455,17 +442,16 @@ class DiesBeforeEnqueue(RedisWorkQueue):
 async def test_a_message_whose_submitter_died_before_queueing_is_repaired_by_the_sweeper(
     shared_conn: RedisConnection,
 ) -> None:
-    clock, ids = SystemClock(), CountingIds()
     store, cache = RedisEventStore(shared_conn), RedisSessionCache(shared_conn, ttl=60)
     queue = RedisWorkQueue(shared_conn, name="chatcore:work")
-    doomed = ChatService(
-        store=store,
-        cache=cache,
-        queue=DiesBeforeEnqueue(shared_conn, name="chatcore:work"),
-        clock=clock,
-        ids=ids,
-    )
-    healthy = ChatService(store=store, cache=cache, queue=queue, clock=clock, ids=ids)
+    intents = RedisIntentJournal(shared_conn)
+    ids = CountingIds()
+
+    def service_with(queue: RedisWorkQueue) -> ChatService:
+        return bootstrap(store=store, cache=cache, queue=queue, intents=intents, ids=ids).service
+
+    healthy = service_with(queue)
+    doomed = service_with(DiesBeforeEnqueue(shared_conn, name="chatcore:work"))
 
     opened = await healthy.open_session()
     sid, conv = opened.session_id, opened.conversation_id
@@ -474,12 +460,12 @@ async def test_a_message_whose_submitter_died_before_queueing_is_repaired_by_the
     # The message is in the log, its work is not in the queue, the intent says so.
     ref = (await healthy.load(sid)).client_messages["cm1"]
     assert await queue.claim("w", count=10, block=0.05) == []
-    assert await queue.stale_intents(0) == [(sid, "cm1")]
+    assert await intents.stale(0) == [(sid, "cm1")]
 
     assert await healthy.sweep_intents(older_than=0) == 1
     (delivery,) = await queue.claim("w", count=10, block=1)
     assert (delivery.item.session_id, delivery.item.message_id) == (sid, ref.message_id)
-    assert await queue.stale_intents(0) == []
+    assert await intents.stale(0) == []
     assert await healthy.sweep_intents(older_than=0) == 0
     await queue.ack(delivery)
     assert await queue.claim("w", count=10, block=0.05) == []

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import pytest
 
-from chatcore.ports import WorkItem, WorkQueue
+from chatcore.ports import DeadLetterLog, WorkItem, WorkQueue
 from tests.support.factories import EPOCH, session_id
 
 
@@ -20,24 +21,35 @@ def item(n: int, sid: str | None = None) -> WorkItem:
     )
 
 
+class DeadLetteringQueue(WorkQueue, DeadLetterLog, Protocol):
+    """A work queue adapter keeps its dead letters too."""
+
+
 class WorkQueueContract:
     reclaim_after: float = 0.3
 
-    async def make_queue(self, *, reclaim_after: float) -> WorkQueue:
+    async def make_queue(self, *, reclaim_after: float) -> DeadLetteringQueue:
         raise NotImplementedError
 
-    async def close_queue(self, queue: WorkQueue) -> None:
+    async def close_queue(self, queue: DeadLetteringQueue) -> None:
         return None
 
+    async def wait(self, seconds: float) -> None:
+        """Let ``seconds`` of the adapter's own time pass: real time by default (Redis keeps
+        time itself); an adapter built on a clock the test holds advances that instead."""
+        await asyncio.sleep(seconds)
+
     @pytest.fixture
-    async def queue(self) -> AsyncIterator[WorkQueue]:
+    async def queue(self) -> AsyncIterator[DeadLetteringQueue]:
         queue = await self.make_queue(reclaim_after=self.reclaim_after)
         try:
             yield queue
         finally:
             await self.close_queue(queue)
 
-    async def test_an_item_is_delivered_once_to_one_consumer(self, queue: WorkQueue) -> None:
+    async def test_an_item_is_delivered_once_to_one_consumer(
+        self, queue: DeadLetteringQueue
+    ) -> None:
         it = item(1)
         await queue.enqueue(it)
         got = await queue.claim("a", count=10, block=1)
@@ -45,7 +57,7 @@ class WorkQueueContract:
         assert got[0].attempt == 1 and got[0].consumer == "a"
         assert await queue.claim("b", count=10, block=0.05) == []
 
-    async def test_count_is_respected_and_order_kept(self, queue: WorkQueue) -> None:
+    async def test_count_is_respected_and_order_kept(self, queue: DeadLetteringQueue) -> None:
         items = [item(n) for n in range(5)]
         for it in items:
             await queue.enqueue(it)
@@ -53,7 +65,7 @@ class WorkQueueContract:
         rest = await queue.claim("a", count=10, block=1)
         assert [d.item for d in first + rest] == items
 
-    async def test_claim_waits_for_an_enqueue(self, queue: WorkQueue) -> None:
+    async def test_claim_waits_for_an_enqueue(self, queue: DeadLetteringQueue) -> None:
         it = item(1)
 
         async def later() -> None:
@@ -65,19 +77,21 @@ class WorkQueueContract:
         await task
         assert [d.item for d in got] == [it]
 
-    async def test_claim_gives_up_after_the_block_time(self, queue: WorkQueue) -> None:
+    async def test_claim_gives_up_after_the_block_time(self, queue: DeadLetteringQueue) -> None:
         assert await queue.claim("a", count=1, block=0.1) == []
 
-    async def test_acknowledged_items_are_never_delivered_again(self, queue: WorkQueue) -> None:
+    async def test_acknowledged_items_are_never_delivered_again(
+        self, queue: DeadLetteringQueue
+    ) -> None:
         await queue.enqueue(item(1))
         (d,) = await queue.claim("a", count=1, block=1)
         await queue.ack(d)
-        await asyncio.sleep(self.reclaim_after + 0.2)
+        await self.wait(self.reclaim_after + 0.2)
         assert await queue.claim("b", count=10, block=0.05) == []
         assert await queue.recover("a") == []
 
     async def test_a_restarted_consumer_recovers_its_unacknowledged_items(
-        self, queue: WorkQueue
+        self, queue: DeadLetteringQueue
     ) -> None:
         it = item(1)
         await queue.enqueue(it)
@@ -87,13 +101,13 @@ class WorkQueueContract:
         assert await queue.recover("other") == []
 
     async def test_an_item_idle_at_a_dead_consumer_is_reclaimed_by_another(
-        self, queue: WorkQueue
+        self, queue: DeadLetteringQueue
     ) -> None:
         it = item(1)
         await queue.enqueue(it)
         (d,) = await queue.claim("dead", count=1, block=1)
         assert await queue.claim("live", count=1, block=0.05) == []
-        await asyncio.sleep(self.reclaim_after + 0.2)
+        await self.wait(self.reclaim_after + 0.2)
         got = await queue.claim("live", count=1, block=1)
         assert [(x.item, x.delivery_id, x.attempt, x.consumer) for x in got] == [
             (it, d.delivery_id, 2, "live")
@@ -101,16 +115,16 @@ class WorkQueueContract:
         assert await queue.touch(d) is False  # the dead one lost it
         assert await queue.touch(got[0]) is True
 
-    async def test_touch_keeps_a_live_consumer_s_item(self, queue: WorkQueue) -> None:
+    async def test_touch_keeps_a_live_consumer_s_item(self, queue: DeadLetteringQueue) -> None:
         await queue.enqueue(item(1))
         (d,) = await queue.claim("a", count=1, block=1)
         for _ in range(4):
-            await asyncio.sleep(self.reclaim_after / 2)
+            await self.wait(self.reclaim_after / 2)
             assert await queue.touch(d)
         assert await queue.claim("b", count=1, block=0.05) == []
 
     async def test_dead_letter_keeps_the_item_and_reason_and_stops_delivery(
-        self, queue: WorkQueue
+        self, queue: DeadLetteringQueue
     ) -> None:
         it = item(1)
         await queue.enqueue(it)
@@ -120,10 +134,12 @@ class WorkQueueContract:
         assert [(x.item, x.reason, x.attempts) for x in letters] == [
             (it, "failed 5 times: boom", 1)
         ]
-        await asyncio.sleep(self.reclaim_after + 0.2)
+        await self.wait(self.reclaim_after + 0.2)
         assert await queue.claim("b", count=1, block=0.05) == []
 
-    async def test_two_consumers_share_items_without_overlap(self, queue: WorkQueue) -> None:
+    async def test_two_consumers_share_items_without_overlap(
+        self, queue: DeadLetteringQueue
+    ) -> None:
         items = [item(n) for n in range(20)]
         for it in items:
             await queue.enqueue(it)
@@ -132,27 +148,17 @@ class WorkQueueContract:
         assert len(a) == 7 and len(b) == 13
         assert sorted(d.item.message_id for d in a + b) == sorted(i.message_id for i in items)
 
-    async def test_intents_are_recorded_reported_when_stale_and_cleared(
-        self, queue: WorkQueue
+    async def test_touching_an_acknowledged_delivery_is_false(
+        self, queue: DeadLetteringQueue
     ) -> None:
-        sid = session_id()
-        await queue.record_intent(sid, "cm1")
-        await queue.record_intent(sid, "cm2")
-        assert (sid, "cm1") not in await queue.stale_intents(older_than=30)
-        await asyncio.sleep(0.05)
-        stale = await queue.stale_intents(older_than=0.01)
-        assert {(sid, "cm1"), (sid, "cm2")} <= set(stale)
-        await queue.clear_intent(sid, "cm1")
-        stale = await queue.stale_intents(older_than=0.01)
-        assert (sid, "cm1") not in stale and (sid, "cm2") in stale
-
-    async def test_touching_an_acknowledged_delivery_is_false(self, queue: WorkQueue) -> None:
         await queue.enqueue(item(1))
         (d,) = await queue.claim("a", count=1, block=1)
         await queue.ack(d)
         assert await queue.touch(d) is False
 
-    async def test_dead_letters_keeps_the_newest_oldest_first(self, queue: WorkQueue) -> None:
+    async def test_dead_letters_keeps_the_newest_oldest_first(
+        self, queue: DeadLetteringQueue
+    ) -> None:
         items = [item(n) for n in range(4)]
         for it in items:
             await queue.enqueue(it)
@@ -163,13 +169,3 @@ class WorkQueueContract:
             (items[2], "reason 2"),
             (items[3], "reason 3"),
         ]
-
-    async def test_an_intent_s_client_message_id_comes_back_as_written(
-        self, queue: WorkQueue
-    ) -> None:
-        sid = session_id()
-        await queue.record_intent(sid, "web:42:a.b")
-        await asyncio.sleep(0.05)
-        assert (sid, "web:42:a.b") in await queue.stale_intents(older_than=0.01)
-        await queue.clear_intent(sid, "web:42:a.b")
-        assert (sid, "web:42:a.b") not in await queue.stale_intents(older_than=0)

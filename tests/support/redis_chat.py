@@ -17,17 +17,16 @@ from chatcore.events import (
     ReplyDelta,
     ReplyStarted,
 )
-from chatcore.service import ChatService
+from chatcore_adapters.bootstrap import bootstrap
 from chatcore_adapters.redis import (
     RedisConnection,
     RedisEventStore,
     RedisHeartbeats,
-    RedisSessionCache,
     RedisSettings,
     RedisWorkQueue,
     connect,
 )
-from chatcore_adapters.system import RandomIds, SystemClock
+from chatcore_adapters.settings import ChatcoreSettings, RedisOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +89,17 @@ class RedisChat:
 
     async def __aenter__(self) -> RedisChat:
         conn = self.conn = connect(self.settings)
-        clock = SystemClock()
-        self.queue = RedisWorkQueue(conn, reclaim_after=self.reclaim_after)
-        self.heartbeats = RedisHeartbeats(conn)
-        self.store = RedisEventStore(conn)
-        self.service = ChatService(
-            store=self.store,
-            cache=RedisSessionCache(conn, ttl=600),
-            queue=self.queue,
-            clock=clock,
-            ids=RandomIds(),
+        # The deployment's workers take over after reclaim_after (often shorter than a worker
+        # of this process could keep up with; this process runs none).
+        queue = RedisWorkQueue(conn, reclaim_after=self.reclaim_after)
+        core = bootstrap(
+            ChatcoreSettings(redis=RedisOptions(cache_ttl=600)), redis=conn, queue=queue
         )
+        assert isinstance(core.queue, RedisWorkQueue)
+        assert isinstance(core.heartbeats, RedisHeartbeats)
+        assert isinstance(core.store, RedisEventStore)
+        self.queue, self.heartbeats, self.store = core.queue, core.heartbeats, core.store
+        self.service = core.service
         return self
 
     async def __aexit__(

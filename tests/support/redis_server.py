@@ -12,6 +12,7 @@ unless ``CHATCORE_REQUIRE_REDIS=1``, which makes that a failure.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -121,6 +122,26 @@ class RedisServer:
     def client(self) -> redis.Redis:
         """A synchronous client for test plumbing (close it after use)."""
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    async def until_blocked(self, count: int, *, command: str = "", timeout: float = 10.0) -> None:
+        """Wait until ``count`` client connections are blocked in a command (``command``, e.g.
+        ``xreadgroup``, if given), as Redis itself reports them: a test that needs a call to
+        be waiting on the server sees it is, instead of sleeping and hoping."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self.client() as admin:
+            while True:
+                clients: Any = admin.client_list()
+                blocked = [
+                    c
+                    for c in clients
+                    if "b" in c.get("flags", "") and (not command or c.get("cmd") == command)
+                ]
+                if len(blocked) >= count:
+                    return
+                if loop.time() > deadline:
+                    raise AssertionError(f"{count} blocked clients expected, found {len(blocked)}")
+                await asyncio.sleep(0.01)
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import itertools
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from chatcore.events import (
     ReplyModelSwitched,
     ReplyStarted,
 )
-from chatcore.generation import Outcome, lease_key
+from chatcore.generation import GenerationSettings, Outcome, lease_key
 from chatcore.ports import CompletionRequest, LLMChunk, TextDelta, WorkItem
 from chatcore.service import OpenedSession
 from chatcore.view import ChatMessage, SessionView
@@ -231,9 +230,8 @@ async def test_a_takeover_whose_old_owner_lets_go_mid_handover_still_answers() -
     """Before the fix the new worker took the free lease for "another delivery's", reported
     BUSY, and its loop acknowledged the only delivery of the message: an accepted message with
     no terminal reply (I6)."""
-    h = Harness(llm=ScriptedLLM(words=["answered"]))
-    leases = _ReleasedDuringTakeover(h.clock, "d1|w1")
-    h.leases = leases
+    leases = _ReleasedDuringTakeover(SystemClock(), "d1|w1")
+    h = Harness(llm=ScriptedLLM(words=["answered"]), with_leases=leases)
     s, item = await submit(h)
     await h.queue.claim("w1", count=1, block=0)
     await leases.acquire(lease_key(item), "d1|w1", 60)  # w1 is generating ...
@@ -353,7 +351,7 @@ async def test_text_after_a_quiet_interval_is_written_at_once_and_bursts_are_bat
     ``flush_interval`` goes out at once (no added latency for a paced model); tokens arriving
     within the interval after a write wait for its end and share one append."""
     llm = ScriptedLLM(words=["a", "b", "c", "d"], delay=0.05)
-    settings = dataclasses.replace(FAST, flush_interval=0.5, cancel_poll_interval=5.0)
+    settings = FAST.model_copy(update={"flush_interval": 0.5, "cancel_poll_interval": 5.0})
     h = Harness(llm=llm, generation=settings)
     s, item = await submit(h)
     assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
@@ -368,7 +366,7 @@ async def test_a_slow_model_early_by_jitter_is_not_held_back() -> None:
     tokens jitter a little early, is not delayed by the throttle (it would wait for the
     interval's end)."""
     llm = ScriptedLLM(words=["a", "b", "c", "d"], delay=0.3)
-    settings = dataclasses.replace(FAST, flush_interval=0.5, cancel_poll_interval=5.0)
+    settings = FAST.model_copy(update={"flush_interval": 0.5, "cancel_poll_interval": 5.0})
     h = Harness(llm=llm, generation=settings)
     s, item = await submit(h)
     assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
@@ -431,7 +429,7 @@ async def test_a_reply_in_progress_holds_its_turn_not_the_session_history() -> N
 
 
 async def test_replies_take_turns_to_hold_a_whole_session_view() -> None:
-    h = Harness(generation=dataclasses.replace(FAST, max_whole_views=2))
+    h = Harness(generation=FAST.model_copy(update={"max_whole_views": 2}))
     loading = peak = 0
     load = h.service.load
 
@@ -457,4 +455,4 @@ async def test_replies_take_turns_to_hold_a_whole_session_view() -> None:
 
 def test_max_whole_views_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_whole_views"):
-        Harness(generation=dataclasses.replace(FAST, max_whole_views=0)).generator()
+        GenerationSettings(max_whole_views=0)

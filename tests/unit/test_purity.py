@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import chatcore
+import chatcore_adapters
 
 CORE = Path(chatcore.__file__).parent
+ADAPTERS = Path(chatcore_adapters.__file__).parent
 FORBIDDEN = {
     "chatcore_adapters",
     "chatcore_api",
@@ -49,6 +51,16 @@ def test_no_module_of_the_core_imports_io_adapters_or_apps() -> None:
         str(path.relative_to(CORE)): sorted(imported_roots(path) & FORBIDDEN)
         for path in sorted(CORE.rglob("*.py"))
         if imported_roots(path) & FORBIDDEN
+    }
+    assert offenders == {}
+
+
+def test_no_adapter_imports_the_apps() -> None:
+    """Arrows point down: the bundled API builds on the adapters, never the reverse."""
+    offenders = {
+        str(path.relative_to(ADAPTERS)): sorted(imported_roots(path) & {"chatcore_api"})
+        for path in sorted(ADAPTERS.rglob("*.py"))
+        if "chatcore_api" in imported_roots(path)
     }
     assert offenders == {}
 

@@ -98,7 +98,7 @@ async def test_bad_messages_are_refused_with_a_clear_error(
         await h.service.submit_message(
             s.session_id, conversation_id=s.conversation_id, client_message_id="c1", text=text
         )
-    assert await h.queue.stale_intents(older_than=0) == []
+    assert await h.core.intents.stale(older_than=0) == []
 
 
 async def test_a_message_to_an_unknown_conversation_is_refused(h: Harness) -> None:
@@ -190,7 +190,7 @@ async def test_a_crash_between_append_and_enqueue_is_repaired_by_the_sweeper(h: 
     assert await h.service.sweep_intents(older_than=0) == 1
     (delivery,) = await h.queue.claim("w", count=5, block=0.1)
     assert delivery.item.session_id == s.session_id
-    assert await h.queue.stale_intents(older_than=0) == []
+    assert await h.core.intents.stale(older_than=0) == []
 
 
 async def test_a_retried_submission_requeues_work_that_was_never_queued(h: Harness) -> None:

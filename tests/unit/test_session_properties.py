@@ -320,3 +320,12 @@ def test_a_turns_only_view_decides_every_reply_step_like_the_whole_view(
         ]
     for n in range(3):
         assert _reply_steps(slim, n) == _reply_steps(sim.view, n)
+
+
+def test_the_fold_has_a_handler_for_every_event_type() -> None:
+    """Exhaustive dispatch: a new event type without a handler fails here, not at the first
+    session that records it (the web client's fold has the same check in TypeScript)."""
+    from chatcore.events import EVENT_TYPES
+    from chatcore.view import _HANDLERS
+
+    assert set(_HANDLERS) == set(EVENT_TYPES.values())

@@ -10,6 +10,8 @@ from chatcore.events import Event, Recorded, ReplyAbandoned, ReplyCompleted, Rep
 from chatcore.generation import GenerationSettings
 from chatcore.ports import Clock, Delivery, WorkerStatus
 from chatcore_adapters.memory import MemoryHeartbeats, MemoryWorkQueue
+from chatcore_adapters.system import SystemClock
+from tests.support.factories import ManualClock
 from tests.support.harness import Harness
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -37,15 +39,15 @@ def kinds(records: list[Recorded], kind: type[Event]) -> list[Event]:
 
 
 async def test_a_delivery_reaching_a_worker_after_a_takeover_is_left_alone() -> None:
-    h = Harness(llm=ScriptedLLM(words=["one", " two"]), reclaim_after=0.1)
-    queue = LateQueue(h.clock, reclaim_after=0.1)
-    h.queue = h.service.queue = queue
+    queue_clock = ManualClock()
+    queue = LateQueue(queue_clock, reclaim_after=0.1)
+    h = Harness(llm=ScriptedLLM(words=["one", " two"]), with_queue=queue)
     opened = await h.service.open_session()
     await h.service.submit_message(
         opened.session_id, conversation_id=opened.conversation_id, client_message_id="c1", text="q"
     )
-    stale = await queue.claim("w1", count=1, block=0)  # w1 reads it, then freezes
-    await asyncio.sleep(0.2)
+    stale = await queue.claim("w1", count=1, block=0)  # w1 reads it, then freezes ...
+    queue_clock.advance(0.2)  # ... past the reclaim timeout
 
     stop = asyncio.Event()
     w2 = h.worker("w2")
@@ -106,8 +108,7 @@ class SlowHeartbeats(MemoryHeartbeats):
 
 async def test_stopping_while_the_last_reply_finishes_during_the_final_beat_is_clean() -> None:
     llm = ScriptedLLM(words=["a", "b", "c"], delay=0.05)
-    h = Harness(llm=llm)
-    h.heartbeats = SlowHeartbeats(h.clock)
+    h = Harness(llm=llm, with_heartbeats=SlowHeartbeats(SystemClock()))
     opened = await h.service.open_session()
     await h.service.submit_message(
         opened.session_id, conversation_id=opened.conversation_id, client_message_id="c1", text="q"
@@ -147,9 +148,10 @@ async def test_a_reply_past_the_grace_period_is_cut_short_even_if_a_cancellation
         generation=GenerationSettings(
             flush_interval=0.005, cancel_poll_interval=0.05, lease_ttl=5.0, keepalive_interval=0.01
         ),
+        with_queue=SwallowingQueue(SystemClock()),
     )
-    queue = SwallowingQueue(h.clock)
-    h.queue = h.service.queue = queue
+    queue = h.queue
+    assert isinstance(queue, SwallowingQueue)
     opened = await h.service.open_session()
     await h.service.submit_message(
         opened.session_id, conversation_id=opened.conversation_id, client_message_id="c1", text="q"

@@ -55,7 +55,7 @@ async def test_readyz_counts_the_worker_processes_beating_on_time(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
-        assert isinstance(app.state.container.heartbeats(), RedisHeartbeats)
+        assert isinstance(app.state.container.core().heartbeats, RedisHeartbeats)
 
         nobody = await client.get("/readyz")
         assert (nobody.status_code, nobody.json()["workers"]) == (503, 0)

@@ -124,3 +124,24 @@ def test_serve_with_workers_needs_redis() -> None:
     result = run_cli("serve", "--workers", "2", env={})
     assert result.returncode == 2
     assert "workers need Redis" in result.stderr
+
+
+async def test_dead_letters_are_listed_for_the_operator(
+    deployment: Deployment, chat: RedisChat
+) -> None:
+    env = deployment.env
+    empty = run_cli("worker", "--dead-letters", env=env)
+    assert (empty.returncode, empty.stdout.splitlines()[-1]) == (0, "0 dead letters")
+
+    asked = await chat.ask("Doomed question")
+    (delivery,) = await chat.queue.claim("operator-test", count=1, block=2)
+    await chat.queue.dead_letter(delivery, "delivered 6 times without an answer")
+
+    listed = run_cli("worker", "--dead-letters", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["dead_letters"]
+    assert (row["session_id"], row["message_id"]) == (asked.session_id, asked.message_id)
+    assert (row["attempts"], row["reason"]) == (1, "delivered 6 times without an answer")
+    table = run_cli("worker", "--dead-letters", "--limit", "5", env=env).stdout.splitlines()
+    assert table[-1] == "1 dead letter"
+    assert asked.message_id in table[1]

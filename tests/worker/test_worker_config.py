@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from chatcore.ports import WorkerStatus
+from chatcore_adapters.bootstrap import bootstrap, load_llm, new_worker_id, redis_settings
 from chatcore_adapters.llm import DemoLLM
+from chatcore_adapters.redis import RedisWorkQueue
 from chatcore_api.settings import ApiSettings, SettingsError, load_settings
 from chatcore_api.worker_health import assess, exit_code, render_json, render_table
 from chatcore_api.worker_main import (
     add_worker_arguments,
     child_arguments,
+    flag_overrides,
     load_worker_settings,
+    run_worker_command,
     worker_children,
-    worker_config,
 )
-from chatcore_api.worker_runtime import WorkerConfig, load_llm, new_worker_id
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 REDIS = {"CHATCORE_REDIS_URL": "redis://127.0.0.1:1/0", "CHATCORE_SECRET_KEY": "k" * 40}
@@ -37,48 +40,71 @@ def settings(**env: str) -> ApiSettings:
     return load_settings(environ={**REDIS, **env})
 
 
-def test_the_worker_takes_its_settings_from_the_app_settings() -> None:
-    config = worker_config(
-        settings(
-            CHATCORE_REDIS__PREFIX="p:",
-            CHATCORE_REDIS__RECLAIM_AFTER="12",
-            CHATCORE_WORKER__CONCURRENCY="3",
-            CHATCORE_WORKER__LEASE_TTL="20",
-            CHATCORE_WORKER__MAX_ATTEMPTS="7",
-            CHATCORE_WORKER__SHUTDOWN_GRACE="4",
-            CHATCORE_LLM__DEMO_DELAY="0.5",
-        ),
-        parse(),
+def worker_settings(*argv: str, **env: str) -> ApiSettings:
+    """What ``chatcore worker <argv>`` runs with, in an environment of ``env``."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in os.environ if n.startswith("CHATCORE_")]:
+            mp.delenv(name)
+        for name, value in {**REDIS, **env}.items():
+            mp.setenv(name, value)
+        return load_worker_settings(None, flag_overrides(parse(*argv)))
+
+
+def test_the_worker_process_is_built_from_the_app_settings() -> None:
+    config = worker_settings(
+        CHATCORE_REDIS__PREFIX="p:",
+        CHATCORE_REDIS__RECLAIM_AFTER="12",
+        CHATCORE_WORKER__CONCURRENCY="3",
+        CHATCORE_WORKER__LEASE_TTL="20",
+        CHATCORE_WORKER__MAX_ATTEMPTS="7",
+        CHATCORE_WORKER__SHUTDOWN_GRACE="4",
+        CHATCORE_WORKER__SWEEP_INTERVAL="6",
+        CHATCORE_LLM__DEMO_DELAY="0.5",
     )
-    assert (config.concurrency, config.reclaim_after, config.lease_ttl) == (3, 12.0, 20.0)
-    assert (config.max_attempts, config.grace) == (7, 4.0)
-    assert config.redis.prefix == "p:"
-    assert config.redis.url == "redis://127.0.0.1:1/0"
+    core = bootstrap(config, client_name="chatcore-worker", max_block=config.worker.claim_block)
+    worker = core.worker("w1")
+    assert isinstance(core.queue, RedisWorkQueue)
+    assert core.queue.reclaim_after == 12.0
+    assert core.generator.settings.lease_ttl == 20.0
+    assert (worker.settings.concurrency, worker.settings.max_attempts) == (3, 7)
+    assert worker.settings.sweep_interval == 6.0
+    assert config.worker.shutdown_grace == 4.0
+    assert core.redis is not None
+    assert core.redis.settings.prefix == "p:"
+    assert core.redis.settings.url == "redis://127.0.0.1:1/0"
+    assert isinstance(core.llm, DemoLLM)
     assert config.llm.demo_delay == 0.5
 
 
 def test_flags_override_the_settings() -> None:
-    config = worker_config(
-        settings(CHATCORE_WORKER__CONCURRENCY="3"),
-        parse("--concurrency", "9", "--reclaim-after", "40", "--grace", "1.5"),
-    )
-    assert (config.concurrency, config.reclaim_after, config.grace) == (9, 40.0, 1.5)
+    config = worker_settings(
+        "--concurrency", "9", "--reclaim-after", "40", "--grace", "1.5",
+        CHATCORE_WORKER__CONCURRENCY="3",
+    )  # fmt: skip
+    assert config.worker.concurrency == 9
+    assert config.redis.reclaim_after == 40.0
+    assert config.worker.shutdown_grace == 1.5
 
 
 def test_the_socket_timeout_outlasts_the_claim_block() -> None:
-    config = worker_config(settings(), parse("--claim-block", "7"))
-    assert config.redis.max_block == 7.0
-    assert config.redis.socket_timeout > config.claim_block
+    config = worker_settings("--claim-block", "7")
+    redis = redis_settings(config, client_name="chatcore-worker", max_block=7.0)
+    assert redis.max_block == 7.0
+    assert redis.socket_timeout > config.worker.claim_block
 
 
-def test_a_worker_without_redis_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(SettingsError, match="workers need Redis: set CHATCORE_REDIS_URL"):
-        worker_config(load_settings(environ={}), parse())
+def test_a_worker_without_redis_is_refused_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("CHATCORE_")]:
+        monkeypatch.delenv(name)
+    assert run_worker_command(parse()) == 2
+    assert "workers need Redis: set CHATCORE_REDIS_URL" in capsys.readouterr().err
 
 
 def test_a_keepalive_too_slow_for_the_reclaim_timeout_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"keepalive_interval.*must be at most half"):
-        worker_config(settings(CHATCORE_WORKER__KEEPALIVE_INTERVAL="20"), parse())
+        worker_settings(CHATCORE_WORKER__KEEPALIVE_INTERVAL="20")
 
 
 def test_a_worker_does_not_need_the_api_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,15 +131,15 @@ def test_worker_ids_name_the_host_and_process_and_are_unique() -> None:
     assert len(ids) == 50
     for worker_id in ids:
         assert re.fullmatch(r"[A-Za-z0-9.-]+-\d+-[0-9a-f]{6}", worker_id)
+    assert new_worker_id("api").startswith("api-")
 
 
 def test_a_model_factory_replaces_the_llm_settings() -> None:
-    base = worker_config(settings(), parse())
-    config = WorkerConfig(redis=base.redis, llm_factory="tests.worker.models:crash_on_poison")
-    assert load_llm(config).name == "crash-on-poison"
-    assert isinstance(load_llm(base), DemoLLM)
+    factory = settings(CHATCORE_WORKER__LLM_FACTORY="tests.worker.models:crash_on_poison")
+    assert load_llm(factory).name == "crash-on-poison"
+    assert isinstance(load_llm(settings()), DemoLLM)
     with pytest.raises(TypeError, match="did not return"):
-        load_llm(WorkerConfig(redis=base.redis, llm_factory="os:getcwd"))
+        load_llm(settings(CHATCORE_WORKER__LLM_FACTORY="os:getcwd"))
 
 
 def status(worker_id: str, age: float, **fields: object) -> WorkerStatus:
@@ -177,10 +203,10 @@ def test_the_check_of_an_empty_deployment_says_so() -> None:
 def test_the_worker_redis_client_never_waits_silently() -> None:
     from chatcore_adapters.redis import create_client
 
-    config = worker_config(settings(), parse("--claim-block", "3"))
-    client = create_client(config.redis)
+    config = worker_settings("--claim-block", "3")
+    client = create_client(redis_settings(config, client_name="w", max_block=3.0))
     kwargs = client.connection_pool.connection_kwargs  # type: ignore[union-attr]
-    assert kwargs["socket_timeout"] > config.claim_block
+    assert kwargs["socket_timeout"] > config.worker.claim_block
     assert kwargs["socket_keepalive"] is True
     assert kwargs["health_check_interval"] > 0
     assert kwargs["socket_connect_timeout"] > 0
@@ -195,9 +221,9 @@ def test_a_worker_with_the_demo_model_never_imports_litellm() -> None:
     code = (
         "import sys\n"
         "from chatcore_api.cli import main\n"
-        "from chatcore_api.worker_runtime import WorkerConfig, load_llm\n"
-        "from chatcore_adapters.redis import RedisSettings\n"
-        "load_llm(WorkerConfig(redis=RedisSettings()))\n"
+        "from chatcore_adapters.bootstrap import bootstrap\n"
+        "from chatcore_adapters.settings import ChatcoreSettings\n"
+        "bootstrap(ChatcoreSettings(redis_url='redis://127.0.0.1:1/0')).worker('w')\n"
         "assert 'litellm' not in sys.modules, 'litellm was imported'\n"
     )
     result = subprocess.run(
@@ -211,13 +237,25 @@ def test_a_worker_with_the_demo_model_never_imports_litellm() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_the_flush_interval_reaches_both_kinds_of_worker() -> None:
+def test_the_api_and_the_worker_processes_build_the_same_worker() -> None:
+    """One composition root: the in-process worker of ``chatcore serve`` and a ``chatcore
+    worker`` process get every worker setting, not only the ones someone remembered to copy."""
     from chatcore_api.container import Container
 
-    app_settings = settings(CHATCORE_WORKER__FLUSH_INTERVAL="0.002")
-    assert worker_config(app_settings, parse()).flush_interval == 0.002
-    container = Container(settings=app_settings)
-    assert container.generator().settings.flush_interval == 0.002
+    env = {
+        "CHATCORE_WORKER__FLUSH_INTERVAL": "0.002",
+        "CHATCORE_WORKER__SWEEP_INTERVAL": "5",
+        "CHATCORE_WORKER__INTENT_AGE": "8",
+        "CHATCORE_WORKER__CANCEL_POLL_INTERVAL": "0.1",
+    }
+    app_settings = settings(**env)
+    in_process = Container(settings=app_settings).worker()
+    process = bootstrap(worker_settings(**env)).worker("w")
+    for loop in (in_process, process):
+        assert loop.settings.sweep_interval == 5.0
+        assert loop.settings.intent_age == 8.0
+        assert loop.generator.settings.flush_interval == 0.002
+        assert loop.generator.settings.cancel_poll_interval == 0.1
     assert settings().worker.flush_interval == 0.015
     with pytest.raises(SettingsError, match="flush_interval"):
         settings(CHATCORE_WORKER__FLUSH_INTERVAL="-1")
@@ -231,5 +269,5 @@ def test_the_in_process_worker_uses_the_model_factory_too() -> None:
             environ={"CHATCORE_WORKER__LLM_FACTORY": "tests.worker.models:crash_on_poison"}
         )
     )
-    assert container.llm().name == "crash-on-poison"
-    assert isinstance(Container(settings=load_settings(environ={})).llm(), DemoLLM)
+    assert container.core().llm.name == "crash-on-poison"
+    assert isinstance(Container(settings=load_settings(environ={})).core().llm, DemoLLM)

@@ -234,7 +234,7 @@ async def test_a_worker_whose_connections_are_killed_goes_on(
     records = await chat.wait_terminal(asked, timeout=30)
     assert isinstance(the_only_terminal(records, asked), ReplyCompleted)
 
-    await asyncio.sleep(1.0)  # back to waiting for work in a blocking read
+    await deployment.server.until_blocked(1, command="xreadgroup")  # waiting for work again
     with deployment.server.client() as admin:
         assert admin.client_kill_filter(_type="normal") >= 1
     killed = time.monotonic()

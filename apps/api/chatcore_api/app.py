@@ -128,9 +128,7 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     storage: bool
-    workers: int | None = Field(
-        description="Live workers; null when this process cannot see other processes' workers."
-    )
+    workers: int = Field(description="Live workers (their heartbeats are on time).")
     in_process_worker: bool
 
 
@@ -198,7 +196,7 @@ def create_app(
             )
         except (PortError, TimeoutError):
             storage = False
-        workers: int | None = 0
+        workers = 0
         try:
             found = await asyncio.wait_for(runtime.heartbeats.workers(), timeout=2.0)
             # Only workers beating on time count (the same rule as `chatcore worker --check`).
@@ -207,9 +205,7 @@ def create_app(
             workers = sum(1 for h in health if h.live)
         except (PortError, TimeoutError):
             storage = False
-        if not runtime.workers_observable:
-            workers = None
-        ready = storage and (workers is None or workers > 0)
+        ready = storage and workers > 0
         body = Readiness(
             status="ready" if ready else "not_ready",
             storage=storage,

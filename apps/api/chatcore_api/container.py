@@ -1,49 +1,25 @@
-"""The composition root: which adapter plays which port, chosen from the settings.
+"""The API's container: the chatcore :func:`~chatcore_adapters.bootstrap.bootstrap` builds
+from the settings, and what only a server adds on top (tokens, the live feed, sockets, limits).
 
-Nothing is built until it is first asked for (in the app's lifespan), so a test may override
-any provider at the edge right after ``create_app``::
+Nothing is built until it is first asked for (in the app's lifespan), so a test (or an
+application embedding the API) may override any port at the edge right after ``create_app``::
 
     app = create_app(settings)
     app.state.container.llm.override(providers.Object(ScriptedLLM(delay=0.05)))
 
-The storage ports are selectors: ``memory`` (the embedded default, everything in this
-process) or ``redis`` (when ``redis_url`` is set). Adding a backend is one more branch of each
-selector.
+The port providers (``clock``, ``store``, ``cache``, ``queue``, ``leases``, ``heartbeats``,
+``llm``) give ``None`` unless overridden: bootstrap then chooses from the settings.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 
 from dependency_injector import containers, providers
 
-from chatcore.decisions import Limits
-from chatcore.generation import GenerationSettings, ReplyGenerator
-from chatcore.ports import LLM, Clock, EventStore, Heartbeats, WorkQueue
-from chatcore.service import ChatService, ServiceSettings
-from chatcore.worker import WorkerLoop, WorkerSettings
-from chatcore_adapters import redis as redis_adapters
-from chatcore_adapters.llm import build_llm
-from chatcore_adapters.memory import (
-    MemoryEventStore,
-    MemoryHeartbeats,
-    MemoryLeases,
-    MemorySessionCache,
-    MemoryWorkQueue,
-)
-from chatcore_adapters.redis import (
-    RedisConnection,
-    RedisEventStore,
-    RedisLeases,
-    RedisSessionCache,
-    RedisSettings,
-    RedisWorkQueue,
-    connect,
-)
-from chatcore_adapters.system import RandomIds, SystemClock
+from chatcore.ports import LLM, Clock, EventStore, Heartbeats, Leases, SessionCache, WorkQueue
+from chatcore.worker import WorkerLoop
+from chatcore_adapters.bootstrap import Chatcore, bootstrap, new_worker_id
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.feed import SessionFeed
 from chatcore_api.handler import ConnectionSettings
@@ -56,52 +32,34 @@ from chatcore_api.tokens import TokenSigner
 log = logging.getLogger(__name__)
 
 
-def _backend(settings: ApiSettings) -> str:
-    return settings.backend
-
-
-def _redis_connection(settings: ApiSettings) -> RedisConnection:
-    assert settings.redis_url is not None
-    options = settings.redis
-    return connect(
-        RedisSettings(
-            url=settings.redis_url.get_secret_value(),
-            cluster=options.cluster,
-            prefix=options.prefix,
-            max_connections=options.max_connections,
-            client_name="chatcore-api",
-            # The live feed blocks at most this long; the socket timeout is derived from it.
-            max_block=max(settings.feed_block, 2.0),
-        )
+def _core(
+    settings: ApiSettings,
+    clock: Clock | None,
+    store: EventStore | None,
+    cache: SessionCache | None,
+    queue: WorkQueue | None,
+    leases: Leases | None,
+    heartbeats: Heartbeats | None,
+    llm: LLM | None,
+) -> Chatcore:
+    # The API sends no blocking Redis command (its live feed is pushed over pub/sub): a short
+    # block bound keeps the socket timeout, and so the detection of a dead connection, short.
+    return bootstrap(
+        settings,
+        clock=clock,
+        store=store,
+        cache=cache,
+        queue=queue,
+        leases=leases,
+        heartbeats=heartbeats,
+        llm=llm,
+        client_name="chatcore-api",
+        max_block=2.0,
     )
 
 
-def _redis_queue(conn: RedisConnection, settings: ApiSettings, clock: Clock) -> WorkQueue:
-    return RedisWorkQueue(conn, reclaim_after=settings.redis.reclaim_after, clock=clock)
-
-
-def _redis_heartbeats(conn: RedisConnection, clock: Clock) -> Heartbeats:
-    """Workers' heartbeats in Redis once the Redis adapters provide them; until then only the
-    in-process worker's (kept in memory) can be seen by ``/readyz``."""
-    factory = getattr(redis_adapters, "RedisHeartbeats", None)
-    if factory is None:
-        log.warning("no Redis heartbeat adapter; /readyz sees only this process's worker")
-        return MemoryHeartbeats(clock)
-    heartbeats: Heartbeats = factory(conn)
-    return heartbeats
-
-
-def _service_settings(settings: ApiSettings) -> ServiceSettings:
-    return ServiceSettings(limits=Limits(max_message_chars=settings.max_message_chars))
-
-
-def _llm(settings: ApiSettings) -> LLM:
-    if settings.worker.llm_factory is not None:
-        # A model of your own, as `chatcore worker` loads it (the in-process worker uses it).
-        from chatcore_api.worker_runtime import llm_from_factory
-
-        return llm_from_factory(settings.worker.llm_factory)
-    return build_llm(settings.llm)
+def _worker(core: Chatcore) -> WorkerLoop:
+    return core.worker(new_worker_id("api"))
 
 
 def _token_signer(settings: ApiSettings, clock: Clock) -> TokenSigner:
@@ -112,49 +70,6 @@ def _token_signer(settings: ApiSettings, clock: Clock) -> TokenSigner:
             "not survive a restart"
         )
     return TokenSigner(key, ttl=settings.token_ttl, clock=clock)
-
-
-def _worker_settings(settings: ApiSettings) -> WorkerSettings:
-    w = settings.worker
-    return WorkerSettings(
-        concurrency=w.concurrency,
-        claim_block=w.claim_block,
-        max_attempts=w.max_attempts,
-        heartbeat_interval=w.heartbeat_interval,
-        heartbeat_ttl=w.heartbeat_ttl,
-        backoff_max=w.backoff_max,
-    )
-
-
-def _generation_settings(settings: ApiSettings) -> GenerationSettings:
-    w = settings.worker
-    return GenerationSettings(
-        flush_interval=w.flush_interval,
-        lease_ttl=w.lease_ttl,
-        keepalive_interval=w.keepalive_interval,
-    )
-
-
-def _worker(
-    settings: ApiSettings,
-    queue: WorkQueue,
-    generator: ReplyGenerator,
-    service: ChatService,
-    clock: Clock,
-    heartbeats: Heartbeats,
-) -> WorkerLoop:
-    host = socket.gethostname()
-    return WorkerLoop(
-        queue=queue,
-        generator=generator,
-        service=service,
-        clock=clock,
-        worker_id=f"api-{host}-{os.getpid()}-{secrets.token_hex(3)}",
-        settings=_worker_settings(settings),
-        heartbeats=heartbeats,
-        host=host,
-        pid=os.getpid(),
-    )
 
 
 def _connection_settings(settings: ApiSettings) -> ConnectionSettings:
@@ -181,72 +96,40 @@ def _session_limiter(settings: ApiSettings, clock: Clock) -> RateLimiter:
     return RateLimiter.per_minute(settings.sessions_per_minute, burst, clock.monotonic)
 
 
-def _feed(settings: ApiSettings, store: EventStore, metrics: ApiMetrics) -> SessionFeed:
-    return SessionFeed(store, block=settings.feed_block, metrics=metrics)
+def _feed(store: EventStore, metrics: ApiMetrics) -> SessionFeed:
+    return SessionFeed(store, metrics=metrics)
 
 
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=ApiSettings)
 
-    clock = providers.Singleton(SystemClock)
-    ids = providers.Singleton(RandomIds)
-    metrics = providers.Singleton(ApiMetrics)
+    # The ports, overridable at the edge (None: chosen by bootstrap from the settings).
+    clock: providers.Object[Clock | None] = providers.Object(None)
+    store: providers.Object[EventStore | None] = providers.Object(None)
+    cache: providers.Object[SessionCache | None] = providers.Object(None)
+    queue: providers.Object[WorkQueue | None] = providers.Object(None)
+    leases: providers.Object[Leases | None] = providers.Object(None)
+    heartbeats: providers.Object[Heartbeats | None] = providers.Object(None)
+    llm: providers.Object[LLM | None] = providers.Object(None)
 
-    backend = providers.Callable(_backend, settings)
-    redis = providers.Singleton(_redis_connection, settings)
-
-    store = providers.Selector(
-        backend,
-        memory=providers.Singleton(MemoryEventStore, clock),
-        redis=providers.Singleton(RedisEventStore, redis),
-    )
-    cache = providers.Selector(
-        backend,
-        memory=providers.Singleton(MemorySessionCache, clock),
-        redis=providers.Singleton(RedisSessionCache, redis),
-    )
-    queue = providers.Selector(
-        backend,
-        memory=providers.Singleton(MemoryWorkQueue, clock),
-        redis=providers.Singleton(_redis_queue, redis, settings, clock),
-    )
-    leases = providers.Selector(
-        backend,
-        memory=providers.Singleton(MemoryLeases, clock),
-        redis=providers.Singleton(RedisLeases, redis),
-    )
-    heartbeats = providers.Selector(
-        backend,
-        memory=providers.Singleton(MemoryHeartbeats, clock),
-        redis=providers.Singleton(_redis_heartbeats, redis, clock),
-    )
-
-    llm = providers.Singleton(_llm, settings)
-
-    service = providers.Singleton(
-        ChatService,
+    core = providers.Singleton(
+        _core,
+        settings,
+        clock=clock,
         store=store,
         cache=cache,
         queue=queue,
-        clock=clock,
-        ids=ids,
-        settings=providers.Callable(_service_settings, settings),
-    )
-    generator = providers.Singleton(
-        ReplyGenerator,
-        service=service,
-        llm=llm,
         leases=leases,
-        clock=clock,
-        ids=ids,
-        settings=providers.Callable(_generation_settings, settings),
+        heartbeats=heartbeats,
+        llm=llm,
     )
-    worker = providers.Singleton(_worker, settings, queue, generator, service, clock, heartbeats)
+    worker = providers.Singleton(_worker, core)
 
-    tokens = providers.Singleton(_token_signer, settings, clock)
-    sessions = providers.Singleton(SessionManager, service=service, tokens=tokens)
-    feed = providers.Singleton(_feed, settings, store, metrics)
+    metrics = providers.Singleton(ApiMetrics)
+    tokens = providers.Singleton(_token_signer, settings, core.provided.clock)
+    sessions = providers.Singleton(SessionManager, service=core.provided.service, tokens=tokens)
+    feed = providers.Singleton(_feed, core.provided.store, metrics)
     connections = providers.Singleton(ConnectionManager, feed, metrics)
     connection_settings = providers.Callable(_connection_settings, settings)
-    message_limiter = providers.Singleton(_message_limiter, settings, clock)
-    session_limiter = providers.Singleton(_session_limiter, settings, clock)
+    message_limiter = providers.Singleton(_message_limiter, settings, core.provided.clock)
+    session_limiter = providers.Singleton(_session_limiter, settings, core.provided.clock)

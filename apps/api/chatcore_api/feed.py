@@ -26,16 +26,18 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from chatcore.backoff import Backoff
 from chatcore.errors import PortError
 from chatcore.events import Recorded
 from chatcore.ids import position_after
 from chatcore.ports import Appended, EventStore
-from chatcore.worker import Backoff
 from chatcore_api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, Sequence[Recorded]], None]
+# A subscription that lived this long before it was lost starts its backoff afresh.
+_HEALTHY = 10.0
 
 
 @dataclass(eq=False, slots=True)
@@ -68,18 +70,10 @@ class Watch:
 
 
 class SessionFeed:
-    def __init__(
-        self,
-        store: EventStore,
-        *,
-        block: float = 5.0,
-        metrics: ApiMetrics | None = None,
-    ) -> None:
+    def __init__(self, store: EventStore, *, metrics: ApiMetrics | None = None) -> None:
         self._store = store
-        self._sub = store.subscribe()
         # Pushes are applied in the task that reads them (no hop through this feed's task).
-        self._sub.listen(self._apply)
-        self._block = block
+        self._sub = store.subscribe(self._apply)
         self._metrics = metrics
         self._followed: dict[str, _Followed] = {}
         self._unfollow: set[str] = set()
@@ -87,7 +81,6 @@ class SessionFeed:
         self._task: asyncio.Task[None] | None = None
         self._unfollower: asyncio.Task[None] | None = None
         self._catch_ups: set[asyncio.Task[None]] = set()
-        self.rounds = 0
         self.resyncs = 0
         self.gap_reads = 0
 
@@ -180,22 +173,24 @@ class SessionFeed:
         await self._sub.close()
 
     async def run(self) -> None:
+        """Wait for the subscription to be lost, and follow again; pushes meanwhile go
+        straight from the subscription's reader to :meth:`_apply`."""
+        loop = asyncio.get_running_loop()
         backoff = Backoff(0.05, 5.0)
+        healthy_since = loop.time()
         while True:
             try:
                 await self._drop_unfollowed()
-                received = await self._sub.receive(self._block)
-            except PortError as exc:
-                await self._resync(backoff, str(exc))
-                continue
+                error = await self._sub.wait_lost()
+            except PortError as exc:  # an unfollow failed: the subscription is lost
+                error = str(exc)
             except Exception as exc:
                 log.exception("live feed round failed")
-                await self._resync(backoff, type(exc).__name__)
-                continue
-            backoff.reset()
-            self.rounds += 1
-            for appended in received:  # (kept before the listener was set)
-                self._apply(appended)
+                error = type(exc).__name__
+            if loop.time() - healthy_since >= _HEALTHY:
+                backoff.reset()  # a loss after a good while is not part of a storm
+            await self._resync(backoff, error)
+            healthy_since = loop.time()
 
     async def _drop_unfollowed(self) -> None:
         while self._unfollow:

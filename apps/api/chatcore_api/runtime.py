@@ -12,7 +12,7 @@ from chatcore.ports import Heartbeats
 from chatcore.protocol import CloseCode
 from chatcore.service import ChatService
 from chatcore.worker import WorkerLoop
-from chatcore_adapters.memory import MemoryHeartbeats
+from chatcore_adapters.bootstrap import Chatcore
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.container import Container
 from chatcore_api.feed import SessionFeed
@@ -29,7 +29,7 @@ async def _preload_model(container: Container) -> None:
     """A real model (LiteLLM) is loaded and checked before the worker takes any work, so a
     misspelt model or a missing key stops start-up instead of failing the first message.
     The demo model has nothing to load; an API process without a worker never loads LiteLLM."""
-    preload = getattr(container.llm(), "preload", None)
+    preload = getattr(container.core().llm, "preload", None)
     if preload is None:
         return
     try:
@@ -43,6 +43,7 @@ async def _preload_model(container: Container) -> None:
 class Runtime:
     settings: ApiSettings
     container: Container
+    core: Chatcore
     service: ChatService
     sessions: SessionManager
     connections: ConnectionManager
@@ -58,32 +59,24 @@ class Runtime:
     _worker_task: asyncio.Task[None] | None = None
     _stopped: bool = False
 
-    @property
-    def workers_observable(self) -> bool:
-        """Whether this process can see the workers' heartbeats: its own worker's always;
-        other processes' only through a shared store (an in-memory record kept by a Redis
-        deployment without a Redis heartbeat adapter sees nobody else)."""
-        shared = self.settings.backend == "memory" or not isinstance(
-            self.heartbeats, MemoryHeartbeats
-        )
-        return shared or self.worker is not None
-
     @classmethod
     async def start(cls, container: Container, settings: ApiSettings) -> Runtime:
         metrics: ApiMetrics = container.metrics()
+        core: Chatcore = container.core()
         runtime = cls(
             settings=settings,
             container=container,
-            service=container.service(),
+            core=core,
+            service=core.service,
             sessions=container.sessions(),
             connections=container.connections(),
             feed=container.feed(),
             metrics=metrics,
-            heartbeats=container.heartbeats(),
+            heartbeats=core.heartbeats,
             message_limiter=container.message_limiter(),
             session_limiter=container.session_limiter(),
             connection_settings=container.connection_settings(),
-            model_name=container.llm().name,
+            model_name=core.llm.name,
         )
         if settings.worker.enabled:
             try:
@@ -136,6 +129,5 @@ class Runtime:
             except Exception:
                 log.exception("the worker stopped with an error")
         await self.feed.stop()
-        if self.settings.backend == "redis":
-            await self.container.redis().aclose()
+        await self.core.aclose()
         log.info("chatcore API stopped")

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from chatcore.errors import InvalidIdentifier
 from chatcore.events import Recorded
-from chatcore.ids import parse_position
+from chatcore.ids import parse_position, position_before
 from chatcore.service import ChatService
 from chatcore.view import SessionView
 from chatcore_api.errors import ApiError
@@ -45,16 +45,6 @@ class Backlog:
     events: list[Recorded] | None  # None: send a snapshot of ``view``
 
 
-def _before(cursor: str) -> str | None:
-    """The position just before ``cursor`` (so that reading after it starts at ``cursor``)."""
-    ms, seq = parse_position(cursor)
-    if seq > 0:
-        return f"{ms}-{seq - 1}"
-    if ms > 0:
-        return f"{ms - 1}-{2**64 - 1}"
-    return None
-
-
 class SessionManager:
     def __init__(self, service: ChatService, tokens: TokenSigner) -> None:
         self.service = service
@@ -81,7 +71,7 @@ class SessionManager:
             parse_position(cursor)
         except InvalidIdentifier as exc:
             raise BadCursor("the cursor is not a valid event id") from exc
-        found = await self.service.events_after(session_id, _before(cursor), limit=1)
+        found = await self.service.events_after(session_id, position_before(cursor), limit=1)
         if not found or found[0].position != cursor:
             raise BadCursor(
                 "the cursor is not an event of this session; reconnect without last_event_id "

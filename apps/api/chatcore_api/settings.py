@@ -25,8 +25,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -43,7 +41,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from chatcore_adapters.llm.settings import LLMSettings
+from chatcore_adapters.settings import ChatcoreSettings
 
 ENV_PREFIX = "CHATCORE_"
 CONFIG_ENV = "CHATCORE_CONFIG"
@@ -59,95 +57,6 @@ def default_web_dir() -> Path | None:
 
 class SettingsError(Exception):
     """The settings are unusable; the message says which one and why."""
-
-
-class WorkerOptions(BaseModel):
-    """The reply worker running inside the API process."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(
-        default=True,
-        description="Run a reply worker in this process (turn off when `chatcore worker` "
-        "processes do the work).",
-    )
-    concurrency: int = Field(default=16, ge=1, le=1024, description="Replies generated at once.")
-    shutdown_grace: float = Field(
-        default=10.0,
-        ge=0,
-        le=600,
-        description="Seconds replies in flight may take to finish when the process stops; "
-        "what is left is taken over by another worker.",
-    )
-    # --- tuning of `chatcore worker` processes (the worker's own checks tie them together) ---
-    claim_block: float = Field(
-        default=2.0, gt=0, le=60, description="Seconds one claim waits for new work."
-    )
-    lease_ttl: float = Field(
-        default=30.0,
-        gt=0,
-        le=3600,
-        description="Seconds a reply's lease lasts unless its worker renews it.",
-    )
-    keepalive_interval: float = Field(
-        default=5.0,
-        gt=0,
-        le=600,
-        description="Seconds between renewals of a reply's lease and delivery; at most half of "
-        "lease_ttl and of redis.reclaim_after.",
-    )
-    max_attempts: int = Field(
-        default=5, ge=1, le=100, description="Deliveries of a message before it is dead-lettered."
-    )
-    heartbeat_interval: float = Field(
-        default=2.0, gt=0, le=60, description="Seconds between a worker's heartbeats."
-    )
-    heartbeat_ttl: float = Field(
-        default=10.0,
-        gt=0,
-        le=600,
-        description="Seconds a heartbeat stays listed; a worker silent this long is gone.",
-    )
-    backoff_max: float = Field(
-        default=5.0,
-        gt=0,
-        le=60,
-        description="Longest pause between retries while Redis is unreachable.",
-    )
-    flush_interval: float = Field(
-        default=0.015,
-        ge=0,
-        le=1,
-        description="At most one append of a reply's streamed text per this many seconds: text "
-        "arriving after a quiet interval is appended at once, text arriving sooner waits for the "
-        "interval's end and shares one event (also flushed at 2 KiB). Longer: fewer events and "
-        "frames at high token rates; 0: append whenever no append is in flight.",
-    )
-    llm_factory: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
-        description="`package.module:callable` returning a chatcore.ports.LLM, used by "
-        "`chatcore worker` and the in-process worker instead of the llm settings (a model of "
-        "your own).",
-    )
-
-
-class RedisOptions(BaseModel):
-    """How this process uses Redis (when ``redis_url`` is set)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prefix: str = Field(
-        default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$", description="Key prefix."
-    )
-    cluster: bool = Field(default=False, description="redis_url names a Redis Cluster node.")
-    max_connections: int = Field(default=32, ge=2, le=10_000)
-    reclaim_after: float = Field(
-        default=30.0,
-        gt=0,
-        le=3600,
-        description="Seconds a claimed reply may go without news before another worker takes it.",
-    )
 
 
 def _split_origins(value: Any) -> Any:
@@ -179,8 +88,10 @@ def normalise_origin(value: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
-class ApiSettings(BaseSettings):
-    """Everything ``chatcore serve`` can be told."""
+class ApiSettings(ChatcoreSettings, BaseSettings):
+    """Everything ``chatcore serve`` can be told: a running chatcore's settings
+    (:class:`~chatcore_adapters.settings.ChatcoreSettings`: storage, model, worker) and what
+    only a server needs."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -195,12 +106,7 @@ class ApiSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     port: int = Field(default=8000, ge=0, le=65535)
 
-    # --- storage and secrets --------------------------------------------------------------
-    redis_url: SecretStr | None = Field(
-        default=None,
-        description="redis://, rediss:// or unix:// URL. Unset: everything in memory, in "
-        "this process (the embedded mode).",
-    )
+    # --- secrets --------------------------------------------------------------------------
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key that signs session tokens (at least 32 characters; environment "
@@ -220,7 +126,6 @@ class ApiSettings(BaseSettings):
 
     # --- limits ---------------------------------------------------------------------------
     max_frame_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
-    max_message_chars: int = Field(default=8000, ge=1, le=1_000_000)
     messages_per_minute: int = Field(default=20, ge=1, le=100_000)
     messages_burst: int = Field(
         default=5, ge=1, le=10_000, description="Messages a session may send at once."
@@ -248,19 +153,9 @@ class ApiSettings(BaseSettings):
         le=10_000_000,
         description="A resume with more events than this gets a snapshot instead.",
     )
-    feed_block: float = Field(
-        default=5.0,
-        gt=0,
-        le=60,
-        description="Seconds the live feed waits for pushes in one round (between rounds it "
-        "stops following the sessions whose sockets closed).",
-    )
 
-    # --- static files, worker, logs -------------------------------------------------------
+    # --- static files, logs -------------------------------------------------------
     web_dir: Path | None = Field(default_factory=default_web_dir)
-    worker: WorkerOptions = Field(default_factory=WorkerOptions)
-    redis: RedisOptions = Field(default_factory=RedisOptions)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "text"] = "json"
 
@@ -288,16 +183,6 @@ class ApiSettings(BaseSettings):
                 )
             out.append(normalise_origin(origin))
         return out
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url_valid(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
-        return value
 
     @field_validator("secret_key")
     @classmethod
@@ -350,36 +235,6 @@ class ApiSettings(BaseSettings):
                 "verify the same session tokens"
             )
         return self
-
-    @model_validator(mode="after")
-    def _keepalive_within_timeouts(self) -> ApiSettings:
-        # A reply renews its lease and touches its delivery every keepalive_interval; if that
-        # is not well inside both timeouts, a live worker's reply is taken over as if dead.
-        limit = min(self.worker.lease_ttl, self.redis.reclaim_after)
-        if self.worker.keepalive_interval * 2 > limit:
-            raise ValueError(
-                f"worker.keepalive_interval ({self.worker.keepalive_interval:g}s) must be at most "
-                f"half of worker.lease_ttl and of redis.reclaim_after ({limit:g}s)"
-            )
-        return self
-
-    # --- derived --------------------------------------------------------------------------
-
-    @property
-    def backend(self) -> Literal["memory", "redis"]:
-        return "redis" if self.redis_url is not None else "memory"
-
-    @property
-    def redis_url_display(self) -> str | None:
-        """The Redis URL with any password masked, for logs."""
-        if self.redis_url is None:
-            return None
-        parts = urlsplit(self.redis_url.get_secret_value())
-        if parts.password is None:
-            return parts.geturl()
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
 
     @classmethod
     def settings_customise_sources(

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from chatcore.worker import Backoff
+from chatcore.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
     chatcore worker                  one worker in this process
     chatcore worker --processes 4    four worker processes, restarted when one dies
     chatcore worker --check          list the workers' heartbeats; exit 0 if one is live
+    chatcore worker --dead-letters   list the messages given up on, newest last
 
 Workers share the work queue through Redis, so a worker needs ``redis_url``; everything else
 comes from the same settings as ``chatcore serve`` (environment ``CHATCORE_*``, the config
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -23,21 +25,20 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
 
 from chatcore.errors import PortError
-from chatcore_adapters.redis import RedisHeartbeats, RedisSettings, connect
+from chatcore.ports import DeadLetter
+from chatcore_adapters.bootstrap import new_worker_id, redis_settings
+from chatcore_adapters.redis import RedisHeartbeats, RedisWorkQueue, connect
 from chatcore_api import loops
 from chatcore_api.gc_tuning import freeze_startup_heap
 from chatcore_api.logs import configure_logging
 from chatcore_api.settings import SECRET_KEY_ENV, ApiSettings, SettingsError, load_settings
 from chatcore_api.supervisor import ChildSpec, RestartPolicy, Supervisor
 from chatcore_api.worker_health import exit_code, read_health, render_json, render_table
-from chatcore_api.worker_runtime import WorkerConfig, new_worker_id, serve, tag_logs
+from chatcore_api.worker_runtime import serve, tag_logs
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T", int, float)
 
 NO_REDIS = (
     "workers need Redis: set CHATCORE_REDIS_URL (or redis_url in the config file). "
@@ -45,20 +46,39 @@ NO_REDIS = (
     "messages with its own in-process worker."
 )
 
-# Flags that override a setting: (flag, attribute in the namespace, type, help).
-_OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
-    ("--concurrency", "concurrency", int, "replies generated at once by one worker"),
-    ("--claim-block", "claim_block", float, "seconds one claim waits for new work"),
+# Flags that override a setting: (flag, (section, setting), type, help).
+_OVERRIDES: tuple[tuple[str, tuple[str, str], type, str], ...] = (
+    ("--concurrency", ("worker", "concurrency"), int, "replies generated at once by one worker"),
+    ("--claim-block", ("worker", "claim_block"), float, "seconds one claim waits for new work"),
     (
         "--reclaim-after",
-        "reclaim_after",
+        ("redis", "reclaim_after"),
         float,
         "seconds a delivery may go without news before another worker takes it over",
     ),
-    ("--lease-ttl", "lease_ttl", float, "seconds a reply's lease lasts without renewal"),
-    ("--max-attempts", "max_attempts", int, "deliveries of a message before it is dead-lettered"),
-    ("--grace", "grace", float, "seconds replies in flight may take to finish on SIGTERM"),
+    (
+        "--lease-ttl",
+        ("worker", "lease_ttl"),
+        float,
+        "seconds a reply's lease lasts without renewal",
+    ),
+    (
+        "--max-attempts",
+        ("worker", "max_attempts"),
+        int,
+        "deliveries of a message before it is dead-lettered",
+    ),
+    (
+        "--grace",
+        ("worker", "shutdown_grace"),
+        float,
+        "seconds replies in flight may take to finish on SIGTERM",
+    ),
 )
+
+
+def _dest(setting: tuple[str, str]) -> str:
+    return setting[1] if setting[1] != "shutdown_grace" else "grace"
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +94,19 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="list the workers' heartbeats; exit 0 if at least one worker is live",
     )
-    parser.add_argument("--json", action="store_true", help="with --check: print JSON")
-    for flag, dest, kind, text in _OVERRIDES:
-        parser.add_argument(flag, dest=dest, type=kind, help=text)
+    parser.add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="list the messages given up on after too many deliveries (newest last)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=100, help="with --dead-letters: how many (default 100)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with --check or --dead-letters: print JSON"
+    )
+    for flag, setting, kind, text in _OVERRIDES:
+        parser.add_argument(flag, dest=_dest(setting), type=kind, help=text)
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error", "critical"], default=None
     )
@@ -84,53 +114,15 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supervised-by", type=int, help=argparse.SUPPRESS)
 
 
-def redis_settings(
-    settings: ApiSettings, *, client_name: str, max_block: float = 2.0
-) -> RedisSettings:
-    """How a worker (or ``--check``) talks to Redis. ``max_block`` is the longest blocking
-    call it makes (the claim); the socket timeout is derived from it, so a connection that
-    died silently (a laptop's sleep, a NAT timeout) is noticed within seconds."""
-    if settings.redis_url is None:
-        raise SettingsError(NO_REDIS)
-    return RedisSettings(
-        url=settings.redis_url.get_secret_value(),
-        cluster=settings.redis.cluster,
-        prefix=settings.redis.prefix,
-        client_name=client_name,
-        max_connections=settings.redis.max_connections,
-        max_block=max_block,
-    )
-
-
-def _flag(args: argparse.Namespace, dest: str, default: T) -> T:
-    """The value of a tuning flag if it was given, else ``default`` (the setting)."""
-    given = getattr(args, dest, None)
-    return default if given is None else type(default)(given)
-
-
-def worker_config(settings: ApiSettings, args: argparse.Namespace) -> WorkerConfig:
-    """The worker's configuration: the app's settings, then this command's flags."""
-    w = settings.worker
-    claim_block = _flag(args, "claim_block", w.claim_block)
-    try:
-        return WorkerConfig(
-            redis=redis_settings(settings, client_name="chatcore-worker", max_block=claim_block),
-            llm=settings.llm,
-            llm_factory=w.llm_factory,
-            concurrency=_flag(args, "concurrency", w.concurrency),
-            claim_block=claim_block,
-            reclaim_after=_flag(args, "reclaim_after", settings.redis.reclaim_after),
-            lease_ttl=_flag(args, "lease_ttl", w.lease_ttl),
-            keepalive_interval=w.keepalive_interval,
-            flush_interval=w.flush_interval,
-            max_attempts=_flag(args, "max_attempts", w.max_attempts),
-            heartbeat_interval=w.heartbeat_interval,
-            heartbeat_ttl=w.heartbeat_ttl,
-            grace=_flag(args, "grace", w.shutdown_grace),
-            backoff_max=w.backoff_max,
-        )
-    except ValueError as exc:
-        raise SettingsError(f"invalid worker settings: {exc}") from None
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """The settings this command's flags override, nested as the settings are."""
+    out: dict[str, dict[str, object]] = {}
+    for _, setting, _, _ in _OVERRIDES:
+        given = getattr(args, _dest(setting), None)
+        if given is not None:
+            section, name = setting
+            out.setdefault(section, {})[name] = given
+    return out
 
 
 def child_arguments(args: argparse.Namespace) -> list[str]:
@@ -138,8 +130,8 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
     if args.config is not None:
         out += ["--config", str(args.config)]
-    for flag, dest, _, _ in _OVERRIDES:
-        given = getattr(args, dest, None)
+    for flag, setting, _, _ in _OVERRIDES:
+        given = getattr(args, _dest(setting), None)
         if given is not None:
             out += [flag, str(given)]
     if args.log_level is not None:
@@ -183,8 +175,9 @@ def supervise(children: Sequence[ChildSpec], *, grace: float) -> int:
 
 async def check(settings: ApiSettings, *, as_json: bool) -> int:
     """Print every worker's heartbeat; 0 if one is live, 1 if none, 2 if Redis is unreachable."""
-    redis = redis_settings(settings, client_name="chatcore-check")
-    conn = connect(redis)
+    if settings.redis_url is None:
+        raise SettingsError(NO_REDIS)
+    conn = connect(redis_settings(settings, client_name="chatcore-check"))
     try:
         health = await read_health(
             RedisHeartbeats(conn),
@@ -200,34 +193,86 @@ async def check(settings: ApiSettings, *, as_json: bool) -> int:
     return exit_code(health)
 
 
-def load_worker_settings(config_file: Path | None) -> ApiSettings:
-    """The app's settings, as a worker reads them. A worker signs no session tokens, so it
-    does not need the API's signing key: when none is given, a throwaway one stands in for it
-    (only to satisfy the API's rule "Redis needs a shared key"; it is never used)."""
-    if os.environ.get(SECRET_KEY_ENV):
-        return load_settings(config_file)
-    return load_settings(config_file, secret_key=secrets.token_urlsafe(48))
+async def list_dead_letters(settings: ApiSettings, *, limit: int, as_json: bool) -> int:
+    """Print the dead letters; 0 when listed (even none), 2 if Redis is unreachable."""
+    if settings.redis_url is None:
+        raise SettingsError(NO_REDIS)
+    if limit < 1:
+        raise SettingsError("--limit must be at least 1")
+    conn = connect(redis_settings(settings, client_name="chatcore-check"))
+    try:
+        letters = await RedisWorkQueue(conn).dead_letters(limit=limit)
+    except PortError as exc:
+        print(f"cannot read the dead letters from Redis: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    finally:
+        await conn.aclose()
+    print(render_dead_letters(letters, as_json=as_json))  # noqa: T201
+    return 0
+
+
+def render_dead_letters(letters: Sequence[DeadLetter], *, as_json: bool) -> str:
+    rows = [
+        {
+            "at": letter.at.isoformat(),
+            "session_id": letter.item.session_id,
+            "conversation_id": letter.item.conversation_id,
+            "message_id": letter.item.message_id,
+            "attempts": letter.attempts,
+            "reason": letter.reason,
+        }
+        for letter in letters
+    ]
+    if as_json:
+        return json.dumps({"dead_letters": rows}, indent=1)
+    lines = [f"{'AT':<26} {'SESSION':<24} {'MESSAGE':<20} {'ATTEMPTS':>8}  REASON"]
+    for row in rows:
+        lines.append(
+            f"{row['at']:<26} {str(row['session_id'])[:24]:<24} {row['message_id']!s:<20} "
+            f"{row['attempts']:>8}  {row['reason']}"
+        )
+    lines.append(f"{len(rows)} dead letter{'s' if len(rows) != 1 else ''}")
+    return "\n".join(lines)
+
+
+def load_worker_settings(
+    config_file: Path | None, overrides: dict[str, dict[str, object]] | None = None
+) -> ApiSettings:
+    """The app's settings, as a worker reads them, with this command's flags on top. A worker
+    signs no session tokens, so it does not need the API's signing key: when none is given, a
+    throwaway one stands in for it (only to satisfy the API's rule "Redis needs a shared key";
+    it is never used)."""
+    given: dict[str, object] = dict(overrides or {})
+    if not os.environ.get(SECRET_KEY_ENV):
+        given["secret_key"] = secrets.token_urlsafe(48)
+    return load_settings(config_file, None, **given)
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
     try:
-        settings = load_worker_settings(args.config)
+        settings = load_worker_settings(args.config, flag_overrides(args))
         configure_logging(args.log_level or settings.log_level, settings.log_format)
         if args.check:
             return asyncio.run(check(settings, as_json=args.json))
-        config = worker_config(settings, args)
+        if args.dead_letters:
+            return asyncio.run(list_dead_letters(settings, limit=args.limit, as_json=args.json))
     except SettingsError as exc:
         print(f"chatcore worker: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    if settings.redis_url is None:
+        print(f"chatcore worker: {NO_REDIS}", file=sys.stderr)  # noqa: T201
         return 2
     if args.processes is not None:
         if args.processes < 1:
             print("chatcore worker: --processes must be at least 1", file=sys.stderr)  # noqa: T201
             return 2
-        return supervise(worker_children(args.processes, args), grace=config.grace)
+        return supervise(
+            worker_children(args.processes, args), grace=settings.worker.shutdown_grace
+        )
     worker_id = new_worker_id()
     tag_logs(worker_id)
     freeze_startup_heap()
-    return loops.run(serve(config, worker_id=worker_id, supervised_by=args.supervised_by))
+    return loops.run(serve(settings, worker_id=worker_id, supervised_by=args.supervised_by))
 
 
 def serve_with_workers(

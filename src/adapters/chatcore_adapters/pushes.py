@@ -1,29 +1,19 @@
-"""What a live subscription does with a push, whatever its transport: keep it for ``receive()``,
-or hand it to the listener set with ``listen()``."""
+"""What a live subscription does with a push, whatever its transport: hand it to the listener,
+and never let the listener's failure reach the task that received the push."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 
-from chatcore.ports import Appended
+from chatcore.ports import Appended, AppendListener
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[Appended], None]
 
-
-def hand_over(
-    appended: Appended, listener: Listener | None, received: list[Appended], wake: asyncio.Event
-) -> None:
-    """Without a listener, keep ``appended`` in ``received`` and set ``wake``. With one, call
-    it; an exception it raises is logged and only this push is lost: the caller (a reader
-    task, an append) carries on, and the session's next push reveals the gap."""
-    if listener is None:
-        received.append(appended)
-        wake.set()
-        return
+def hand_over(appended: Appended, listener: AppendListener) -> None:
+    """Call ``listener``; an exception it raises is logged and only this push is lost: the
+    caller (a reader task, an append) carries on, and the session's next push reveals the
+    gap."""
     try:
         listener(appended)
     except Exception:

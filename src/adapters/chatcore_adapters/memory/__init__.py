@@ -3,12 +3,14 @@
 from chatcore_adapters.memory.cache import MemorySessionCache
 from chatcore_adapters.memory.event_store import MemoryEventStore
 from chatcore_adapters.memory.heartbeats import MemoryHeartbeats
+from chatcore_adapters.memory.intents import MemoryIntentJournal
 from chatcore_adapters.memory.leases import MemoryLeases
 from chatcore_adapters.memory.queue import MemoryWorkQueue
 
 __all__ = [
     "MemoryEventStore",
     "MemoryHeartbeats",
+    "MemoryIntentJournal",
     "MemoryLeases",
     "MemorySessionCache",
     "MemoryWorkQueue",

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from chatcore.errors import ConcurrencyConflict
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
-from chatcore.ports import Appended, Clock
-from chatcore_adapters.pushes import Listener, hand_over
+from chatcore.ports import Appended, AppendListener, Clock
+from chatcore_adapters.pushes import hand_over
 
 
 class _Stream:
@@ -26,11 +26,10 @@ class MemoryEventStore:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._streams: dict[str, _Stream] = {}
-        self._changed = asyncio.Event()
         self._subscriptions: set[MemoryLiveSubscription] = set()
 
-    def subscribe(self) -> MemoryLiveSubscription:
-        sub = MemoryLiveSubscription(self)
+    def subscribe(self, listener: AppendListener) -> MemoryLiveSubscription:
+        sub = MemoryLiveSubscription(self, listener)
         self._subscriptions.add(sub)
         return sub
 
@@ -63,8 +62,6 @@ class MemoryEventStore:
             stream.keys.append(key)
             stream.records.append(record)
             recorded.append(record)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
         for sub in tuple(self._subscriptions):  # a listener may close one meanwhile
             sub._push(Appended(session_id, actual, recorded))
         return recorded
@@ -88,81 +85,39 @@ class MemoryEventStore:
         stream = self._streams.get(session_id)
         return stream.records[-1].position if stream and stream.records else None
 
-    async def tail(
-        self, cursors: Mapping[str, str | None], *, timeout: float
-    ) -> dict[str, list[Recorded]]:
-        for session_id, after in cursors.items():
-            validate_session_id(session_id)
-            if after is not None:
-                parse_position(after)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        while True:
-            changed = self._changed
-            found = {
-                sid: recs
-                for sid, after in cursors.items()
-                if (recs := self._after(sid, after, None))
-            }
-            remaining = deadline - loop.time()
-            if found or remaining <= 0:
-                return found
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=remaining)
-            except TimeoutError:
-                return {}
-
 
 class MemoryLiveSubscription:
-    """Appends of the followed sessions, handed over in the appending call (never lost)."""
+    """Appends of the followed sessions, handed to the listener in the appending call (an
+    in-process subscription is never lost)."""
 
-    def __init__(self, store: MemoryEventStore) -> None:
+    def __init__(self, store: MemoryEventStore, listener: AppendListener) -> None:
         self._store = store
-        self._following: set[str] = set()
-        self._received: list[Appended] = []
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._listener: Listener | None = None
-
-    def listen(self, listener: Listener) -> None:
         self._listener = listener
+        self._following: set[str] = set()
+        self._closed = asyncio.Event()
 
     def _push(self, appended: Appended) -> None:
-        if appended.session_id not in self._following:
-            return
-        # In the appending call: what the listener does must not fail the append.
-        hand_over(appended, self._listener, self._received, self._wake)
+        if appended.session_id in self._following:
+            # In the appending call: what the listener does must not fail the append.
+            hand_over(appended, self._listener)
 
     async def follow(self, session_id: str) -> None:
         validate_session_id(session_id)
-        if self._closed:
+        if self._closed.is_set():
             raise RuntimeError("the subscription is closed")
         self._following.add(session_id)
 
     async def unfollow(self, session_id: str) -> None:
         self._following.discard(session_id)
 
-    async def receive(self, timeout: float) -> list[Appended]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._received:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wake.wait()
-            except TimeoutError:
-                break
-        received, self._received = self._received, []
-        return received
+    async def wait_lost(self) -> str:
+        await self._closed.wait()
+        raise RuntimeError("the subscription is closed")
 
     async def reconnect(self) -> None:
         """Nothing to do: an in-process subscription is never lost."""
 
     async def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         self._following.clear()
-        self._received.clear()
         self._store._subscriptions.discard(self)

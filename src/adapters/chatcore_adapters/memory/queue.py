@@ -28,7 +28,6 @@ class MemoryWorkQueue:
         self._new: deque[str] = deque()
         self._pending: dict[str, _Pending] = {}
         self._dead: list[DeadLetter] = []
-        self._intents: dict[tuple[str, str], float] = {}
         self._arrived = asyncio.Event()
 
     async def enqueue(self, item: WorkItem) -> None:
@@ -91,16 +90,6 @@ class MemoryWorkQueue:
 
     async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         return self._dead[-limit:]
-
-    async def record_intent(self, session_id: str, client_message_id: str) -> None:
-        self._intents[(session_id, client_message_id)] = self._clock.monotonic()
-
-    async def clear_intent(self, session_id: str, client_message_id: str) -> None:
-        self._intents.pop((session_id, client_message_id), None)
-
-    async def stale_intents(self, older_than: float) -> list[tuple[str, str]]:
-        now = self._clock.monotonic()
-        return [key for key, at in self._intents.items() if now - at >= older_than]
 
     def pending_count(self) -> int:
         return len(self._pending)

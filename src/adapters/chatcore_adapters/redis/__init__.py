@@ -1,12 +1,13 @@
 """Redis adapters: the production storage of every chatcore port.
 
-Build one :class:`RedisConnection` per process with :func:`connect` and hand it to each
+``chatcore_adapters.bootstrap.bootstrap`` builds them from settings; by hand, build one
+:class:`RedisConnection` per process with :func:`connect` and hand it to each
 adapter::
 
     conn = connect(RedisSettings(url="redis://redis:6379/0"))
     store, cache = RedisEventStore(conn), RedisSessionCache(conn, ttl=3600)
     queue, leases = RedisWorkQueue(conn, reclaim_after=30), RedisLeases(conn)
-    heartbeats = RedisHeartbeats(conn)
+    intents, heartbeats = RedisIntentJournal(conn), RedisHeartbeats(conn)
     ...
     await conn.aclose()
 """
@@ -20,6 +21,7 @@ from chatcore_adapters.redis.connection import (
 )
 from chatcore_adapters.redis.event_store import RedisEventStore
 from chatcore_adapters.redis.heartbeats import RedisHeartbeats
+from chatcore_adapters.redis.intents import RedisIntentJournal
 from chatcore_adapters.redis.keys import KeySpace
 from chatcore_adapters.redis.leases import RedisLeases
 from chatcore_adapters.redis.queue import RedisWorkQueue
@@ -29,6 +31,7 @@ __all__ = [
     "RedisConnection",
     "RedisEventStore",
     "RedisHeartbeats",
+    "RedisIntentJournal",
     "RedisLeases",
     "RedisSessionCache",
     "RedisSettings",

@@ -14,18 +14,16 @@ exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-from redis.crc import key_slot
 
 from chatcore.errors import ConcurrencyConflict, CorruptRecord, InvalidIdentifier
 from chatcore.events import Event, Recorded
-from chatcore.ids import parse_position, validate_session_id
+from chatcore.ids import parse_position
+from chatcore.ports import AppendListener
 from chatcore_adapters.codec import decode_records, encode_event
 from chatcore_adapters.redis.append_batch import AppendBatcher
 from chatcore_adapters.redis.connection import RedisConnection
@@ -108,16 +106,11 @@ class RedisEventStore:
         conn: RedisConnection,
         *,
         page_size: int = 1000,
-        tail_count: int = 1000,
-        cluster_poll_interval: float = 0.05,
     ) -> None:
-        if page_size < 1 or tail_count < 1 or cluster_poll_interval <= 0:
-            raise ValueError("page_size and tail_count must be >= 1, the poll interval > 0")
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
         self.conn = conn
         self.page_size = page_size
-        # At most this many events per session per tail() call; the rest comes next call.
-        self.tail_count = tail_count
-        self.cluster_poll_interval = cluster_poll_interval
         self._keys = conn.keys
         self._append_script = conn.client.register_script(_APPEND)
         # An append's retry token only has to differ from every other append's: a random
@@ -158,8 +151,8 @@ class RedisEventStore:
             for entry_id, event in zip(reply[1:], events, strict=True)
         ]
 
-    def subscribe(self) -> RedisLiveSubscription:
-        return RedisLiveSubscription(self.conn)
+    def subscribe(self, listener: AppendListener) -> RedisLiveSubscription:
+        return RedisLiveSubscription(self.conn, listener)
 
     async def read(
         self, session_id: str, *, after: str | None = None, limit: int | None = None
@@ -186,63 +179,3 @@ class RedisEventStore:
         async with self.conn.guard("last_position"):
             newest: Any = await self.conn.client.xrevrange(key, "+", "-", count=1)
         return _text(newest[0][0]) if newest else None
-
-    async def tail(
-        self, cursors: Mapping[str, str | None], *, timeout: float
-    ) -> dict[str, list[Recorded]]:
-        streams: dict[str, str] = {}
-        sessions: dict[str, str] = {}
-        for session_id, after in cursors.items():
-            key = self._keys.events(session_id)
-            if after is not None:
-                parse_position(after)
-            streams[key] = after or "0-0"
-            sessions[key] = validate_session_id(session_id)
-        if not streams:
-            await asyncio.sleep(max(0.0, min(timeout, self.conn.settings.max_block)))
-            return {}
-        if self.conn.cluster:
-            groups: dict[int, dict[str, str]] = {}
-            for key, cursor in streams.items():
-                groups.setdefault(key_slot(key.encode()), {})[key] = cursor
-            if len(groups) > 1:
-                return await self._poll_slots(list(groups.values()), sessions, timeout)
-        async with self.conn.guard("tail", block=timeout):
-            reply = await self.conn.client.xread(
-                streams,  # type: ignore[arg-type]
-                count=self.tail_count,
-                block=self.conn.block_ms(timeout),
-            )
-        return self._found(reply, sessions)
-
-    def _found(self, reply: Any, sessions: Mapping[str, str]) -> dict[str, list[Recorded]]:
-        found: dict[str, list[Recorded]] = {}
-        for key, entries in reply or ():
-            records = _decode(entries)
-            if records:
-                found[sessions[_text(key)]] = records
-        return found
-
-    async def _poll_slots(
-        self,
-        groups: list[dict[str, str]],
-        sessions: Mapping[str, str],
-        timeout: float,
-    ) -> dict[str, list[Recorded]]:
-        """Cluster mode, sessions in several slots: one XREAD cannot span slots, so look at
-        every slot group in one pipelined round per node, and again every poll interval."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(timeout, 0.0), self.conn.settings.max_block)
-        while True:
-            async with self.conn.guard("tail"):
-                pipe = self.conn.client.pipeline()
-                for group in groups:
-                    pipe.xread(group, count=self.tail_count)  # type: ignore[arg-type]
-                replies = await pipe.execute()
-            found: dict[str, list[Recorded]] = {}
-            for reply in replies:
-                found.update(self._found(reply, sessions))
-            remaining = deadline - loop.time()
-            if found or remaining <= 0:
-                return found
-            await asyncio.sleep(min(self.cluster_poll_interval, remaining))

@@ -13,7 +13,7 @@ Pub/sub forgets what it could not deliver. Three rules keep the feed gap-free (I
 * each push names the position it follows, so a subscriber that missed one notices it at the
   next one and reads the gap from the log;
 * any trouble with the connection (an error, a reconnect redis-py would otherwise do quietly,
-  a keep-alive ping left unanswered) marks the subscription lost; :meth:`receive` says so, and
+  a keep-alive ping left unanswered) marks the subscription lost; :meth:`wait_lost` says so, and
   the caller reconnects and reads what it may have missed from the log.
 
 One task reads the connection: the reader. redis-py's own health check is turned off on it,
@@ -36,9 +36,9 @@ from typing import Any
 from chatcore.errors import CorruptRecord, StoreUnavailable
 from chatcore.events import Recorded
 from chatcore.ids import validate_session_id
-from chatcore.ports import Appended
+from chatcore.ports import Appended, AppendListener
 from chatcore_adapters.codec import decode_records
-from chatcore_adapters.pushes import Listener, hand_over
+from chatcore_adapters.pushes import hand_over
 from chatcore_adapters.redis.connection import REDIS_ERRORS, RedisConnection, unavailable
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,15 @@ def parse_push(data: bytes) -> tuple[str | None, list[Recorded]]:
 class RedisLiveSubscription:
     """A :class:`chatcore.ports.LiveSubscription` on one pub/sub connection."""
 
-    def __init__(self, conn: RedisConnection) -> None:
+    def __init__(self, conn: RedisConnection, listener: AppendListener) -> None:
         self._conn = conn
         self._keys = conn.keys
+        self._listener = listener
         self._following: set[str] = set()
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
-        self._received: list[Appended] = []
-        self._listener: Listener | None = None
-        self._wake = asyncio.Event()
         self._lost: BaseException | None = None
+        self._lost_event = asyncio.Event()
         self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._closed = False
         # The health-check interval the connection had before it was lent to us (restored
@@ -96,30 +95,20 @@ class RedisLiveSubscription:
             self._lose(exc)
             raise
 
-    def listen(self, listener: Listener) -> None:
-        self._listener = listener
-
-    async def receive(self, timeout: float) -> list[Appended]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._received:
-            self._check()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._wake.wait()
-        self._check()
-        received, self._received = self._received, []
-        return received
+    async def wait_lost(self) -> str:
+        while self._lost is None:
+            if self._closed:
+                raise RuntimeError("the subscription is closed")
+            self._lost_event.clear()
+            await self._lost_event.wait()
+        return f"{type(self._lost).__name__}: {self._lost}"
 
     async def reconnect(self) -> None:
         if self._closed:
             raise RuntimeError("the subscription is closed")
         await self._drop()
         self._lost = None
+        self._lost_event.clear()
         channels = [self._keys.live(sid) for sid in sorted(self._following)]
         if channels:
             await self._subscribe(channels)
@@ -128,6 +117,7 @@ class RedisLiveSubscription:
     async def close(self) -> None:
         self._closed = True
         self._following.clear()
+        self._lost_event.set()
         await self._drop()
 
     # --- the connection ---------------------------------------------------------------------
@@ -147,7 +137,7 @@ class RedisLiveSubscription:
                 if not waiter.done():
                     waiter.set_exception(StoreUnavailable("the live subscription was lost"))
         self._confirmations.clear()
-        self._wake.set()
+        self._lost_event.set()
 
     async def _subscribe(self, channels: list[str]) -> None:
         loop = asyncio.get_running_loop()
@@ -263,4 +253,4 @@ class RedisLiveSubscription:
                 "unreadable live push", extra={"session_id": session_id, "error": exc.message}
             )
             return
-        hand_over(Appended(session_id, after, records), self._listener, self._received, self._wake)
+        hand_over(Appended(session_id, after, records), self._listener)

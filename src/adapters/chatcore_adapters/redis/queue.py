@@ -6,10 +6,8 @@ Keys (one slot, tagged with the queue's name, ``{chatcore:work}`` by default):
   consumer group ``workers``. An acknowledged entry is deleted with its acknowledgement, so
   the stream only ever holds work not yet done, and a group created again from ``0`` (after
   the group vanished, e.g. a Redis restart without persistence) gets exactly that work;
-* ``{chatcore:work}:dead``: the dead-letter stream (item, reason, attempts, time);
-* ``{chatcore:work}:intents``: a sorted set of ``<session_id>:<client_message_id>`` scored by
-  the Redis server's clock in milliseconds (one clock for every process, so "older than" means
-  the same thing to every sweeper).
+* ``{chatcore:work}:dead``: the dead-letter stream (item, reason, attempts, time), read back
+  as the :class:`chatcore.ports.DeadLetterLog`.
 
 A delivery's ``attempt`` is Redis' delivery count of the entry: 1 when first read, +1 each
 time it is read again from the pending list (``recover``) or claimed from another consumer.
@@ -25,7 +23,6 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
-from chatcore.ids import validate_session_id
 from chatcore.ports import Clock, DeadLetter, Delivery, WorkItem
 from chatcore_adapters.redis.connection import RedisConnection, is_error
 from chatcore_adapters.system import SystemClock
@@ -114,36 +111,14 @@ end
 return 1
 """
 
-_NOW_MS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# KEYS[1] intents. ARGV[1] member. Scored with the server's clock.
-_RECORD_INTENT = (
-    _NOW_MS
-    + """
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-return 1
-"""
-)
-
-# KEYS[1] intents. ARGV[1] age ms, ARGV[2] limit. Members at least ARGV[1] ms old.
-_STALE_INTENTS = (
-    _NOW_MS
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
-                  'LIMIT', 0, ARGV[2])
-"""
-)
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisWorkQueue:
-    """The :class:`chatcore.ports.WorkQueue` on a Redis stream and consumer group."""
+    """The :class:`chatcore.ports.WorkQueue` and its :class:`chatcore.ports.DeadLetterLog` on
+    a Redis stream and consumer group."""
 
     def __init__(
         self,
@@ -155,7 +130,6 @@ class RedisWorkQueue:
         clock: Clock | None = None,
         recover_limit: int = 1000,
         max_dead_letters: int = 10_000,
-        stale_intents_limit: int = 1000,
     ) -> None:
         if reclaim_after <= 0:
             raise ValueError("reclaim_after must be positive")
@@ -166,15 +140,12 @@ class RedisWorkQueue:
         self.clock: Clock = clock or SystemClock()
         self.recover_limit = recover_limit
         self.max_dead_letters = max_dead_letters
-        self.stale_intents_limit = stale_intents_limit
         client = conn.client
         self._recover = client.register_script(_RECOVER)
         self._reclaim = client.register_script(_RECLAIM)
         self._touch = client.register_script(_TOUCH)
         self._ack = client.register_script(_ACK)
         self._dead_letter = client.register_script(_DEAD_LETTER)
-        self._record_intent = client.register_script(_RECORD_INTENT)
-        self._stale_intents = client.register_script(_STALE_INTENTS)
 
     # --- the consumer group -------------------------------------------------------------------
 
@@ -317,28 +288,4 @@ class RedisWorkQueue:
                 log.warning(
                     "skipping an unreadable dead letter", extra={"entry_id": _text(entry_id)}
                 )
-        return out
-
-    # --- intents ------------------------------------------------------------------------------
-
-    async def record_intent(self, session_id: str, client_message_id: str) -> None:
-        member = f"{validate_session_id(session_id)}:{client_message_id}"
-        async with self.conn.guard("record_intent"):
-            await self._record_intent(keys=[self.keys.intents], args=[member])
-
-    async def clear_intent(self, session_id: str, client_message_id: str) -> None:
-        member = f"{validate_session_id(session_id)}:{client_message_id}"
-        async with self.conn.guard("clear_intent"):
-            await self.conn.client.zrem(self.keys.intents, member)
-
-    async def stale_intents(self, older_than: float) -> list[tuple[str, str]]:
-        age_ms = max(0, int(older_than * 1000))
-        async with self.conn.guard("stale_intents"):
-            members = await self._stale_intents(
-                keys=[self.keys.intents], args=[age_ms, self.stale_intents_limit]
-            )
-        out: list[tuple[str, str]] = []
-        for member in members or ():
-            session_id, _, client_message_id = _text(member).partition(":")
-            out.append((session_id, client_message_id))
         return out

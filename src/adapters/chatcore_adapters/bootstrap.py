@@ -1,0 +1,241 @@
+"""The composition root: a running chatcore built from its settings, in one place.
+
+Every entry point builds its chatcore here: the bundled API (``chatcore serve``, with its
+in-process worker), the worker processes (``chatcore worker``), the test harness, and library
+code::
+
+    from chatcore_adapters.bootstrap import bootstrap
+
+    chat = bootstrap()                      # in memory, the offline demo model
+    session = await chat.service.open_session()
+
+Which adapter plays which port follows from the settings (``redis_url`` set: Redis, else
+memory); any port can be given instead, at the edge, the way a test or an application with
+storage of its own does it (``bootstrap(settings, llm=MyModel(), clock=ManualClock())``).
+Nothing is connected until first used, so building is cheap and never fails on a network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chatcore.generation import ReplyGenerator
+from chatcore.ports import (
+    LLM,
+    Clock,
+    EventStore,
+    Heartbeats,
+    IdGenerator,
+    IntentJournal,
+    Leases,
+    SessionCache,
+    WorkQueue,
+)
+from chatcore.service import ChatService, ServiceSettings
+from chatcore.worker import WorkerLoop
+from chatcore_adapters.llm import build_llm
+from chatcore_adapters.memory import (
+    MemoryEventStore,
+    MemoryHeartbeats,
+    MemoryIntentJournal,
+    MemoryLeases,
+    MemorySessionCache,
+    MemoryWorkQueue,
+)
+from chatcore_adapters.settings import ChatcoreSettings
+from chatcore_adapters.system import RandomIds, SystemClock
+
+if TYPE_CHECKING:
+    from chatcore_adapters.redis import RedisConnection, RedisSettings
+
+
+@dataclass(eq=False, slots=True)
+class Chatcore:
+    """A running chatcore: its ports, its use cases, and how to make workers for it."""
+
+    settings: ChatcoreSettings
+    clock: Clock
+    ids: IdGenerator
+    store: EventStore
+    cache: SessionCache
+    queue: WorkQueue
+    intents: IntentJournal
+    leases: Leases
+    heartbeats: Heartbeats
+    llm: LLM
+    service: ChatService
+    generator: ReplyGenerator
+    # The Redis client bootstrap made for the adapters (None in memory, or when one was given);
+    # closed by :meth:`aclose`.
+    redis: RedisConnection | None = None
+
+    def worker(self, worker_id: str | None = None) -> WorkerLoop:
+        """A worker loop over this chatcore's queue, answering with its model."""
+        return WorkerLoop(
+            queue=self.queue,
+            generator=self.generator,
+            service=self.service,
+            clock=self.clock,
+            worker_id=worker_id or new_worker_id(),
+            settings=self.settings.worker,
+            heartbeats=self.heartbeats,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+
+    def rebuilt(
+        self, *, settings: ChatcoreSettings | None = None, llm: LLM | None = None
+    ) -> Chatcore:
+        """The same ports (and so the same sessions and queue) with other settings or another
+        model: several workers of one deployment, each with its own model, in a test say."""
+        return bootstrap(
+            settings or self.settings,
+            clock=self.clock,
+            ids=self.ids,
+            store=self.store,
+            cache=self.cache,
+            queue=self.queue,
+            intents=self.intents,
+            leases=self.leases,
+            heartbeats=self.heartbeats,
+            llm=llm or self.llm,
+            service_settings=self.service.settings,
+        )
+
+    async def aclose(self) -> None:
+        """Release what was connected (the Redis client); the ports are unusable afterwards."""
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def new_worker_id(prefix: str = "") -> str:
+    """``[<prefix>-]<host>-<pid>-<random>``: unique per process, readable in logs."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "host"
+    name = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{prefix}-{name}" if prefix else name
+
+
+def load_llm(settings: ChatcoreSettings) -> LLM:
+    """The configured model: ``worker.llm_factory`` if set, else the ``llm`` settings
+    (LiteLLM is imported only when a LiteLLM model is used)."""
+    if settings.worker.llm_factory is not None:
+        return llm_from_factory(settings.worker.llm_factory)
+    return build_llm(settings.llm)
+
+
+def llm_from_factory(path: str) -> LLM:
+    """The model returned by the callable named ``package.module:callable``."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError("llm_factory must look like 'package.module:callable'")
+    factory: Callable[[], LLM] = getattr(importlib.import_module(module_name), attribute)
+    model = factory()
+    if not isinstance(model, LLM):
+        raise TypeError(f"{path} did not return a chatcore.ports.LLM")
+    return model
+
+
+def redis_settings(
+    settings: ChatcoreSettings, *, client_name: str, max_block: float | None = None
+) -> RedisSettings:
+    """How a process talks to Redis. ``max_block`` is the longest blocking call it makes (a
+    worker's claim, the API's live feed); the socket timeout is derived from it, so a
+    connection that died silently is noticed within seconds."""
+    from chatcore_adapters.redis import RedisSettings
+
+    if settings.redis_url is None:
+        raise ValueError("redis_url is not set")
+    return RedisSettings(
+        url=settings.redis_url.get_secret_value(),
+        cluster=settings.redis.cluster,
+        prefix=settings.redis.prefix,
+        client_name=client_name,
+        max_connections=settings.redis.max_connections,
+        max_block=max_block if max_block is not None else settings.worker.claim_block,
+    )
+
+
+def bootstrap(
+    settings: ChatcoreSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    ids: IdGenerator | None = None,
+    store: EventStore | None = None,
+    cache: SessionCache | None = None,
+    queue: WorkQueue | None = None,
+    intents: IntentJournal | None = None,
+    leases: Leases | None = None,
+    heartbeats: Heartbeats | None = None,
+    llm: LLM | None = None,
+    service_settings: ServiceSettings | None = None,
+    redis: RedisConnection | None = None,
+    client_name: str = "chatcore",
+    max_block: float | None = None,
+) -> Chatcore:
+    """Build a chatcore from ``settings`` (the defaults: in memory, the demo model). Each
+    keyword names a port (or the use cases' settings) to use instead of what the settings
+    choose. ``redis`` is a Redis client to build the Redis adapters on instead of one made
+    from ``redis_url`` (whoever made it closes it). ``client_name`` and ``max_block`` describe
+    this process to Redis (see :func:`redis_settings`)."""
+    settings = settings if settings is not None else ChatcoreSettings()
+    clock = clock if clock is not None else SystemClock()
+    ids = ids if ids is not None else RandomIds()
+    owned: RedisConnection | None = None
+    missing = None in (store, cache, queue, intents, leases, heartbeats)
+    if (settings.backend == "redis" or redis is not None) and missing:
+        from chatcore_adapters import redis as on_redis
+
+        if redis is None:
+            redis = owned = on_redis.connect(
+                redis_settings(settings, client_name=client_name, max_block=max_block)
+            )
+        store = store or on_redis.RedisEventStore(redis)
+        cache = cache or on_redis.RedisSessionCache(redis, ttl=settings.redis.cache_ttl)
+        queue = queue or on_redis.RedisWorkQueue(
+            redis, reclaim_after=settings.redis.reclaim_after, clock=clock
+        )
+        intents = intents or on_redis.RedisIntentJournal(redis)
+        leases = leases or on_redis.RedisLeases(redis)
+        heartbeats = heartbeats or on_redis.RedisHeartbeats(redis)
+    else:
+        store = store or MemoryEventStore(clock)
+        cache = cache or MemorySessionCache(clock)
+        queue = queue or MemoryWorkQueue(clock, reclaim_after=settings.redis.reclaim_after)
+        intents = intents or MemoryIntentJournal(clock)
+        leases = leases or MemoryLeases(clock)
+        heartbeats = heartbeats or MemoryHeartbeats(clock)
+    service = ChatService(
+        store=store,
+        cache=cache,
+        queue=queue,
+        intents=intents,
+        clock=clock,
+        ids=ids,
+        settings=service_settings or ServiceSettings(limits=settings.command_limits),
+    )
+    model = llm if llm is not None else load_llm(settings)
+    generator = ReplyGenerator(
+        service=service, llm=model, leases=leases, clock=clock, ids=ids, settings=settings.worker
+    )
+    return Chatcore(
+        settings=settings,
+        clock=clock,
+        ids=ids,
+        store=store,
+        cache=cache,
+        queue=queue,
+        intents=intents,
+        leases=leases,
+        heartbeats=heartbeats,
+        llm=model,
+        service=service,
+        generator=generator,
+        redis=owned,
+    )

@@ -1,0 +1,146 @@
+"""The settings of a running chatcore: where it stores, which model answers, how its workers
+work. Declared once, here and in the core's own settings models (``WorkerSettings``,
+``GenerationSettings``), and read by every entry point through
+:func:`chatcore_adapters.bootstrap.bootstrap`: the bundled API (whose
+``chatcore_api.settings.ApiSettings`` adds what only a server needs and reads all of it from
+``CHATCORE_*`` variables and a config file), the worker processes, the test harness and library
+code, which builds these models directly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from chatcore.decisions import CommandLimits
+from chatcore.generation import GenerationSettings
+from chatcore.worker import WorkerSettings
+from chatcore_adapters.llm.settings import LLMSettings
+
+_DEFAULT_LIMITS = CommandLimits()
+
+
+class WorkerOptions(WorkerSettings, GenerationSettings):
+    """A worker: the loop's and the replies' settings, plus what a worker process needs."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Run a reply worker inside `chatcore serve` (turn off when `chatcore worker` "
+        "processes do the work).",
+    )
+    shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="Seconds replies in flight may take to finish when the process stops; "
+        "what is left is taken over by another worker.",
+    )
+    llm_factory: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="`package.module:callable` returning a chatcore.ports.LLM, used by "
+        "`chatcore worker` and the in-process worker instead of the llm settings (a model of "
+        "your own).",
+    )
+    forget_consumers_after: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Seconds after which the consumer of a crashed worker (nothing pending) is "
+        "removed from the Redis consumer group.",
+    )
+    prune_interval: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="Seconds between two looks for such consumers.",
+    )
+
+
+class RedisOptions(BaseModel):
+    """How chatcore uses Redis (when ``redis_url`` is set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field(
+        default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$", description="Key prefix."
+    )
+    cluster: bool = Field(default=False, description="redis_url names a Redis Cluster node.")
+    max_connections: int = Field(default=32, ge=2, le=10_000)
+    reclaim_after: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a claimed reply may go without news before another worker takes it.",
+    )
+    cache_ttl: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Seconds a session's cached view is kept after its last use.",
+    )
+
+
+class ChatcoreSettings(BaseModel):
+    """Everything :func:`~chatcore_adapters.bootstrap.bootstrap` builds a chatcore from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://, rediss:// or unix:// URL. Unset: everything in memory, in "
+        "this process (the embedded mode).",
+    )
+    redis: RedisOptions = Field(default_factory=RedisOptions)
+    worker: WorkerOptions = Field(default_factory=WorkerOptions)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    max_message_chars: int = Field(
+        default=_DEFAULT_LIMITS.max_message_chars,
+        ge=1,
+        le=1_000_000,
+        description="Longest user message, in characters.",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_valid(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _keepalive_within_timeouts(self) -> ChatcoreSettings:
+        # A reply renews its lease and touches its delivery every keepalive_interval; if that
+        # is not well inside both timeouts, a live worker's reply is taken over as if dead.
+        limit = min(self.worker.lease_ttl, self.redis.reclaim_after)
+        if self.worker.keepalive_interval * 2 > limit:
+            raise ValueError(
+                f"worker.keepalive_interval ({self.worker.keepalive_interval:g}s) must be at most "
+                f"half of worker.lease_ttl and of redis.reclaim_after ({limit:g}s)"
+            )
+        return self
+
+    @property
+    def backend(self) -> Literal["memory", "redis"]:
+        return "redis" if self.redis_url is not None else "memory"
+
+    @property
+    def command_limits(self) -> CommandLimits:
+        return CommandLimits(max_message_chars=self.max_message_chars)
+
+    @property
+    def redis_url_display(self) -> str | None:
+        """The Redis URL with any password masked, for logs."""
+        if self.redis_url is None:
+            return None
+        parts = urlsplit(self.redis_url.get_secret_value())
+        if parts.password is None:
+            return parts.geturl()
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return parts._replace(netloc=f"{user}:***@{netloc}").geturl()

@@ -1,0 +1,185 @@
+"""The live feed: one subscription per process for every session it has sockets for (I8), no
+gap and no duplicate when a push is missed or the subscription is lost (I5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from chatcore.errors import StoreUnavailable
+from chatcore.ports import Appended, AppendListener
+from chatcore.service import ChatService
+from chatcore_adapters.bootstrap import bootstrap
+from chatcore_adapters.memory import MemoryEventStore
+from chatcore_adapters.memory.event_store import MemoryLiveSubscription
+from chatcore_adapters.system import SystemClock
+from chatcore_api.feed import SessionFeed
+
+
+class FlakySubscription(MemoryLiveSubscription):
+    """The in-memory subscription, able to lose pushes: ``lose()`` drops what is published
+    and reports the subscription lost until the subscriber reconnects (which fails
+    ``failures`` times first); ``skip`` drops the next N pushes quietly, as a missed message
+    would."""
+
+    def __init__(self, store: MemoryEventStore, listener: AppendListener) -> None:
+        super().__init__(store, listener)
+        self.follows: list[str] = []
+        self.lost = False
+        self.lost_now = asyncio.Event()
+        self.failures = 0
+        self.skip = 0
+        self.reconnects = 0
+
+    def _push(self, appended: Appended) -> None:
+        if self.lost:
+            return
+        if self.skip and appended.session_id in self._following:
+            self.skip -= 1
+            return
+        super()._push(appended)
+
+    def lose(self, failures: int = 0) -> None:
+        self.lost = True
+        self.failures = failures
+        self.lost_now.set()
+
+    async def follow(self, session_id: str) -> None:
+        self.follows.append(session_id)
+        await super().follow(session_id)
+
+    async def wait_lost(self) -> str:
+        await self.lost_now.wait()
+        return "StoreUnavailable: redis live failed (ConnectionError)"
+
+    async def reconnect(self) -> None:
+        self.reconnects += 1
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("redis follow failed (ConnectionError)")
+        self.lost = False
+        self.lost_now.clear()
+
+
+class RecordingStore(MemoryEventStore):
+    """The in-memory store with a :class:`FlakySubscription`."""
+
+    def __init__(self, clock: SystemClock) -> None:
+        super().__init__(clock)
+        self.sub: FlakySubscription | None = None
+
+    def subscribe(self, listener: AppendListener) -> FlakySubscription:
+        self.sub = FlakySubscription(self, listener)
+        self._subscriptions.add(self.sub)
+        return self.sub
+
+
+@dataclass
+class World:
+    clock: SystemClock
+    store: RecordingStore
+    sub: FlakySubscription
+    service: ChatService
+    feed: SessionFeed
+    got: dict[str, list[str]]
+
+
+@contextlib.asynccontextmanager
+async def world() -> AsyncIterator[World]:
+    clock = SystemClock()
+    store = RecordingStore(clock)
+    service = bootstrap(clock=clock, store=store).service
+    feed = SessionFeed(store)
+    assert store.sub is not None
+    got: dict[str, list[str]] = {}
+    feed.set_sink(lambda sid, records: got.setdefault(sid, []).extend(r.position for r in records))
+    feed.start()
+    try:
+        yield World(clock, store, store.sub, service, feed, got)
+    finally:
+        await feed.stop()
+
+
+async def eventually(check: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - the condition belongs to the code under test
+            await asyncio.sleep(0.01)
+
+
+async def log_of(w: World, sid: str) -> list[str]:
+    return [r.position for r in await MemoryEventStore.read(w.store, sid)]
+
+
+async def test_one_subscription_follows_every_session_of_the_process() -> None:
+    async with world() as w:
+        sessions = [(await w.service.open_session()).session_id for _ in range(30)]
+        watches = [await w.feed.watch(sid) for sid in sessions]
+        assert sorted(w.sub.follows) == sorted(sessions)  # one follow each, no re-issued read
+        for sid in sessions:
+            await w.service.update_profile(sid, display_name="Ada", language=None)
+        assert all(len(w.got.get(sid, [])) == 1 for sid in sessions)  # pushed at once
+        assert w.feed.gap_reads == 0  # pushes carry the events: nothing is read back
+        for watch in watches:
+            watch.release()
+        assert w.feed.sessions == 0
+        await w.service.update_profile(sessions[0], display_name="Bo", language=None)
+        await eventually(lambda: not w.sub._following)  # unfollowed in a task of its own
+        assert all(len(w.got[sid]) == 1 for sid in sessions)
+
+
+async def test_a_session_followed_later_gets_its_pushes_at_once() -> None:
+    async with world() as w:
+        first = (await w.service.open_session()).session_id
+        await w.feed.watch(first)
+        second = (await w.service.open_session()).session_id
+        await w.feed.watch(second)
+        await w.service.update_profile(second, display_name="Grace", language=None)
+        assert len(w.got.get(second, [])) == 1
+
+
+async def test_watches_are_counted_and_the_cursor_starts_at_the_watch() -> None:
+    async with world() as w:
+        sid = (await w.service.open_session()).session_id
+        one, two = await w.feed.watch(sid), await w.feed.watch(sid)
+        one.release()
+        one.release()  # releasing twice is harmless
+        assert w.feed.sessions == 1
+        await w.service.update_profile(sid, display_name="Ada", language=None)
+        await eventually(lambda: len(w.got.get(sid, [])) == 1)
+        two.release()
+        assert w.feed.sessions == 0
+
+
+async def test_a_missed_push_is_read_from_the_log_before_anything_newer() -> None:
+    async with world() as w:
+        sid = (await w.service.open_session()).session_id
+        await w.feed.watch(sid)
+        w.sub.skip = 2
+        for name in ("A", "B", "C", "D"):
+            await w.service.update_profile(sid, display_name=name, language=None)
+        log = await log_of(w, sid)
+        await eventually(lambda: w.got.get(sid) == log[-4:])
+        assert w.feed.gap_reads == 1  # one read of the gap
+
+
+async def test_a_lost_subscription_is_re_established_and_every_session_caught_up() -> None:
+    async with world() as w:
+        sessions = [(await w.service.open_session()).session_id for _ in range(3)]
+        for sid in sessions:
+            await w.feed.watch(sid)
+        watched = {sid: len(await log_of(w, sid)) for sid in sessions}
+        await w.service.update_profile(sessions[0], display_name="Ada", language=None)
+        await eventually(lambda: len(w.got.get(sessions[0], [])) == 1)
+        w.sub.lose(failures=2)  # and Redis stays away for two attempts
+        for sid in sessions:
+            await w.service.update_profile(sid, display_name="Bo", language=None)
+        await eventually(lambda: w.feed.resyncs == 1, timeout=10)
+        await w.service.update_profile(sessions[1], display_name="Cy", language=None)
+        for sid in sessions:
+            # everything since the watch was taken, once, in order
+            since_watch = (await log_of(w, sid))[watched[sid] :]
+            await eventually(lambda sid=sid, want=since_watch: w.got.get(sid) == want)
+        assert w.sub.reconnects == 3
