@@ -92,7 +92,10 @@ def _redis_heartbeats(conn: RedisConnection, clock: Clock) -> Heartbeats:
 
 
 def _service_settings(settings: ApiSettings) -> ServiceSettings:
-    return ServiceSettings(limits=Limits(max_message_chars=settings.max_message_chars))
+    return ServiceSettings(
+        limits=Limits(max_message_chars=settings.max_message_chars),
+        restore_record_interval=settings.restore_record_interval,
+    )
 
 
 def _llm(settings: ApiSettings) -> LLM:

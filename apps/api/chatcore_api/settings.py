@@ -248,6 +248,13 @@ class ApiSettings(BaseSettings):
         le=10_000_000,
         description="A resume with more events than this gets a snapshot instead.",
     )
+    restore_record_interval: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="A session records a session_restored event when a client connects, at "
+        "most once per this many seconds (0: on every connection).",
+    )
     feed_block: float = Field(
         default=5.0,
         gt=0,
