@@ -190,7 +190,13 @@ export interface Limits {
   max_message_chars: number;
   max_frame_bytes: number;
   messages_per_minute: number;
+  /** Seconds without any frame from the client before the server closes with 4008: send a
+   * ping at least every `idle_timeout / 3` seconds, whatever arrives. */
+  idle_timeout: number;
 }
+
+/** The server's default `idle_timeout` (seconds), for limits saved before it was kept. */
+export const DEFAULT_IDLE_TIMEOUT = 90;
 
 export interface WelcomeFrame {
   type: "welcome";
