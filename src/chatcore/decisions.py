@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
+from typing import Literal, TypeAlias
 
 from chatcore.errors import (
     AlreadyAnswered,
@@ -93,24 +95,48 @@ def restore_session(
     return [SessionRestored(at=now, last_seen=last_seen)]
 
 
+class Keep(Enum):
+    """The value of a profile field an update leaves as it is (it was not named)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+ProfileChange: TypeAlias = str | Literal[Keep.KEEP] | None
+
+
+def _profile_value(given: ProfileChange, current: str | None, what: str, limit: int) -> str | None:
+    if given is KEEP:
+        return current
+    if given is None:
+        return None
+    value = " ".join(given.split())
+    if not value:
+        raise InvalidProfile(f"the {what} is blank; send null to clear it")
+    if len(value) > limit:
+        raise InvalidProfile(f"the {what} may have at most {limit} characters")
+    return value
+
+
 def update_profile(
     view: SessionView,
     now: datetime,
     *,
-    display_name: str | None,
-    language: str | None,
+    display_name: ProfileChange = KEEP,
+    language: ProfileChange = KEEP,
     limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
+    """A partial update: a field given as :data:`KEEP` (the default) keeps its value, ``None``
+    clears it, a string (spaces collapsed) sets it; a blank string is refused. The event
+    carries the whole profile after the update, so it folds (and old events fold) the same
+    way. Nothing is recorded when nothing changes."""
     _require_open(view)
-    name = " ".join(display_name.split()) if display_name is not None else None
-    if name is not None and len(name) > limits.max_name_chars:
-        raise InvalidProfile(f"the name may have at most {limits.max_name_chars} characters")
-    lang = language.strip() if language is not None else None
-    if lang is not None and len(lang) > limits.max_language_chars:
-        raise InvalidProfile(
-            f"the language may have at most {limits.max_language_chars} characters"
-        )
-    return [ProfileUpdated(at=now, display_name=name or None, language=lang or None)]
+    current = view.profile
+    name = _profile_value(display_name, current.display_name, "name", limits.max_name_chars)
+    lang = _profile_value(language, current.language, "language", limits.max_language_chars)
+    if (name, lang) == (current.display_name, current.language):
+        return []
+    return [ProfileUpdated(at=now, display_name=name, language=lang)]
 
 
 def start_conversation(

@@ -49,7 +49,10 @@ class SessionRestored(Event):
 
 
 class ProfileUpdated(Event):
-    """The user's context: how the assistant should address them and answer."""
+    """The user's context: how the assistant should address them and answer.
+
+    It carries the whole profile after the update (a field an update did not name is copied
+    from the profile before it), so folding it replaces the profile, as it always has."""
 
     type: Literal["profile_updated"] = "profile_updated"
     display_name: str | None = None

@@ -9,7 +9,7 @@ these models (``chatcore schema``), and a test keeps them in step.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -39,6 +39,34 @@ class CloseCode(IntEnum):
     IDLE_TIMEOUT = 4008  # no frame from the client for too long: reconnect when needed
 
 
+class ErrorCode(StrEnum):
+    """Every ``code`` an ``error`` frame of this server carries (``docs/protocol.md`` §9 lists
+    the same set; a test compares them). Clients treat a code they do not know as a generic
+    failure, so adding one keeps protocol 1."""
+
+    BAD_FRAME = "bad_frame"
+    HELLO_REQUIRED = "hello_required"
+    HELLO_TIMEOUT = "hello_timeout"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 (an error code, not a secret)
+    SESSION_NOT_FOUND = "session_not_found"
+    BAD_CURSOR = "bad_cursor"
+    RATE_LIMITED = "rate_limited"
+    EMPTY_MESSAGE = "empty_message"
+    MESSAGE_TOO_LONG = "message_too_long"
+    UNKNOWN_CONVERSATION = "unknown_conversation"
+    CONVERSATION_EXISTS = "conversation_exists"
+    TOO_MANY_CONVERSATIONS = "too_many_conversations"
+    REPLY_IN_PROGRESS = "reply_in_progress"
+    NOTHING_TO_CANCEL = "nothing_to_cancel"
+    INVALID_PROFILE = "invalid_profile"
+    CONFLICT = "conflict"
+    UNAVAILABLE = "unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
 # Client ids: what the client chooses (conversation ids, client message ids, request ids).
 ClientId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -56,7 +84,8 @@ class Hello(_Frame):
     type: Literal["hello"] = "hello"
     protocol: int = PROTOCOL_VERSION
     token: str = Field(min_length=1, max_length=1024)
-    last_event_id: str | None = Field(default=None, max_length=41)
+    # Any string: one that is not a cursor of this session is refused with bad_cursor (4002).
+    last_event_id: str | None = None
 
 
 class Send(_Frame):
@@ -88,7 +117,11 @@ class RenameConversation(_Frame):
 
 
 class SetProfile(_Frame):
-    """The welcome step's answers: how to address the user and in which language to reply."""
+    """The welcome step's answers: how to address the user and in which language to reply.
+
+    A partial update: a field left out keeps its value, ``null`` clears it, a string sets it
+    (a blank one is refused with ``invalid_profile``).
+    """
 
     type: Literal["set_profile"] = "set_profile"
     request_id: ClientId | None = None
@@ -98,6 +131,7 @@ class SetProfile(_Frame):
 
 class Ping(_Frame):
     type: Literal["ping"] = "ping"
+    request_id: ClientId | None = None
     nonce: str | None = Field(default=None, max_length=64)
 
 
@@ -177,10 +211,11 @@ class ProfileState(_Frame):
 
 
 class Snapshot(_Frame):
-    """The whole session as of ``cursor`` (sent when the client has no cursor)."""
+    """The whole session as of ``cursor`` (sent when the client has no cursor, or is more than
+    ``max_replay_events`` behind). A session always has an event, so ``cursor`` is never null."""
 
     type: Literal["snapshot"] = "snapshot"
-    cursor: str | None
+    cursor: str
     profile: ProfileState
     conversations: list[ConversationState]
 
@@ -194,14 +229,17 @@ class EventFrame(_Frame):
 
 
 class CaughtUp(_Frame):
-    """Everything up to ``cursor`` has been sent; what follows is live."""
+    """Everything up to ``cursor`` has been sent; what follows is live. ``cursor`` is where the
+    client now is: the last event sent, or the snapshot's cursor, or (nothing being newer) the
+    cursor it resumed from. Never null."""
 
     type: Literal["caught_up"] = "caught_up"
-    cursor: str | None
+    cursor: str
 
 
 class Ack(_Frame):
-    """Delivery confirmation: the command was recorded at ``cursor``."""
+    """Delivery confirmation: the command was recorded at ``cursor`` (``null`` when it changed
+    nothing: a ``set_profile`` to the current values, a second ``cancel`` of the same reply)."""
 
     type: Literal["ack"] = "ack"
     request_id: str | None = None
@@ -224,7 +262,10 @@ class Error(_Frame):
 
 
 class Pong(_Frame):
+    """The answer to ``ping``: its ``nonce`` and ``request_id``, echoed."""
+
     type: Literal["pong"] = "pong"
+    request_id: str | None = None
     nonce: str | None = None
 
 
@@ -280,6 +321,8 @@ def snapshot_of(view: SessionView) -> Snapshot:
                 pending=pending,
             )
         )
+    if view.version is None:
+        raise ValueError("a view with no events has no snapshot")
     return Snapshot(
         cursor=view.version,
         profile=ProfileState(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from chatcore import decisions
-from chatcore.decisions import CommandLimits, Duplicate
+from chatcore.decisions import KEEP, CommandLimits, Duplicate, ProfileChange
 from chatcore.errors import (
     ConcurrencyConflict,
     DomainError,
@@ -186,8 +186,8 @@ class ChatService:
             events += decisions.update_profile(
                 probe,
                 now,
-                display_name=display_name,
-                language=language,
+                display_name=KEEP if display_name is None else display_name,
+                language=KEEP if language is None else language,
                 limits=self.settings.limits,
             )
         recorded = await self.store.append(session_id, events, expected_version=None)
@@ -243,8 +243,13 @@ class ChatService:
         )
 
     async def update_profile(
-        self, session_id: str, *, display_name: str | None, language: str | None
+        self,
+        session_id: str,
+        *,
+        display_name: ProfileChange = KEEP,
+        language: ProfileChange = KEEP,
     ) -> list[Recorded]:
+        """Change the fields given (``None`` clears one; one left out keeps its value)."""
         view = await self.load(session_id)
         now = self.clock.now()
         return await self.execute(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from chatcore import decisions
 from chatcore.errors import (
     EmptyMessage,
     InvalidIdentifier,
+    InvalidProfile,
     MessageTooLong,
     NothingToCancel,
     ReplyInProgress,
@@ -19,6 +21,8 @@ from chatcore.errors import (
 )
 from chatcore.events import MessageSubmitted, ProfileUpdated, ReplyCancelled, SessionRestored
 from chatcore.view import fold
+from chatcore_adapters.codec import decode_records
+from tests.support.factories import EPOCH
 from tests.support.harness import Harness
 
 
@@ -218,8 +222,57 @@ async def test_profile_updates_are_validated_and_recorded(h: Harness) -> None:
     recs = await h.service.update_profile(s.session_id, display_name=" Ada ", language="Deutsch")
     assert isinstance(recs[0].event, ProfileUpdated)
     assert recs[0].event.display_name == "Ada"
-    with pytest.raises(Exception, match="at most 64"):
+    with pytest.raises(InvalidProfile, match="at most 64"):
         await h.service.update_profile(s.session_id, display_name="x" * 65, language=None)
+
+
+async def test_a_profile_update_changes_only_the_fields_it_names(h: Harness) -> None:
+    s = await h.service.open_session(display_name="Ada")
+    (rec,) = await h.service.update_profile(s.session_id, language="German")
+    # The event carries the whole profile after the change: folding it replaces the profile.
+    assert rec.event == ProfileUpdated(at=rec.event.at, display_name="Ada", language="German")
+    assert await h.service.update_profile(s.session_id) == []  # nothing named: nothing recorded
+    assert await h.service.update_profile(s.session_id, display_name="  Ada ") == []
+    (cleared,) = await h.service.update_profile(s.session_id, display_name=None)
+    assert cleared.event == ProfileUpdated(
+        at=cleared.event.at, display_name=None, language="German"
+    )
+    view = await h.service.load(s.session_id)
+    assert (view.profile.display_name, view.profile.language) == (None, "German")
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n"])
+async def test_a_blank_profile_field_is_refused_not_stored_as_empty(h: Harness, blank: str) -> None:
+    s = await h.service.open_session(display_name="Ada", language="German")
+    with pytest.raises(InvalidProfile, match="blank"):
+        await h.service.update_profile(s.session_id, display_name=blank)
+    with pytest.raises(InvalidProfile, match="blank"):
+        await h.service.update_profile(s.session_id, language=blank)
+    with pytest.raises(InvalidProfile, match="blank"):
+        await h.service.open_session(display_name=blank)
+    view = await h.service.load(s.session_id)
+    assert (view.profile.display_name, view.profile.language) == ("Ada", "German")
+
+
+def test_stored_profile_events_fold_as_they_always_did() -> None:
+    """Events written before updates became partial carried both fields, null for "none"; a
+    stored one still replaces the whole profile."""
+    opened = {"type": "session_opened", "at": EPOCH.isoformat(), "session_id": "s" * 32, "v": 1}
+    named = {"type": "profile_updated", "at": EPOCH.isoformat(), "display_name": "Ada", "v": 1}
+    language_only = {
+        "type": "profile_updated",
+        "at": EPOCH.isoformat(),
+        "display_name": None,
+        "language": "fr",
+        "v": 1,
+    }
+    records = decode_records(
+        [(f"1-{n}", orjson.dumps(raw)) for n, raw in enumerate([opened, named, language_only])]
+    )
+    view = fold(records[:2])
+    assert (view.profile.display_name, view.profile.language) == ("Ada", None)
+    view = fold(records)
+    assert (view.profile.display_name, view.profile.language) == (None, "fr")
 
 
 async def test_a_reconnect_storm_records_one_restore_per_interval(h: Harness) -> None:

@@ -67,6 +67,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers["www-authenticate"] = "Bearer"
         if isinstance(exc, RateLimited):
             headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
+        elif exc.status == 503:
+            headers["retry-after"] = "1"
         return _error(exc.status, exc.code, exc.message, headers)
 
     async def domain_error(request: Request, exc: Exception) -> Response:

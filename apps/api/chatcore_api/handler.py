@@ -37,7 +37,14 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatcore.errors import ConcurrencyConflict, DomainError, PortError, SessionNotFound
+from chatcore.decisions import KEEP
+from chatcore.errors import (
+    ConcurrencyConflict,
+    DomainError,
+    InvalidIdentifier,
+    PortError,
+    SessionNotFound,
+)
 from chatcore.ids import position_after
 from chatcore.protocol import (
     CLIENT_FRAME,
@@ -48,6 +55,7 @@ from chatcore.protocol import (
     ClientFrame,
     CloseCode,
     Error,
+    ErrorCode,
     Hello,
     Limits,
     Ping,
@@ -82,12 +90,20 @@ class ConnectionSettings:
 
 
 class FrameError(Exception):
-    """A client frame that cannot be understood (``bad_frame``)."""
+    """A client frame that cannot be understood (``bad_frame``).
 
-    def __init__(self, reason: str, request_id: str | None = None) -> None:
+    ``hello_protocol`` is the ``protocol`` a refused ``hello`` named, so that a newer
+    client's hello, whose other fields this server may not know, is still told
+    ``unsupported_protocol`` rather than ``bad_frame``.
+    """
+
+    def __init__(
+        self, reason: str, request_id: str | None = None, *, hello_protocol: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.request_id = request_id
+        self.hello_protocol = hello_protocol
 
 
 def _request_id_of(data: object) -> str | None:
@@ -109,6 +125,8 @@ def parse_client_frame(text: str) -> ClientFrame:
     request_id = _request_id_of(data)
     if not isinstance(data.get("type"), str):
         raise FrameError("a frame must have a string 'type'", request_id)
+    protocol = data.get("protocol") if data["type"] == "hello" else None
+    hello_protocol = protocol if type(protocol) is int else None
     try:
         return CLIENT_FRAME.validate_python(data)
     except ValidationError as exc:
@@ -118,7 +136,20 @@ def parse_client_frame(text: str) -> ClientFrame:
         extra = exc.error_count() - 1
         if extra:
             reason += f" (and {extra} more)"
-        raise FrameError(reason[:300], request_id) from None
+        raise FrameError(reason[:300], request_id, hello_protocol=hello_protocol) from None
+
+
+_WIRE_CODES = frozenset(code.value for code in ErrorCode)
+
+
+def _wire_code(exc: DomainError) -> ErrorCode:
+    """The documented code of a refused command. A domain error the protocol does not list
+    would be a server bug (e.g. a worker's error reaching a client): it goes out as
+    ``internal_error`` rather than as a code no client was told about."""
+    if exc.code in _WIRE_CODES:
+        return ErrorCode(exc.code)
+    log.error("an undocumented domain error reached a client", extra={"error": exc.code})
+    return ErrorCode.INTERNAL_ERROR
 
 
 class _SendFailed(Exception):
@@ -209,17 +240,10 @@ class WebSocketHandler:
         hello = await self._await_hello()
         if hello is None:
             return
-        if hello.protocol != PROTOCOL_VERSION:
-            await self._refuse(
-                "unsupported_protocol",
-                f"this server speaks protocol {PROTOCOL_VERSION}",
-                CloseCode.UNSUPPORTED_PROTOCOL,
-            )
-            return
         try:
             self._session_id = self._sessions.authenticate(hello.token)
         except Unauthorized as exc:
-            await self._refuse(exc.code, exc.message, CloseCode.UNAUTHORIZED)
+            await self._refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
             return
         ctx = {"session_id": self._session_id}
         try:
@@ -231,17 +255,24 @@ class WebSocketHandler:
                 max_events=self._settings.max_replay_events,
             )
         except BadCursor as exc:
-            await self._refuse(exc.code, exc.message, CloseCode.BAD_CURSOR)
+            await self._refuse(ErrorCode.BAD_CURSOR, exc.message, CloseCode.BAD_CURSOR)
             return
         except SessionNotFound:
             await self._refuse(
-                "session_not_found", "this session no longer exists", CloseCode.UNAUTHORIZED
+                ErrorCode.SESSION_NOT_FOUND,
+                "this session no longer exists",
+                CloseCode.UNAUTHORIZED,
             )
             return
         except PortError as exc:
+            # Storage (or the live feed's subscription) is unreachable, e.g. in the first
+            # moments after Redis restarts: a retryable close, the client comes back with
+            # its cursor after a backoff.
             log.warning("cannot restore a session", extra={**ctx, "error": exc.code})
             await self._refuse(
-                "unavailable", "storage is unavailable; retry shortly", CloseCode.TRY_AGAIN_LATER
+                ErrorCode.UNAVAILABLE,
+                "storage is unavailable; retry shortly",
+                CloseCode.TRY_AGAIN_LATER,
             )
             return
         issued = self._sessions.issue(self._session_id)
@@ -262,9 +293,12 @@ class WebSocketHandler:
             )
         )
         if backlog.events is None:
-            await self._send_frame(snapshot_of(backlog.view))
-            self._cursor = backlog.view.version
+            snapshot = snapshot_of(backlog.view)
+            await self._send_frame(snapshot)
+            self._cursor = snapshot.cursor
         else:
+            # Where the client is: nothing newer may leave it anywhere else (caught_up says so).
+            self._cursor = hello.last_event_id
             for record in backlog.events:
                 if self._overflowed:
                     break
@@ -274,6 +308,8 @@ class WebSocketHandler:
         if self._overflowed:
             await self._close(CloseCode.TRY_AGAIN_LATER, "too slow: resume from your cursor")
             return
+        if self._cursor is None:  # (a resume always names a cursor; a snapshot has one)
+            raise RuntimeError("no cursor after the backlog")
         await self._send_frame(CaughtUp(cursor=self._cursor))
         log.info(
             "connection ready",
@@ -320,68 +356,94 @@ class WebSocketHandler:
         limit = self._settings.max_frame_bytes
         return len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
 
+    async def _read_frame(self, timeout: float) -> ClientFrame | FrameError | None:
+        """The client's next frame, validated against protocol v1; a :class:`FrameError` for
+        one that is not (binary, not JSON, not a v1 frame). ``None`` when the connection is
+        over: the client left, or sent a frame over the size limit (closed with 1009).
+        TimeoutError when nothing came within ``timeout``."""
+        payload = await self._receive(timeout)
+        if payload is None:
+            return None
+        if isinstance(payload, bytes):
+            self._metrics.frame_in("binary")
+            return FrameError("binary frames are not supported; send JSON")
+        if self._too_big(payload):
+            await self._close(CloseCode.TOO_BIG, "frame too big")
+            return None
+        try:
+            frame = parse_client_frame(payload)
+        except FrameError as exc:
+            self._metrics.frame_in("invalid")
+            return exc
+        self._metrics.frame_in(frame.type)
+        return frame
+
     async def _await_hello(self) -> Hello | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.hello_timeout
-        while True:
-            try:
-                payload = await self._receive(max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                await self._refuse("hello_timeout", "send hello first", CloseCode.POLICY_VIOLATION)
-                return None
-            if payload is None:
-                return None
-            if isinstance(payload, bytes):
-                self._metrics.frame_in("binary")
-                await self._error_now("bad_frame", "binary frames are not supported; send JSON")
-                continue
-            if self._too_big(payload):
-                await self._close(CloseCode.TOO_BIG, "frame too big")
-                return None
-            try:
-                frame = parse_client_frame(payload)
-            except FrameError as exc:
-                self._metrics.frame_in("invalid")
-                await self._error_now("bad_frame", exc.reason, exc.request_id)
-                continue
-            self._metrics.frame_in(frame.type)
-            if isinstance(frame, Hello):
-                return frame
-            await self._error_now("hello_required", "the first frame must be hello")
+        """The first frame, which must be a valid ``hello``. Anything else is refused with an
+        error and the connection is closed at once: an unauthenticated socket is not kept."""
+        try:
+            frame = await self._read_frame(self._settings.hello_timeout)
+        except TimeoutError:
+            await self._refuse(
+                ErrorCode.HELLO_TIMEOUT, "send hello first", CloseCode.POLICY_VIOLATION
+            )
+            return None
+        if frame is None:
+            return None
+        if isinstance(frame, FrameError):
+            if frame.hello_protocol not in (None, PROTOCOL_VERSION):
+                await self._refuse_protocol()
+            else:
+                await self._refuse(
+                    ErrorCode.BAD_FRAME,
+                    f"the first frame must be a valid hello: {frame.reason}",
+                    CloseCode.POLICY_VIOLATION,
+                    frame.request_id,
+                )
+            return None
+        if not isinstance(frame, Hello):
+            await self._refuse(
+                ErrorCode.HELLO_REQUIRED,
+                "the first frame must be hello",
+                CloseCode.POLICY_VIOLATION,
+                getattr(frame, "request_id", None),
+            )
+            return None
+        if frame.protocol != PROTOCOL_VERSION:
+            await self._refuse_protocol()
+            return None
+        return frame
+
+    async def _refuse_protocol(self) -> None:
+        await self._refuse(
+            ErrorCode.UNSUPPORTED_PROTOCOL,
+            f"this server speaks protocol {PROTOCOL_VERSION}",
+            CloseCode.UNSUPPORTED_PROTOCOL,
+        )
 
     async def _read_loop(self) -> None:
         while not self._closed:
             try:
-                payload = await self._receive(self._settings.idle_timeout)
+                frame = await self._read_frame(self._settings.idle_timeout)
             except TimeoutError:
                 await self._close(CloseCode.IDLE_TIMEOUT, "idle timeout")
                 return
-            if payload is None:
+            if frame is None:
                 return
-            if isinstance(payload, bytes):
-                self._metrics.frame_in("binary")
-                self._push_error("bad_frame", "binary frames are not supported; send JSON")
+            if isinstance(frame, FrameError):
+                self._push_error(ErrorCode.BAD_FRAME, frame.reason, frame.request_id)
                 continue
-            if self._too_big(payload):
-                await self._close(CloseCode.TOO_BIG, "frame too big")
-                return
-            try:
-                frame = parse_client_frame(payload)
-            except FrameError as exc:
-                self._metrics.frame_in("invalid")
-                self._push_error("bad_frame", exc.reason, exc.request_id)
-                continue
-            self._metrics.frame_in(frame.type)
             await self._dispatch(frame)
 
     async def _dispatch(self, frame: ClientFrame) -> None:
         request_id = getattr(frame, "request_id", None)
         try:
             if isinstance(frame, Ping):
-                self._push_frame(Pong(nonce=frame.nonce))
+                self._push_frame(Pong(request_id=frame.request_id, nonce=frame.nonce))
             elif isinstance(frame, Hello):
                 self._push_error(
-                    "already_authenticated", "hello was already received on this connection"
+                    ErrorCode.ALREADY_AUTHENTICATED,
+                    "hello was already received on this connection",
                 )
             elif isinstance(frame, Send):
                 await self._on_send(frame)
@@ -401,35 +463,49 @@ class WebSocketHandler:
                 )
                 self._ack(frame, recorded[0].position if recorded else None, frame.conversation_id)
             elif isinstance(frame, SetProfile):
+                given = frame.model_fields_set  # a field left out keeps its value
                 recorded = await self._service.update_profile(
-                    self._session_id, display_name=frame.display_name, language=frame.language
+                    self._session_id,
+                    display_name=frame.display_name if "display_name" in given else KEEP,
+                    language=frame.language if "language" in given else KEEP,
                 )
                 self._ack(frame, recorded[0].position if recorded else None, None)
+        except InvalidIdentifier as exc:
+            # An id that breaks the pattern is a malformed frame (the frame models check the
+            # same pattern first, so this is only a second line).
+            self._push_error(ErrorCode.BAD_FRAME, exc.message, request_id)
         except DomainError as exc:
-            self._push_error(exc.code, exc.message, request_id)
+            self._push_error(_wire_code(exc), exc.message, request_id)
         except ConcurrencyConflict:
-            self._push_error("conflict", "the session is busy; retry", request_id, retry_after=0.5)
+            self._push_error(
+                ErrorCode.CONFLICT, "the session is busy; retry", request_id, retry_after=0.5
+            )
         except PortError as exc:
             log.warning(
                 "storage error while handling a frame",
                 extra={"session_id": self._session_id, "error": exc.code},
             )
             self._push_error(
-                "unavailable", "storage is unavailable; retry shortly", request_id, retry_after=1.0
+                ErrorCode.UNAVAILABLE,
+                "storage is unavailable; retry shortly",
+                request_id,
+                retry_after=1.0,
             )
         except Exception:
             log.exception(
                 "unexpected error while handling a frame",
                 extra={"session_id": self._session_id, "frame": frame.type},
             )
-            self._push_error("internal_error", "the server could not handle this", request_id)
+            self._push_error(
+                ErrorCode.INTERNAL_ERROR, "the server could not handle this", request_id
+            )
 
     async def _on_send(self, frame: Send) -> None:
         wait = self._limiter.try_acquire(self._session_id)
         if wait > 0:
             self._metrics.rate_limited.labels("message").inc()
             self._push_error(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"too many messages; at most {self._settings.messages_per_minute} a minute",
                 frame.request_id,
                 retry_after=math.ceil(wait * 10) / 10,
@@ -483,7 +559,7 @@ class WebSocketHandler:
 
     def _push_error(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         request_id: str | None = None,
         *,
@@ -534,14 +610,18 @@ class WebSocketHandler:
             raise _SendFailed from None
         self._metrics.frames_out.labels(kind).inc()
 
-    async def _error_now(self, code: str, message: str, request_id: str | None = None) -> None:
+    async def _error_now(
+        self, code: ErrorCode, message: str, request_id: str | None = None
+    ) -> None:
         self._metrics.errors_sent.labels(code).inc()
         await self._send_frame(Error(code=code, message=message, request_id=request_id))
 
-    async def _refuse(self, code: str, message: str, close: CloseCode) -> None:
+    async def _refuse(
+        self, code: ErrorCode, message: str, close: CloseCode, request_id: str | None = None
+    ) -> None:
         """Tell the client why, then close: it can tell "start over" from a network blip."""
         with contextlib.suppress(_SendFailed):
-            await self._error_now(code, message)
+            await self._error_now(code, message, request_id)
         await self._close(close, message[:100])
 
     async def _close(self, code: int, reason: str) -> None:

@@ -194,7 +194,8 @@ async def list_messages(
     runtime: RuntimeDep,
     conversation_id: Annotated[str, Query(min_length=1, max_length=80)],
     after: Annotated[
-        str | None, Query(max_length=41, description="Only messages after this cursor.")
+        str | None,
+        Query(description="Only messages after this cursor (one the server sent, as it was)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePage:

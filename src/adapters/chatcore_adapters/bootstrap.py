@@ -218,7 +218,7 @@ def bootstrap(
         intents=intents,
         clock=clock,
         ids=ids,
-        settings=service_settings or ServiceSettings(limits=settings.command_limits),
+        settings=service_settings or settings.service_settings,
     )
     model = llm if llm is not None else load_llm(settings)
     generator = ReplyGenerator(

@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from chatcore.decisions import CommandLimits
 from chatcore.generation import GenerationSettings
+from chatcore.service import ServiceSettings
 from chatcore.worker import WorkerSettings
 from chatcore_adapters.llm.settings import LLMSettings
 
 _DEFAULT_LIMITS = CommandLimits()
+_DEFAULT_SERVICE = ServiceSettings()
 
 
 class WorkerOptions(WorkerSettings, GenerationSettings):
@@ -102,6 +104,13 @@ class ChatcoreSettings(BaseModel):
         le=1_000_000,
         description="Longest user message, in characters.",
     )
+    restore_record_interval: float = Field(
+        default=_DEFAULT_SERVICE.restore_record_interval,
+        ge=0,
+        le=86_400,
+        description="A session records a session_restored event when a client connects, at "
+        "most once per this many seconds (0: on every connection).",
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -130,8 +139,13 @@ class ChatcoreSettings(BaseModel):
         return "redis" if self.redis_url is not None else "memory"
 
     @property
-    def command_limits(self) -> CommandLimits:
-        return CommandLimits(max_message_chars=self.max_message_chars)
+    def service_settings(self) -> ServiceSettings:
+        """The use cases' settings (the ones these settings name; the others keep the core's
+        defaults)."""
+        return ServiceSettings(
+            limits=CommandLimits(max_message_chars=self.max_message_chars),
+            restore_record_interval=self.restore_record_interval,
+        )
 
     @property
     def redis_url_display(self) -> str | None:

@@ -43,15 +43,18 @@ export interface RenameConversationFrame {
   title: string;
 }
 
+/** A partial update: a field left out keeps its value, `null` clears it, a blank string is
+ * refused (`invalid_profile`). */
 export interface SetProfileFrame {
   type: "set_profile";
   request_id?: string;
-  display_name: string | null;
-  language: string | null;
+  display_name?: string | null;
+  language?: string | null;
 }
 
 export interface PingFrame {
   type: "ping";
+  request_id?: string;
   nonce?: string;
 }
 
@@ -187,7 +190,13 @@ export interface Limits {
   max_message_chars: number;
   max_frame_bytes: number;
   messages_per_minute: number;
+  /** Seconds without any frame from the client before the server closes with 4008: send a
+   * ping at least every `idle_timeout / 3` seconds, whatever arrives. */
+  idle_timeout: number;
 }
+
+/** The server's default `idle_timeout` (seconds), for limits saved before it was kept. */
+export const DEFAULT_IDLE_TIMEOUT = 90;
 
 export interface WelcomeFrame {
   type: "welcome";
@@ -239,7 +248,7 @@ export interface ConversationState {
 
 export interface SnapshotFrame {
   type: "snapshot";
-  cursor: string | null;
+  cursor: string;
   profile: { display_name: string | null; language: string | null };
   conversations: ConversationState[];
 }
@@ -252,7 +261,8 @@ export interface EventFrame {
 
 export interface CaughtUpFrame {
   type: "caught_up";
-  cursor: string | null;
+  /** Where the client now is (never null): store it as the resume cursor. */
+  cursor: string;
 }
 
 export type AckableType = "send" | "cancel" | "start_conversation" | "rename_conversation" | "set_profile";
@@ -261,6 +271,7 @@ export interface AckFrame {
   type: "ack";
   request_id?: string | null;
   for_type: AckableType;
+  /** Where the command was recorded; null when it changed nothing. */
   cursor: string | null;
   conversation_id?: string | null;
   client_message_id?: string | null;
@@ -278,6 +289,7 @@ export interface ErrorFrame {
 
 export interface PongFrame {
   type: "pong";
+  request_id?: string | null;
   nonce?: string | null;
 }
 

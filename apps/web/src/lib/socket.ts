@@ -14,9 +14,11 @@
  * - reconnects back off exponentially with full jitter (random and timers injectable), and
  *   the backoff resets only after a `welcome` (a server that accepts and drops is not a
  *   success);
- * - when nothing has arrived (or nothing was sent) for `idleMs` a `ping` goes out; when still
- *   nothing arrives within `deadMs` the socket is dropped and replaced (a half-open TCP
- *   connection never hangs us, and the server never closes us for silence);
+ * - when nothing has arrived for `idleMs`, or nothing was sent for the send interval (the
+ *   welcome's `limits.idle_timeout / 3`, at most `idleMs`), a `ping` goes out, however much
+ *   the server is sending: the server closes a connection that sent it nothing for
+ *   `idle_timeout` (4008). When still nothing arrives within `deadMs` of a ping the socket is
+ *   dropped and replaced (a half-open TCP connection never hangs us);
  * - only close code 4001 or an `unauthorized` / `token_expired` / `session_not_found` error
  *   frame means the session is gone ("expired"); 4003 means this client is too old
  *   ("incompatible"); 4002 means our cursor is unknown (resume without it); every other close
@@ -73,7 +75,8 @@ export type SocketStatus =
   | { kind: "closed" };
 
 export interface HeartbeatPolicy {
-  /** Silence (no frame received) after which a ping is sent, ms. */
+  /** Silence (no frame received) after which a ping is sent, ms; also the longest the client
+   * stays without sending, unless the server's `idle_timeout / 3` is shorter. */
   idleMs: number;
   /** After the ping, how long to wait for any frame before giving the socket up, ms. */
   deadMs: number;
@@ -162,6 +165,8 @@ export function connectSocket(options: SocketOptions): SocketHandle {
   let pingSentAt = 0;
   let lastReceivedAt = 0;
   let lastSentAt = 0;
+  /** The longest gap between two frames sent: `idleMs` until a welcome announces limits. */
+  let sendEveryMs = heartbeat.idleMs;
   const queue: ClientFrame[] = [];
   let status: SocketStatus = { kind: "idle" };
 
@@ -185,15 +190,18 @@ export function connectSocket(options: SocketOptions): SocketHandle {
   }
 
   /**
-   * The heartbeat, one timer: when nothing has come from the server, or nothing has gone to
-   * it (the server closes connections that stay silent), for `idleMs`, a ping goes out; when
-   * nothing at all comes back within `deadMs` of it, the socket is given up. Before the
-   * welcome, `idleMs` of silence is a connect timeout.
+   * The heartbeat, one timer: when nothing has come from the server for `idleMs`, or nothing
+   * has gone to it for `sendEveryMs` (the server closes a connection that sent nothing for
+   * its `idle_timeout`, however much it received), a ping goes out; when nothing at all comes
+   * back within `deadMs` of it, the socket is given up. Before the welcome, `idleMs` of
+   * silence is a connect timeout.
    */
   function armHeartbeat(): void {
     clearSilenceTimer();
     if (socket === null) return;
-    const due = pingOutstanding ? pingSentAt + heartbeat.deadMs : Math.min(lastReceivedAt, lastSentAt) + heartbeat.idleMs;
+    const due = pingOutstanding
+      ? pingSentAt + heartbeat.deadMs
+      : Math.min(lastReceivedAt + heartbeat.idleMs, lastSentAt + sendEveryMs);
     silenceTimer = timers.setTimeout(checkHeartbeat, Math.max(0, due - timers.now()));
   }
 
@@ -212,7 +220,7 @@ export function connectSocket(options: SocketOptions): SocketHandle {
         drop("no answer from the server");
         return;
       }
-    } else if (now - lastReceivedAt >= heartbeat.idleMs || now - lastSentAt >= heartbeat.idleMs) {
+    } else if (now - lastReceivedAt >= heartbeat.idleMs || now - lastSentAt >= sendEveryMs) {
       sendPing(ws);
     }
     armHeartbeat();
@@ -320,6 +328,7 @@ export function connectSocket(options: SocketOptions): SocketHandle {
     socket = ws;
     lastReceivedAt = lastSentAt = timers.now();
     pingOutstanding = false;
+    sendEveryMs = heartbeat.idleMs;
     armHeartbeat();
     const current = () => !disposed && socket === ws && attempt === generation;
 
@@ -339,6 +348,8 @@ export function connectSocket(options: SocketOptions): SocketHandle {
       if (frame.type === "welcome") {
         welcomed = true;
         failures = 0;
+        sendEveryMs = sendInterval(heartbeat, frame.limits.idle_timeout);
+        armHeartbeat();
         setStatus({ kind: "open" });
         options.onFrame(frame);
         flushQueue();
@@ -437,6 +448,13 @@ export function connectSocket(options: SocketOptions): SocketHandle {
       setStatus({ kind: "closed" });
     },
   };
+}
+
+/** How often an open connection must send, ms: a third of the server's idle timeout (so a
+ * ping late by a whole interval still arrives in time), never longer than `idleMs`. */
+export function sendInterval(heartbeat: HeartbeatPolicy, idleTimeoutSeconds: number | undefined): number {
+  if (typeof idleTimeoutSeconds !== "number" || !(idleTimeoutSeconds > 0)) return heartbeat.idleMs;
+  return Math.min(heartbeat.idleMs, (idleTimeoutSeconds * 1000) / 3);
 }
 
 function describeClose(code: number, reason: string): string {

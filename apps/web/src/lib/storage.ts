@@ -25,7 +25,7 @@ import type {
   SavedChat,
   SessionInfo,
 } from "./chatState";
-import type { Limits } from "./protocol";
+import { DEFAULT_IDLE_TIMEOUT, type Limits } from "./protocol";
 
 export interface StorageLike {
   getItem(key: string): string | null;
@@ -139,12 +139,13 @@ function asConversation(v: unknown): Conversation | null {
 
 function asLimits(v: unknown): Limits | null {
   if (!isObject(v)) return null;
-  const { max_message_chars, max_frame_bytes, messages_per_minute } = v;
+  const { max_message_chars, max_frame_bytes, messages_per_minute, idle_timeout } = v;
   if (typeof max_message_chars !== "number" || typeof max_frame_bytes !== "number") return null;
   return {
     max_message_chars,
     max_frame_bytes,
     messages_per_minute: typeof messages_per_minute === "number" ? messages_per_minute : 0,
+    idle_timeout: typeof idle_timeout === "number" ? idle_timeout : DEFAULT_IDLE_TIMEOUT,
   };
 }
 

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { HelloFrame, ServerFrame } from "@/lib/protocol";
 import { connectSocket, SessionGoneError, type SocketHandle, type SocketOptions, type SocketStatus } from "@/lib/socket";
-import { FakeNetwork, FakeServer, welcome } from "./support/fakeSocket";
+import { ev, FakeNetwork, FakeServer, LIMITS, welcome } from "./support/fakeSocket";
 
 const hello: HelloFrame = { type: "hello", protocol: 1, token: "secret-token", last_event_id: "17-3" };
 
@@ -270,12 +270,50 @@ describe("socket core: heartbeat", () => {
     ws.autoPong = true;
     for (let i = 0; i < 10; i++) {
       await settle(15_000);
-      ws.push({ type: "caught_up", cursor: null });
+      ws.push({ type: "caught_up", cursor: `${i + 1}-0` });
     }
     // 150 s without a client frame would hit the server's idle timeout: one ping per 20 s
     expect(ws.framesOfType("ping").length).toBeGreaterThanOrEqual(6);
     expect(ws.closedByClient).toBeNull();
     expect(h.status().kind).toBe("open");
+  });
+
+  it("a receive-only client pings every idle_timeout / 3 seconds the welcome announces", async () => {
+    const h = start(); // idleMs 20 s: longer than the server's 15 s idle timeout allows
+    await settle();
+    const ws = h.server.last;
+    ws.accept();
+    ws.autoPong = true;
+    ws.push(welcome({ limits: { ...LIMITS, idle_timeout: 15 } }));
+    const welcomedAt = Date.now();
+    // A long reply streams in: a frame every second for a minute, the client sends nothing.
+    for (let i = 0; i < 60; i++) {
+      await settle(1_000);
+      ws.push(ev(`${i + 2}-0`, { type: "reply_delta", conversation_id: "c1", reply_id: "r1", text: "x" }));
+    }
+    const pingTimes = ws.sentAt.filter((_, n) => ws.frames()[n]!.type === "ping");
+    const sends = [welcomedAt, ...pingTimes, Date.now()];
+    const gaps = sends.slice(1).map((t, n) => t - sends[n]!);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(5_000);
+    expect(pingTimes.length).toBeGreaterThanOrEqual(11);
+    expect(ws.closedByClient).toBeNull();
+    expect(h.status().kind).toBe("open");
+  });
+
+  it("falls back to its own interval when the welcome announces no idle timeout", async () => {
+    const h = start();
+    await settle();
+    const ws = h.server.last;
+    ws.accept();
+    ws.autoPong = true;
+    const { idle_timeout: _unused, ...older } = LIMITS;
+    void _unused;
+    ws.push(welcome({ limits: older }));
+    for (let i = 0; i < 40; i++) {
+      await settle(1_000);
+      ws.push(ev(`${i + 2}-0`, { type: "reply_delta", conversation_id: "c1", reply_id: "r1", text: "x" }));
+    }
+    expect(ws.framesOfType("ping")).toHaveLength(2); // at 20 s and 40 s
   });
 
   it("does not ping while the client itself is sending and the server answering", async () => {

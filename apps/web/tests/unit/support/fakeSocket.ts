@@ -9,6 +9,8 @@ export class FakeWebSocket implements WebSocketLike {
   onclose: ((event: { code: number; reason: string }) => void) | null = null;
   onerror: ((event: unknown) => void) | null = null;
   readonly sent: string[] = [];
+  /** When each frame of `sent` was sent (`Date.now()`, so fake timers' clock). */
+  readonly sentAt: number[] = [];
   closedByClient: { code?: number; reason?: string } | null = null;
   /** Answer pings like the real server does (asynchronously). */
   autoPong = false;
@@ -18,6 +20,7 @@ export class FakeWebSocket implements WebSocketLike {
   send(data: string): void {
     if (this.readyState !== 1) throw new Error(`send on a socket in state ${this.readyState}`);
     this.sent.push(data);
+    this.sentAt.push(Date.now());
     if (this.autoPong && (JSON.parse(data) as { type: string }).type === "ping") {
       queueMicrotask(() => {
         if (this.readyState === 1) this.push({ type: "pong" });
@@ -90,7 +93,7 @@ export class FakeNetwork implements NetworkMonitor {
   }
 }
 
-export const LIMITS = { max_message_chars: 4000, max_frame_bytes: 65536, messages_per_minute: 20 };
+export const LIMITS = { max_message_chars: 4000, max_frame_bytes: 65536, messages_per_minute: 20, idle_timeout: 90 };
 
 export function welcome(overrides: Record<string, unknown> = {}): object {
   return {
