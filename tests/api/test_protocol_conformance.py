@@ -21,6 +21,7 @@ from typing import Any, get_args
 import httpx
 import pytest
 
+import chatcore_api.commands
 import chatcore_api.handler
 from chatcore.errors import DomainError
 from chatcore.events import EVENT_TYPES
@@ -119,7 +120,12 @@ def test_every_refusal_of_a_command_has_a_documented_code() -> None:
 
 
 def test_every_documented_error_code_has_a_place_in_the_server_that_sends_it() -> None:
-    handler = (Path(chatcore_api.handler.__file__)).read_text()
+    # The connection's modules: the handler and the commands it dispatches to.
+    handler = "".join(
+        Path(module.__file__).read_text()
+        for module in (chatcore_api.handler, chatcore_api.commands)
+        if module.__file__ is not None
+    )
     raised = {cls.code for cls in all_subclasses(DomainError)} | {
         Unauthorized.code,
         TokenExpired.code,

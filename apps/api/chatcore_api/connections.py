@@ -29,7 +29,8 @@ class OutEvent:
     text: str
 
 
-def encode_event(record: Recorded) -> OutEvent:
+def event_frame(record: Recorded) -> OutEvent:
+    """The ``event`` frame of a recorded event, encoded once for every socket it goes to."""
     frame = EventFrame(cursor=record.position, event=record.event)
     return OutEvent(record.position, frame.model_dump_json())
 
@@ -82,7 +83,7 @@ class ConnectionManager:
         peers = self._sessions.get(session_id)
         if not peers:
             return
-        events = [encode_event(r) for r in records]
+        events = [event_frame(r) for r in records]
         for conn in list(peers):
             conn.deliver(events)
 

@@ -16,10 +16,12 @@ cursor of the last event it sent; live events at or below that cursor are droppe
 client resuming from any cursor gets exactly the events after it, then the live ones: no gap,
 no duplicate, also in the middle of a reply (I5).
 
-Two tasks run per connection: the reader (client frames, one at a time, each answered by an
-``ack`` or an ``error``) and the writer (the connection's bounded outbound queue). A client too
-slow to drain its queue is closed with 1013 and resumes from its cursor; it never slows down
-another connection. Disconnecting never cancels a reply: only a ``cancel`` frame does.
+Two tasks run per connection: the reader (client frames, one at a time, each handled by
+:class:`~chatcore_api.commands.Commands`) and the writer (the connection's bounded
+:class:`~chatcore_api.outbound.Outbound` queue). A client too slow to drain its queue is closed
+with 1013 and resumes from its cursor; it never slows down another connection. Disconnecting
+never cancels a reply: only a ``cancel`` frame does. Frames are validated by
+:mod:`chatcore_api.frames`.
 """
 
 from __future__ import annotations
@@ -27,54 +29,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
-from pydantic import BaseModel, ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from chatcore.decisions import KEEP
-from chatcore.errors import (
-    ConcurrencyConflict,
-    DomainError,
-    InvalidIdentifier,
-    PortError,
-    SessionNotFound,
-)
-from chatcore.ids import position_after
+from chatcore.errors import PortError, SessionNotFound
 from chatcore.protocol import (
-    CLIENT_FRAME,
     PROTOCOL_VERSION,
-    Ack,
-    Cancel,
     CaughtUp,
     ClientFrame,
     CloseCode,
-    Error,
     ErrorCode,
     Hello,
     Limits,
-    Ping,
-    Pong,
-    RenameConversation,
-    Send,
-    SetProfile,
-    StartConversation,
     Welcome,
     snapshot_of,
 )
 from chatcore.service import ChatService
-from chatcore_api.connections import ConnectionManager, OutEvent, encode_event
+from chatcore_api.commands import Commands
+from chatcore_api.connections import ConnectionManager, OutEvent, event_frame
 from chatcore_api.errors import Unauthorized
+from chatcore_api.frames import FrameError, parse_client_frame
 from chatcore_api.metrics import ApiMetrics
+from chatcore_api.outbound import Outbound, SendFailed
 from chatcore_api.ratelimit import RateLimiter
 from chatcore_api.sessions import BadCursor, SessionManager
 
 log = logging.getLogger(__name__)
+
+_TOO_SLOW = "too slow: resume from your cursor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,73 +71,6 @@ class ConnectionSettings:
     send_queue_limit: int = 2000
     send_timeout: float = 30.0
     max_replay_events: int = 5000
-
-
-class FrameError(Exception):
-    """A client frame that cannot be understood (``bad_frame``).
-
-    ``hello_protocol`` is the ``protocol`` a refused ``hello`` named, so that a newer
-    client's hello, whose other fields this server may not know, is still told
-    ``unsupported_protocol`` rather than ``bad_frame``.
-    """
-
-    def __init__(
-        self, reason: str, request_id: str | None = None, *, hello_protocol: int | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.request_id = request_id
-        self.hello_protocol = hello_protocol
-
-
-def _request_id_of(data: object) -> str | None:
-    if isinstance(data, dict):
-        value = data.get("request_id")
-        if isinstance(value, str) and 0 < len(value) <= 80:
-            return value
-    return None
-
-
-def parse_client_frame(text: str) -> ClientFrame:
-    """Validate one text frame against protocol v1, or raise :class:`FrameError`."""
-    try:
-        data: Any = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise FrameError(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise FrameError("a frame must be a JSON object with a 'type'")
-    request_id = _request_id_of(data)
-    if not isinstance(data.get("type"), str):
-        raise FrameError("a frame must have a string 'type'", request_id)
-    protocol = data.get("protocol") if data["type"] == "hello" else None
-    hello_protocol = protocol if type(protocol) is int else None
-    try:
-        return CLIENT_FRAME.validate_python(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"][1:])  # skip the union tag
-        reason = f"{where}: {first['msg']}" if where else first["msg"]
-        extra = exc.error_count() - 1
-        if extra:
-            reason += f" (and {extra} more)"
-        raise FrameError(reason[:300], request_id, hello_protocol=hello_protocol) from None
-
-
-_WIRE_CODES = frozenset(code.value for code in ErrorCode)
-
-
-def _wire_code(exc: DomainError) -> ErrorCode:
-    """The documented code of a refused command. A domain error the protocol does not list
-    would be a server bug (e.g. a worker's error reaching a client): it goes out as
-    ``internal_error`` rather than as a code no client was told about."""
-    if exc.code in _WIRE_CODES:
-        return ErrorCode(exc.code)
-    log.error("an undocumented domain error reached a client", extra={"error": exc.code})
-    return ErrorCode.INTERNAL_ERROR
-
-
-class _SendFailed(Exception):
-    """The client cannot be written to any more (gone, or not reading)."""
 
 
 class WebSocketHandler:
@@ -178,13 +95,12 @@ class WebSocketHandler:
         self._settings = settings
         self._model_name = model_name
         self._session_id = ""
-        self._cursor: str | None = None
-        self._queue: deque[OutEvent | tuple[str, str]] = deque()
-        self._wake = asyncio.Event()
-        self._overflowed = False
-        self._closed = False
-        self._writer: asyncio.Task[None] | None = None
-        self._send_lock = asyncio.Lock()
+        self._out = Outbound(
+            ws,
+            metrics=metrics,
+            queue_limit=settings.send_queue_limit,
+            send_timeout=settings.send_timeout,
+        )
 
     # --- LiveConnection ---------------------------------------------------------------------
 
@@ -193,25 +109,10 @@ class WebSocketHandler:
         return self._session_id
 
     def deliver(self, events: Sequence[OutEvent]) -> None:
-        if self._overflowed or self._closed:
-            return
-        if self._queue and len(self._queue) + len(events) > self._settings.send_queue_limit:
-            self._overflow()  # (one batch into an empty queue is never too much)
-            return
-        self._queue.extend(events)
-        self._wake.set()
-
-    def _overflow(self) -> None:
-        """Too far behind: stop writing now (even mid-send) and close with 1013, so the
-        client resumes from its last cursor instead of holding frames here."""
-        self._overflowed = True
-        self._queue.clear()
-        self._wake.set()
-        if self._writer is not None:
-            self._writer.cancel()
+        self._out.deliver(events)
 
     async def shutdown(self, code: int, reason: str) -> None:
-        await self._close(code, reason)
+        await self._out.close(code, reason)
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -221,7 +122,7 @@ class WebSocketHandler:
         self._metrics.connections_total.inc()
         try:
             await self._serve()
-        except _SendFailed:
+        except SendFailed:
             pass
         except Exception:
             # A fault no port promises (a library bug, a broken invariant): ours to log, and
@@ -231,7 +132,7 @@ class WebSocketHandler:
                 "connection handler failed; closing with 1011",
                 extra={"session_id": self._session_id or None},
             )
-            await self._close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
+            await self._out.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
         finally:
             self._connections.detach(self)
             self._metrics.connections_open.dec()
@@ -240,10 +141,11 @@ class WebSocketHandler:
         hello = await self._await_hello()
         if hello is None:
             return
+        out = self._out
         try:
-            self._session_id = self._sessions.authenticate(hello.token)
+            self._session_id = out.session_id = self._sessions.authenticate(hello.token)
         except Unauthorized as exc:
-            await self._refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
+            await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
             return
         ctx = {"session_id": self._session_id}
         try:
@@ -255,10 +157,10 @@ class WebSocketHandler:
                 max_events=self._settings.max_replay_events,
             )
         except BadCursor as exc:
-            await self._refuse(ErrorCode.BAD_CURSOR, exc.message, CloseCode.BAD_CURSOR)
+            await out.refuse(ErrorCode.BAD_CURSOR, exc.message, CloseCode.BAD_CURSOR)
             return
         except SessionNotFound:
-            await self._refuse(
+            await out.refuse(
                 ErrorCode.SESSION_NOT_FOUND,
                 "this session no longer exists",
                 CloseCode.UNAUTHORIZED,
@@ -269,7 +171,7 @@ class WebSocketHandler:
             # moments after Redis restarts: a retryable close, the client comes back with
             # its cursor after a backoff.
             log.warning("cannot restore a session", extra={**ctx, "error": exc.code})
-            await self._refuse(
+            await out.refuse(
                 ErrorCode.UNAVAILABLE,
                 "storage is unavailable; retry shortly",
                 CloseCode.TRY_AGAIN_LATER,
@@ -277,7 +179,7 @@ class WebSocketHandler:
             return
         issued = self._sessions.issue(self._session_id)
         s = self._settings
-        await self._send_frame(
+        await out.send_frame(
             Welcome(
                 session_id=self._session_id,
                 token=issued.token,
@@ -294,23 +196,22 @@ class WebSocketHandler:
         )
         if backlog.events is None:
             snapshot = snapshot_of(backlog.view)
-            await self._send_frame(snapshot)
-            self._cursor = snapshot.cursor
+            await out.send_frame(snapshot)
+            out.cursor = snapshot.cursor
         else:
             # Where the client is: nothing newer may leave it anywhere else (caught_up says so).
-            self._cursor = hello.last_event_id
+            out.cursor = hello.last_event_id
             for record in backlog.events:
-                if self._overflowed:
+                if out.overflowed:
                     break
-                if position_after(record.position, self._cursor):
-                    await self._send_text(encode_event(record).text, "event")
-                    self._cursor = record.position
-        if self._overflowed:
-            await self._close(CloseCode.TRY_AGAIN_LATER, "too slow: resume from your cursor")
+                frame = event_frame(record)
+                await out.send_event(frame.cursor, frame.text)
+        if out.overflowed:
+            await out.close(CloseCode.TRY_AGAIN_LATER, _TOO_SLOW)
             return
-        if self._cursor is None:  # (a resume always names a cursor; a snapshot has one)
+        if out.cursor is None:  # (a resume always names a cursor; a snapshot has one)
             raise RuntimeError("no cursor after the backlog")
-        await self._send_frame(CaughtUp(cursor=self._cursor))
+        await out.send_frame(CaughtUp(cursor=out.cursor))
         log.info(
             "connection ready",
             extra={**ctx, "resume": "snapshot" if backlog.events is None else "events"},
@@ -318,25 +219,30 @@ class WebSocketHandler:
         await self._live()
 
     async def _live(self) -> None:
-        reader = asyncio.create_task(self._read_loop(), name=f"ws-read:{self._session_id}")
-        writer = asyncio.create_task(self._write_loop(), name=f"ws-write:{self._session_id}")
-        self._writer = writer
-        if self._overflowed:
-            writer.cancel()  # overflowed while the backlog was being sent
+        commands = Commands(
+            self._session_id,
+            service=self._service,
+            out=self._out,
+            limiter=self._limiter,
+            messages_per_minute=self._settings.messages_per_minute,
+            metrics=self._metrics,
+        )
+        reader = asyncio.create_task(self._read_loop(commands), name=f"ws-read:{self._session_id}")
+        writer = self._out.start_writer()
         try:
             await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (reader, writer):
                 task.cancel()
             for task in (reader, writer):
-                with contextlib.suppress(asyncio.CancelledError, _SendFailed):
+                with contextlib.suppress(asyncio.CancelledError, SendFailed):
                     await task
-        if self._overflowed:
+        if self._out.overflowed:
             log.warning(
                 "client too slow; closing so it resumes from its cursor",
                 extra={"session_id": self._session_id},
             )
-            await self._close(CloseCode.TRY_AGAIN_LATER, "too slow: resume from your cursor")
+            await self._out.close(CloseCode.TRY_AGAIN_LATER, _TOO_SLOW)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -344,7 +250,7 @@ class WebSocketHandler:
         """The next frame's payload; ``None`` when the client is gone. TimeoutError on silence."""
         message = await asyncio.wait_for(self._ws.receive(), timeout=timeout)
         if message["type"] == "websocket.disconnect":
-            self._closed = True
+            self._out.closed = True
             return None
         text = message.get("text")
         if text is not None:
@@ -368,7 +274,7 @@ class WebSocketHandler:
             self._metrics.frame_in("binary")
             return FrameError("binary frames are not supported; send JSON")
         if self._too_big(payload):
-            await self._close(CloseCode.TOO_BIG, "frame too big")
+            await self._out.close(CloseCode.TOO_BIG, "frame too big")
             return None
         try:
             frame = parse_client_frame(payload)
@@ -381,10 +287,11 @@ class WebSocketHandler:
     async def _await_hello(self) -> Hello | None:
         """The first frame, which must be a valid ``hello``. Anything else is refused with an
         error and the connection is closed at once: an unauthenticated socket is not kept."""
+        out = self._out
         try:
             frame = await self._read_frame(self._settings.hello_timeout)
         except TimeoutError:
-            await self._refuse(
+            await out.refuse(
                 ErrorCode.HELLO_TIMEOUT, "send hello first", CloseCode.POLICY_VIOLATION
             )
             return None
@@ -394,7 +301,7 @@ class WebSocketHandler:
             if frame.hello_protocol not in (None, PROTOCOL_VERSION):
                 await self._refuse_protocol()
             else:
-                await self._refuse(
+                await out.refuse(
                     ErrorCode.BAD_FRAME,
                     f"the first frame must be a valid hello: {frame.reason}",
                     CloseCode.POLICY_VIOLATION,
@@ -402,7 +309,7 @@ class WebSocketHandler:
                 )
             return None
         if not isinstance(frame, Hello):
-            await self._refuse(
+            await out.refuse(
                 ErrorCode.HELLO_REQUIRED,
                 "the first frame must be hello",
                 CloseCode.POLICY_VIOLATION,
@@ -415,222 +322,22 @@ class WebSocketHandler:
         return frame
 
     async def _refuse_protocol(self) -> None:
-        await self._refuse(
+        await self._out.refuse(
             ErrorCode.UNSUPPORTED_PROTOCOL,
             f"this server speaks protocol {PROTOCOL_VERSION}",
             CloseCode.UNSUPPORTED_PROTOCOL,
         )
 
-    async def _read_loop(self) -> None:
-        while not self._closed:
+    async def _read_loop(self, commands: Commands) -> None:
+        while not self._out.closed:
             try:
                 frame = await self._read_frame(self._settings.idle_timeout)
             except TimeoutError:
-                await self._close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+                await self._out.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
                 return
             if frame is None:
                 return
             if isinstance(frame, FrameError):
-                self._push_error(ErrorCode.BAD_FRAME, frame.reason, frame.request_id)
+                self._out.push_error(ErrorCode.BAD_FRAME, frame.reason, frame.request_id)
                 continue
-            await self._dispatch(frame)
-
-    async def _dispatch(self, frame: ClientFrame) -> None:
-        request_id = getattr(frame, "request_id", None)
-        try:
-            if isinstance(frame, Ping):
-                self._push_frame(Pong(request_id=frame.request_id, nonce=frame.nonce))
-            elif isinstance(frame, Hello):
-                self._push_error(
-                    ErrorCode.ALREADY_AUTHENTICATED,
-                    "hello was already received on this connection",
-                )
-            elif isinstance(frame, Send):
-                await self._on_send(frame)
-            elif isinstance(frame, Cancel):
-                recorded = await self._service.cancel_reply(
-                    self._session_id, conversation_id=frame.conversation_id
-                )
-                self._ack(frame, recorded[0].position if recorded else None, frame.conversation_id)
-            elif isinstance(frame, StartConversation):
-                conversation_id, recorded = await self._service.start_conversation(
-                    self._session_id, conversation_id=frame.conversation_id, title=frame.title
-                )
-                self._ack(frame, recorded[0].position if recorded else None, conversation_id)
-            elif isinstance(frame, RenameConversation):
-                recorded = await self._service.rename_conversation(
-                    self._session_id, conversation_id=frame.conversation_id, title=frame.title
-                )
-                self._ack(frame, recorded[0].position if recorded else None, frame.conversation_id)
-            elif isinstance(frame, SetProfile):
-                given = frame.model_fields_set  # a field left out keeps its value
-                recorded = await self._service.update_profile(
-                    self._session_id,
-                    display_name=frame.display_name if "display_name" in given else KEEP,
-                    language=frame.language if "language" in given else KEEP,
-                )
-                self._ack(frame, recorded[0].position if recorded else None, None)
-        except InvalidIdentifier as exc:
-            # An id that breaks the pattern is a malformed frame (the frame models check the
-            # same pattern first, so this is only a second line).
-            self._push_error(ErrorCode.BAD_FRAME, exc.message, request_id)
-        except DomainError as exc:
-            self._push_error(_wire_code(exc), exc.message, request_id)
-        except ConcurrencyConflict:
-            self._push_error(
-                ErrorCode.CONFLICT, "the session is busy; retry", request_id, retry_after=0.5
-            )
-        except PortError as exc:
-            log.warning(
-                "storage error while handling a frame",
-                extra={"session_id": self._session_id, "error": exc.code},
-            )
-            self._push_error(
-                ErrorCode.UNAVAILABLE,
-                "storage is unavailable; retry shortly",
-                request_id,
-                retry_after=1.0,
-            )
-        except Exception:
-            log.exception(
-                "unexpected error while handling a frame",
-                extra={"session_id": self._session_id, "frame": frame.type},
-            )
-            self._push_error(
-                ErrorCode.INTERNAL_ERROR, "the server could not handle this", request_id
-            )
-
-    async def _on_send(self, frame: Send) -> None:
-        wait = self._limiter.try_acquire(self._session_id)
-        if wait > 0:
-            self._metrics.rate_limited.labels("message").inc()
-            self._push_error(
-                ErrorCode.RATE_LIMITED,
-                f"too many messages; at most {self._settings.messages_per_minute} a minute",
-                frame.request_id,
-                retry_after=math.ceil(wait * 10) / 10,
-            )
-            return
-        result = await self._service.submit_message(
-            self._session_id,
-            conversation_id=frame.conversation_id,
-            client_message_id=frame.client_message_id,
-            text=frame.text,
-        )
-        self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
-        self._push_frame(
-            Ack(
-                request_id=frame.request_id,
-                for_type="send",
-                cursor=result.position,
-                conversation_id=result.conversation_id,
-                client_message_id=result.client_message_id,
-                message_id=result.message_id,
-                duplicate=result.duplicate,
-            )
-        )
-
-    def _ack(
-        self,
-        frame: Cancel | StartConversation | RenameConversation | SetProfile,
-        cursor: str | None,
-        conversation_id: str | None,
-    ) -> None:
-        self._push_frame(
-            Ack(
-                request_id=frame.request_id,
-                for_type=frame.type,
-                cursor=cursor,
-                conversation_id=conversation_id,
-            )
-        )
-
-    # --- writing ----------------------------------------------------------------------------
-
-    def _push_frame(self, frame: BaseModel) -> None:
-        kind = str(getattr(frame, "type", "frame"))
-        if self._overflowed or self._closed:
-            return
-        if len(self._queue) >= self._settings.send_queue_limit:
-            self._overflow()
-            return
-        self._queue.append((frame.model_dump_json(), kind))
-        self._wake.set()
-
-    def _push_error(
-        self,
-        code: ErrorCode,
-        message: str,
-        request_id: str | None = None,
-        *,
-        retry_after: float | None = None,
-    ) -> None:
-        self._metrics.errors_sent.labels(code).inc()
-        self._push_frame(
-            Error(code=code, message=message, request_id=request_id, retry_after=retry_after)
-        )
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._overflowed:
-                return  # _live closes with 1013
-            while self._queue and not self._overflowed and not self._closed:
-                item = self._queue.popleft()
-                if isinstance(item, OutEvent):
-                    if not position_after(item.cursor, self._cursor):
-                        continue  # already sent in the backlog (or by an earlier batch)
-                    await self._send_text(item.text, "event")
-                    self._cursor = item.cursor
-                else:
-                    await self._send_text(*item)
-            if self._closed:
-                return
-
-    async def _send_frame(self, frame: BaseModel) -> None:
-        await self._send_text(frame.model_dump_json(), str(getattr(frame, "type", "frame")))
-
-    async def _send_text(self, text: str, kind: str) -> None:
-        if self._closed:
-            raise _SendFailed
-        try:
-            # asyncio.timeout, not wait_for: wait_for wraps every frame in a task of its own.
-            async with self._send_lock, asyncio.timeout(self._settings.send_timeout):
-                await self._ws.send_text(text)
-        except TimeoutError:
-            log.warning(
-                "client stopped reading; dropping the connection",
-                extra={"session_id": self._session_id},
-            )
-            self._closed = True
-            raise _SendFailed from None
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self._closed = True
-            raise _SendFailed from None
-        self._metrics.frames_out.labels(kind).inc()
-
-    async def _error_now(
-        self, code: ErrorCode, message: str, request_id: str | None = None
-    ) -> None:
-        self._metrics.errors_sent.labels(code).inc()
-        await self._send_frame(Error(code=code, message=message, request_id=request_id))
-
-    async def _refuse(
-        self, code: ErrorCode, message: str, close: CloseCode, request_id: str | None = None
-    ) -> None:
-        """Tell the client why, then close: it can tell "start over" from a network blip."""
-        with contextlib.suppress(_SendFailed):
-            await self._error_now(code, message, request_id)
-        await self._close(close, message[:100])
-
-    async def _close(self, code: int, reason: str) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._wake.set()
-        self._metrics.closes.labels(str(code)).inc()
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-            async with asyncio.timeout(self._settings.send_timeout):
-                async with self._send_lock:
-                    await self._ws.close(code=code, reason=reason[:120])
+            await commands.handle(frame)

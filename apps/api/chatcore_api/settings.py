@@ -15,10 +15,7 @@ import json
 import os
 import secrets
 import tomllib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,17 +28,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
 from chatcore_adapters.settings import ChatcoreSettings
+from chatcore_api.settings_sources import SettingsInputs, given_sources, settings_inputs
 
 ENV_PREFIX = "CHATCORE_"
 CONFIG_ENV = "CHATCORE_CONFIG"
@@ -245,46 +240,7 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        inputs = _INPUTS.get() or _Inputs()
-        if inputs.environ is not None:
-            env_settings = _MappingEnvSource(settings_cls, inputs.environ)
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls, inputs.file_data))
-
-
-@dataclass(frozen=True, slots=True)
-class _Inputs:
-    file_data: Mapping[str, Any] = field(default_factory=dict)
-    environ: Mapping[str, str] | None = None
-
-
-_INPUTS: ContextVar[_Inputs | None] = ContextVar("chatcore_settings_inputs", default=None)
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """Environment variables from a given mapping instead of ``os.environ`` (tests, tools)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._given = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._given, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """The already-parsed config file, weakest of the sources after the defaults."""
-
-    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._data = dict(data)
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._data)
+        return given_sources(settings_cls, init_settings, env_settings)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -308,15 +264,6 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"environment only ({SECRET_KEY_ENV}), so it never sits in a file next to the config"
         )
     return data
-
-
-@contextmanager
-def _inputs(inputs: _Inputs) -> Iterator[None]:
-    token = _INPUTS.set(inputs)
-    try:
-        yield
-    finally:
-        _INPUTS.reset(token)
 
 
 def _sensitive(name: str) -> bool:
@@ -361,7 +308,7 @@ def load_settings(
     data = read_config_file(Path(path)) if path else {}
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        with _inputs(_Inputs(file_data=data, environ=environ)):
+        with settings_inputs(SettingsInputs(file_data=data, environ=environ)):
             return ApiSettings(**given)
     except ValidationError as exc:
         raise SettingsError(describe_errors(exc)) from None

@@ -1,0 +1,163 @@
+"""What the client's commands do: each frame after ``hello`` goes to its use case and is
+answered, through the connection's outbound queue, by an ``ack`` or an ``error`` with a
+documented code (``pong`` for ``ping``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from chatcore.decisions import KEEP
+from chatcore.errors import ConcurrencyConflict, DomainError, InvalidIdentifier, PortError
+from chatcore.protocol import (
+    Ack,
+    Cancel,
+    ClientFrame,
+    ErrorCode,
+    Hello,
+    Ping,
+    Pong,
+    RenameConversation,
+    Send,
+    SetProfile,
+    StartConversation,
+)
+from chatcore.service import ChatService
+from chatcore_api.frames import wire_code
+from chatcore_api.metrics import ApiMetrics
+from chatcore_api.outbound import Outbound
+from chatcore_api.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    """One authenticated connection's commands (frames are handled one at a time)."""
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        service: ChatService,
+        out: Outbound,
+        limiter: RateLimiter,
+        messages_per_minute: int,
+        metrics: ApiMetrics,
+    ) -> None:
+        self._session_id = session_id
+        self._service = service
+        self._out = out
+        self._limiter = limiter
+        self._messages_per_minute = messages_per_minute
+        self._metrics = metrics
+
+    async def handle(self, frame: ClientFrame) -> None:
+        request_id = getattr(frame, "request_id", None)
+        try:
+            await self._dispatch(frame)
+        except InvalidIdentifier as exc:
+            # An id that breaks the pattern is a malformed frame (the frame models check the
+            # same pattern first, so this is only a second line).
+            self._out.push_error(ErrorCode.BAD_FRAME, exc.message, request_id)
+        except DomainError as exc:
+            self._out.push_error(wire_code(exc), exc.message, request_id)
+        except ConcurrencyConflict:
+            self._out.push_error(
+                ErrorCode.CONFLICT, "the session is busy; retry", request_id, retry_after=0.5
+            )
+        except PortError as exc:
+            log.warning(
+                "storage error while handling a frame",
+                extra={"session_id": self._session_id, "error": exc.code},
+            )
+            self._out.push_error(
+                ErrorCode.UNAVAILABLE,
+                "storage is unavailable; retry shortly",
+                request_id,
+                retry_after=1.0,
+            )
+        except Exception:
+            log.exception(
+                "unexpected error while handling a frame",
+                extra={"session_id": self._session_id, "frame": frame.type},
+            )
+            self._out.push_error(
+                ErrorCode.INTERNAL_ERROR, "the server could not handle this", request_id
+            )
+
+    async def _dispatch(self, frame: ClientFrame) -> None:
+        service, sid = self._service, self._session_id
+        if isinstance(frame, Ping):
+            self._out.push_frame(Pong(request_id=frame.request_id, nonce=frame.nonce))
+        elif isinstance(frame, Hello):
+            self._out.push_error(
+                ErrorCode.ALREADY_AUTHENTICATED, "hello was already received on this connection"
+            )
+        elif isinstance(frame, Send):
+            await self._send(frame)
+        elif isinstance(frame, Cancel):
+            recorded = await service.cancel_reply(sid, conversation_id=frame.conversation_id)
+            self._ack(frame, recorded[0].position if recorded else None, frame.conversation_id)
+        elif isinstance(frame, StartConversation):
+            conversation_id, recorded = await service.start_conversation(
+                sid, conversation_id=frame.conversation_id, title=frame.title
+            )
+            self._ack(frame, recorded[0].position if recorded else None, conversation_id)
+        elif isinstance(frame, RenameConversation):
+            recorded = await service.rename_conversation(
+                sid, conversation_id=frame.conversation_id, title=frame.title
+            )
+            self._ack(frame, recorded[0].position if recorded else None, frame.conversation_id)
+        elif isinstance(frame, SetProfile):
+            given = frame.model_fields_set  # a field left out keeps its value
+            recorded = await service.update_profile(
+                sid,
+                display_name=frame.display_name if "display_name" in given else KEEP,
+                language=frame.language if "language" in given else KEEP,
+            )
+            self._ack(frame, recorded[0].position if recorded else None, None)
+
+    async def _send(self, frame: Send) -> None:
+        wait = self._limiter.try_acquire(self._session_id)
+        if wait > 0:
+            self._metrics.rate_limited.labels("message").inc()
+            self._out.push_error(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages; at most {self._messages_per_minute} a minute",
+                frame.request_id,
+                retry_after=math.ceil(wait * 10) / 10,
+            )
+            return
+        result = await self._service.submit_message(
+            self._session_id,
+            conversation_id=frame.conversation_id,
+            client_message_id=frame.client_message_id,
+            text=frame.text,
+        )
+        self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
+        self._out.push_frame(
+            Ack(
+                request_id=frame.request_id,
+                for_type="send",
+                cursor=result.position,
+                conversation_id=result.conversation_id,
+                client_message_id=result.client_message_id,
+                message_id=result.message_id,
+                duplicate=result.duplicate,
+            )
+        )
+
+    def _ack(
+        self,
+        frame: Cancel | StartConversation | RenameConversation | SetProfile,
+        cursor: str | None,
+        conversation_id: str | None,
+    ) -> None:
+        self._out.push_frame(
+            Ack(
+                request_id=frame.request_id,
+                for_type=frame.type,
+                cursor=cursor,
+                conversation_id=conversation_id,
+            )
+        )
