@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from chatcore.errors import ConcurrencyConflict, CorruptRecord
@@ -27,7 +29,7 @@ from chatcore_adapters.redis import (
     RedisWorkQueue,
     connect,
 )
-from tests.contract.event_store_contract import EventStoreContract
+from tests.contract.event_store_contract import EventStoreContract, Pushes
 from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.intent_journal_contract import IntentJournalContract
 from tests.contract.leases_contract import LeasesContract
@@ -228,6 +230,12 @@ def _with_url(url: str) -> _OnRedis:
     return holder
 
 
+def _with_cluster_url(url: str) -> _OnRedis:
+    holder = _OnCluster()
+    holder.url = url
+    return holder
+
+
 def test_the_key_layout() -> None:
     sid = session_id()
     keys = KeySpace()
@@ -395,3 +403,42 @@ async def test_appends_due_together_share_a_pipeline_and_keep_their_semantics(
     )
     for sid, rec, extra in zip(sids[1:], opened[1:], more, strict=True):
         assert await store.read(sid) == [*rec, *extra]
+
+
+@pytest.mark.cluster
+async def test_cluster_pushes_are_sharded_to_the_owner_of_the_session_s_slot(
+    redis_cluster_url: str,
+) -> None:
+    """On a Cluster, an append's push is an SPUBLISH (it stays on the shard owning the
+    session's slot; a PUBLISH would be broadcast to every node) and the subscriber holds one
+    shard subscription per node it needs, on that node."""
+    conn = _OnRedis.connect(_with_cluster_url(redis_cluster_url))
+    store = RedisEventStore(conn)
+    heard = Pushes()
+    sub = store.subscribe(heard)
+    try:
+        sids = [session_id() for _ in range(12)]  # spread over the three masters' slots
+        for sid in sids:
+            await sub.follow(sid)
+        for sid in sids:
+            await store.append(sid, opening(sid), expected_version=None)
+        await heard.until(2 * len(sids))
+        client = conn.client
+        assert isinstance(client, RedisCluster)
+        owners = {client.get_node_from_key(conn.keys.live(sid)).name for sid in sids}  # type: ignore[union-attr]
+        assert len(owners) > 1
+        for node in client.get_primaries():
+            shard_channels: Any = await client.execute_command(
+                "PUBSUB", "SHARDCHANNELS", target_nodes=node
+            )
+            classic: Any = await client.execute_command("PUBSUB", "CHANNELS", target_nodes=node)
+            owned = {
+                conn.keys.live(sid).encode()
+                for sid in sids
+                if client.get_node_from_key(conn.keys.live(sid)).name == node.name  # type: ignore[union-attr]
+            }
+            assert set(shard_channels) == owned
+            assert classic == []
+    finally:
+        await sub.close()
+        await conn.aclose()

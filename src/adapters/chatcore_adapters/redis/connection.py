@@ -24,7 +24,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -131,6 +131,36 @@ def create_client(settings: RedisSettings) -> RedisClient:
         decode_responses=False,
     )
     return Redis.from_pool(pool)
+
+
+def create_pubsub_client(
+    settings: RedisSettings, *, host: str | None = None, port: int | None = None
+) -> Redis:
+    """A client of its own for one pub/sub connection (of the server ``settings.url`` names,
+    or of one Cluster node): the same credentials, TLS and timeouts as the application's
+    client, but no health check (the subscription's reader pings by itself, see ``live.py``)
+    and no retries (a dropped subscription must be noticed, never quietly re-established)."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_keepalive": True,
+        "socket_keepalive_options": _keepalive_options(settings),
+        "health_check_interval": 0,
+        "retry": Retry(ExponentialWithJitterBackoff(), 0),
+        "client_name": f"{settings.client_name}-live",
+        "decode_responses": False,
+    }
+    if host is None:
+        return Redis.from_url(settings.url, **kwargs)
+    parts = urlsplit(settings.url)
+    return Redis(
+        host=host,
+        port=port or 6379,
+        username=parts.username,
+        password=parts.password,
+        ssl=parts.scheme == "rediss",
+        **kwargs,
+    )
 
 
 def is_error(exc: BaseException, code: str) -> bool:

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 # KEYS[1] the stream. ARGV[1] the expected last id ('' for an empty stream), ARGV[2] the
 # append's token, ARGV[3] the live channel, ARGV[4..] the encoded events. Returns {1, id...}
-# or {0, actual last id}. A successful append is published on the channel (live.py reads it).
+# or {0, actual last id}. A successful append is published on the channel (live.py reads it;
+# PUBLISH_COMMAND is PUBLISH on a single server, SPUBLISH on a Cluster).
 _APPEND = """
 local key = KEYS[1]
 local expected = ARGV[1]
@@ -69,7 +70,7 @@ for i = 1, n do
   push[2 * i] = id
   push[2 * i + 1] = ARGV[i + 3]
 end
-redis.call('PUBLISH', ARGV[3], table.concat(push, '\\n'))
+redis.call('PUBLISH_COMMAND', ARGV[3], table.concat(push, '\\n'))
 return out
 """
 
@@ -112,7 +113,12 @@ class RedisEventStore:
         self.conn = conn
         self.page_size = page_size
         self._keys = conn.keys
-        self._append_script = conn.client.register_script(_APPEND)
+        # A Cluster's push goes to the shard of the session's slot only (SPUBLISH), not to
+        # every node (PUBLISH is broadcast across a Cluster).
+        publish = "SPUBLISH" if conn.cluster else "PUBLISH"
+        self._append_script = conn.client.register_script(
+            _APPEND.replace("PUBLISH_COMMAND", publish)
+        )
         # An append's retry token only has to differ from every other append's: a random
         # base per store and a counter (no system call per append).
         self._token_base = secrets.token_hex(6) + "."
