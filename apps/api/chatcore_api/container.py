@@ -8,7 +8,9 @@ any provider at the edge right after ``create_app``::
 
 The storage ports are selectors: ``memory`` (the embedded default, everything in this
 process) or ``redis`` (when ``redis_url`` is set). Adding a backend is one more branch of each
-selector.
+selector. The Redis adapters are imported only by the ``redis`` branch: they need the
+``redis`` extra, which an embedded install (``chatcore[server]``) does not have; without it,
+setting ``redis_url`` fails at start-up with an ImportError that names the extra.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import logging
 import os
 import secrets
 import socket
+from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
 from chatcore.decisions import Limits
 from chatcore.generation import GenerationSettings, ReplyGenerator
-from chatcore.ports import LLM, Clock, EventStore, Heartbeats, WorkQueue
+from chatcore.ports import LLM, Clock, EventStore, Heartbeats, Leases, SessionCache, WorkQueue
 from chatcore.service import ChatService, ServiceSettings
 from chatcore.worker import WorkerLoop, WorkerSettings
-from chatcore_adapters import redis as redis_adapters
 from chatcore_adapters.llm import build_llm
 from chatcore_adapters.memory import (
     MemoryEventStore,
@@ -33,15 +35,6 @@ from chatcore_adapters.memory import (
     MemoryLeases,
     MemorySessionCache,
     MemoryWorkQueue,
-)
-from chatcore_adapters.redis import (
-    RedisConnection,
-    RedisEventStore,
-    RedisLeases,
-    RedisSessionCache,
-    RedisSettings,
-    RedisWorkQueue,
-    connect,
 )
 from chatcore_adapters.system import RandomIds, SystemClock
 from chatcore_api.connections import ConnectionManager
@@ -53,6 +46,9 @@ from chatcore_api.sessions import SessionManager
 from chatcore_api.settings import ApiSettings, effective_secret
 from chatcore_api.tokens import TokenSigner
 
+if TYPE_CHECKING:
+    from chatcore_adapters.redis import RedisConnection
+
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +57,8 @@ def _backend(settings: ApiSettings) -> str:
 
 
 def _redis_connection(settings: ApiSettings) -> RedisConnection:
+    from chatcore_adapters.redis import RedisSettings, connect
+
     assert settings.redis_url is not None
     options = settings.redis
     return connect(
@@ -76,19 +74,34 @@ def _redis_connection(settings: ApiSettings) -> RedisConnection:
     )
 
 
+def _redis_store(conn: RedisConnection) -> EventStore:
+    from chatcore_adapters.redis import RedisEventStore
+
+    return RedisEventStore(conn)
+
+
+def _redis_cache(conn: RedisConnection) -> SessionCache:
+    from chatcore_adapters.redis import RedisSessionCache
+
+    return RedisSessionCache(conn)
+
+
 def _redis_queue(conn: RedisConnection, settings: ApiSettings, clock: Clock) -> WorkQueue:
+    from chatcore_adapters.redis import RedisWorkQueue
+
     return RedisWorkQueue(conn, reclaim_after=settings.redis.reclaim_after, clock=clock)
 
 
-def _redis_heartbeats(conn: RedisConnection, clock: Clock) -> Heartbeats:
-    """Workers' heartbeats in Redis once the Redis adapters provide them; until then only the
-    in-process worker's (kept in memory) can be seen by ``/readyz``."""
-    factory = getattr(redis_adapters, "RedisHeartbeats", None)
-    if factory is None:
-        log.warning("no Redis heartbeat adapter; /readyz sees only this process's worker")
-        return MemoryHeartbeats(clock)
-    heartbeats: Heartbeats = factory(conn)
-    return heartbeats
+def _redis_leases(conn: RedisConnection) -> Leases:
+    from chatcore_adapters.redis import RedisLeases
+
+    return RedisLeases(conn)
+
+
+def _redis_heartbeats(conn: RedisConnection) -> Heartbeats:
+    from chatcore_adapters.redis import RedisHeartbeats
+
+    return RedisHeartbeats(conn)
 
 
 def _service_settings(settings: ApiSettings) -> ServiceSettings:
@@ -198,12 +211,12 @@ class Container(containers.DeclarativeContainer):
     store = providers.Selector(
         backend,
         memory=providers.Singleton(MemoryEventStore, clock),
-        redis=providers.Singleton(RedisEventStore, redis),
+        redis=providers.Singleton(_redis_store, redis),
     )
     cache = providers.Selector(
         backend,
         memory=providers.Singleton(MemorySessionCache, clock),
-        redis=providers.Singleton(RedisSessionCache, redis),
+        redis=providers.Singleton(_redis_cache, redis),
     )
     queue = providers.Selector(
         backend,
@@ -213,12 +226,12 @@ class Container(containers.DeclarativeContainer):
     leases = providers.Selector(
         backend,
         memory=providers.Singleton(MemoryLeases, clock),
-        redis=providers.Singleton(RedisLeases, redis),
+        redis=providers.Singleton(_redis_leases, redis),
     )
     heartbeats = providers.Selector(
         backend,
         memory=providers.Singleton(MemoryHeartbeats, clock),
-        redis=providers.Singleton(_redis_heartbeats, redis, clock),
+        redis=providers.Singleton(_redis_heartbeats, redis),
     )
 
     llm = providers.Singleton(_llm, settings)

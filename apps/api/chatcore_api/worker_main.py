@@ -23,17 +23,22 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from chatcore.errors import PortError
-from chatcore_adapters.redis import RedisHeartbeats, RedisSettings, connect
 from chatcore_api import loops
+from chatcore_api.extras import missing_extras
 from chatcore_api.gc_tuning import freeze_startup_heap
 from chatcore_api.logs import configure_logging
 from chatcore_api.settings import SECRET_KEY_ENV, ApiSettings, SettingsError, load_settings
 from chatcore_api.supervisor import ChildSpec, RestartPolicy, Supervisor
 from chatcore_api.worker_health import exit_code, read_health, render_json, render_table
-from chatcore_api.worker_runtime import WorkerConfig, new_worker_id, serve, tag_logs
+
+# Workers run on Redis: the Redis adapters (the ``redis`` extra) are imported when a worker
+# command runs, so that `chatcore serve` works in an install without them.
+if TYPE_CHECKING:
+    from chatcore_adapters.redis import RedisSettings
+    from chatcore_api.worker_runtime import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,9 @@ def redis_settings(
     died silently (a laptop's sleep, a NAT timeout) is noticed within seconds."""
     if settings.redis_url is None:
         raise SettingsError(NO_REDIS)
+    _require_extras(settings, generates_replies=False)
+    from chatcore_adapters.redis import RedisSettings
+
     return RedisSettings(
         url=settings.redis_url.get_secret_value(),
         cluster=settings.redis.cluster,
@@ -102,6 +110,12 @@ def redis_settings(
     )
 
 
+def _require_extras(settings: ApiSettings, *, generates_replies: bool) -> None:
+    missing = missing_extras(settings, generates_replies=generates_replies)
+    if missing:
+        raise SettingsError("; ".join(missing))
+
+
 def _flag(args: argparse.Namespace, dest: str, default: T) -> T:
     """The value of a tuning flag if it was given, else ``default`` (the setting)."""
     given = getattr(args, dest, None)
@@ -110,6 +124,9 @@ def _flag(args: argparse.Namespace, dest: str, default: T) -> T:
 
 def worker_config(settings: ApiSettings, args: argparse.Namespace) -> WorkerConfig:
     """The worker's configuration: the app's settings, then this command's flags."""
+    _require_extras(settings, generates_replies=True)
+    from chatcore_api.worker_runtime import WorkerConfig
+
     w = settings.worker
     claim_block = _flag(args, "claim_block", w.claim_block)
     try:
@@ -184,6 +201,8 @@ def supervise(children: Sequence[ChildSpec], *, grace: float) -> int:
 async def check(settings: ApiSettings, *, as_json: bool) -> int:
     """Print every worker's heartbeat; 0 if one is live, 1 if none, 2 if Redis is unreachable."""
     redis = redis_settings(settings, client_name="chatcore-check")
+    from chatcore_adapters.redis import RedisHeartbeats, connect
+
     conn = connect(redis)
     try:
         health = await read_health(
@@ -224,6 +243,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
             print("chatcore worker: --processes must be at least 1", file=sys.stderr)  # noqa: T201
             return 2
         return supervise(worker_children(args.processes, args), grace=config.grace)
+    from chatcore_api.worker_runtime import new_worker_id, serve, tag_logs
+
     worker_id = new_worker_id()
     tag_logs(worker_id)
     freeze_startup_heap()
