@@ -32,7 +32,7 @@ from chatcore.ports import (
     UsageReport,
     WorkItem,
 )
-from chatcore.prompt import PromptSettings, build_prompt, estimate_tokens
+from chatcore.prompt import PromptSettings, build_prompt, estimate_text_tokens
 from chatcore.reply_inbox import END, ModelFailure, ReplyInbox
 from chatcore.service import ChatService
 from chatcore.view import SessionView, project
@@ -412,7 +412,7 @@ class _ReplyInProgress:
     async def _complete(self) -> Outcome:
         usage = self.usage or Usage(
             prompt_tokens=0,
-            completion_tokens=estimate_tokens("".join(self.said)),
+            completion_tokens=estimate_text_tokens("".join(self.said)),
         )
         now = self.gen.clock.now()
         await self._write(

@@ -3,6 +3,7 @@ the conversation as fits the token budget (newest kept first)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from chatcore.ports import CompletionRequest, PromptMessage
@@ -15,18 +16,27 @@ DEFAULT_SYSTEM_PROMPT = (
 
 # Per-message overhead of chat formats (role markers and separators), in tokens.
 _MESSAGE_OVERHEAD = 4
+# About four characters of English a token, whatever the provider's tokenizer.
+CHARS_PER_TOKEN = 4.0
 
 
 @dataclass(frozen=True, slots=True)
 class PromptSettings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_prompt_tokens: int = 6000
-    chars_per_token: float = 4.0
+    chars_per_token: float = CHARS_PER_TOKEN
 
 
-def estimate_tokens(text: str, chars_per_token: float = 4.0) -> int:
-    """A provider-independent estimate: about four characters of English per token."""
-    return _MESSAGE_OVERHEAD + int(len(text) / chars_per_token + 0.999)
+def estimate_text_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """The tokens of ``text`` when no tokenizer counted them (a provider-independent rule of
+    thumb), e.g. a completion whose provider reported no usage."""
+    return math.ceil(len(text) / chars_per_token)
+
+
+def estimate_message_tokens(content: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """What a message with this content costs in a prompt: its text, plus the role markers
+    and separators that chat formats add around every message."""
+    return _MESSAGE_OVERHEAD + estimate_text_tokens(content, chars_per_token)
 
 
 def system_text(settings: PromptSettings, profile: Profile) -> str:
@@ -64,7 +74,9 @@ def build_prompt(
         )
 
     system = PromptMessage(role="system", content=system_text(settings, profile))
-    budget = settings.max_prompt_tokens - estimate_tokens(system.content, settings.chars_per_token)
+    budget = settings.max_prompt_tokens - estimate_message_tokens(
+        system.content, settings.chars_per_token
+    )
 
     question = history[-1]
     kept: list[PromptMessage] = []
@@ -74,13 +86,13 @@ def build_prompt(
     if len(q_text) > max_chars:
         q_text = q_text[-max_chars:]
     kept.append(PromptMessage(role="user", content=q_text))
-    budget -= estimate_tokens(q_text, settings.chars_per_token)
+    budget -= estimate_message_tokens(q_text, settings.chars_per_token)
 
     for msg in reversed(history[:-1]):
         pm = _as_prompt(msg)
         if pm is None:
             continue
-        cost = estimate_tokens(pm.content, settings.chars_per_token)
+        cost = estimate_message_tokens(pm.content, settings.chars_per_token)
         if cost > budget:
             break
         kept.append(pm)

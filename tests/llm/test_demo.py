@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from chatcore.ports import CompletionRequest, LLMChunk, PromptMessage, TextDelta, UsageReport
+from chatcore.prompt import estimate_text_tokens
 from chatcore_adapters.llm import DEMO_NAME, DemoLLM, LLMSettings, build_llm
-from chatcore_adapters.llm.demo import compose_answer, estimate_tokens, find_user_name
+from chatcore_adapters.llm.demo import compose_answer, find_user_name
 
 WAIT = 10.0
 
@@ -122,8 +123,8 @@ async def test_usage_is_estimated_from_the_characters() -> None:
     report = chunks[-1]
 
     assert isinstance(report, UsageReport)
-    assert report.usage.prompt_tokens == estimate_tokens("Be brief.hello there")
-    assert report.usage.completion_tokens == estimate_tokens(text(chunks))
+    assert report.usage.prompt_tokens == estimate_text_tokens("Be brief.hello there")
+    assert report.usage.completion_tokens == estimate_text_tokens(text(chunks))
     assert report.usage.cost_usd == 0.0
 
 
@@ -131,7 +132,7 @@ def test_the_default_pace_is_30_to_60_tokens_a_second() -> None:
     delay = LLMSettings().demo_delay
     answer = compose_answer(conversation(("user", "What is chatcore?")).messages)
     pieces = len(answer.split())
-    tokens_per_second = estimate_tokens(answer) / (pieces * delay)
+    tokens_per_second = estimate_text_tokens(answer) / (pieces * delay)
 
     assert 30 <= tokens_per_second <= 60
 

@@ -7,7 +7,7 @@ import pytest
 
 from chatcore.errors import CorruptRecord
 from chatcore.events import ReplyCompleted, upcast
-from chatcore.prompt import PromptSettings, build_prompt, estimate_tokens
+from chatcore.prompt import PromptSettings, build_prompt, estimate_message_tokens
 from chatcore.view import ChatMessage, Conversation, Profile
 from chatcore_adapters.codec import decode_event, encode_event
 from tests.support.factories import EPOCH
@@ -44,7 +44,7 @@ def conversation(turns: int, size: int = 400) -> Conversation:
 def test_the_prompt_keeps_the_newest_history_that_fits_the_budget() -> None:
     settings = PromptSettings(system_prompt="Be brief.", max_prompt_tokens=1000)
     request = build_prompt(conversation(20), "last", Profile(), settings)
-    total = sum(estimate_tokens(m.content) for m in request.messages)
+    total = sum(estimate_message_tokens(m.content) for m in request.messages)
     assert total <= 1000
     assert request.messages[0].role == "system"
     assert request.messages[1].role == "user"  # never starts with an orphan assistant turn

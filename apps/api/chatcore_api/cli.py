@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatcore_api.extras import missing_extras
 from chatcore_api.settings import (
     ApiSettings,
     SettingsError,
@@ -98,6 +99,11 @@ def _serve(args: argparse.Namespace) -> int:
         settings = _serve_settings(args)
     except SettingsError as exc:
         print(f"chatcore: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    missing = missing_extras(settings, generates_replies=settings.worker.enabled)
+    for problem in missing:
+        print(f"chatcore: {problem}", file=sys.stderr)  # noqa: T201 - CLI output
+    if missing:
         return 2
 
     from chatcore_api.logs import configure_logging

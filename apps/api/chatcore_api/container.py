@@ -8,7 +8,10 @@ application embedding the API) may override any port at the edge right after ``c
     app.state.container.llm.override(providers.Object(ScriptedLLM(delay=0.05)))
 
 The port providers (``clock``, ``store``, ``cache``, ``queue``, ``leases``, ``heartbeats``,
-``llm``) give ``None`` unless overridden: bootstrap then chooses from the settings.
+``llm``) give ``None`` unless overridden: bootstrap then chooses from the settings. It imports
+the Redis adapters only when ``redis_url`` is set: they need the ``redis`` extra, which an
+embedded install (``chatcore[server]``) does not have (the commands check it first, see
+``chatcore_api.extras``).
 """
 
 from __future__ import annotations

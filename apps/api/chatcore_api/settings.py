@@ -45,9 +45,14 @@ MIN_SECRET_CHARS = 32
 
 
 def default_web_dir() -> Path | None:
-    """The web client's static export in a source checkout (``apps/web/out``), if built."""
-    candidate = Path(__file__).resolve().parent.parent.parent / "web" / "out"
-    return candidate if candidate.is_dir() else None
+    """The built web client: the copy inside this package when installed from a wheel
+    (``chatcore_api/web_client``, put there by ``hatch_build.py``), else the static export of
+    a source checkout (``apps/web/out``, built by ``scripts/setup``), else ``None``."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "web_client", package.parent.parent / "web" / "out"):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 class SettingsError(Exception):

@@ -29,14 +29,17 @@ from types import FrameType
 from chatcore.errors import PortError
 from chatcore.ports import DeadLetter
 from chatcore_adapters.bootstrap import new_worker_id, redis_settings
-from chatcore_adapters.redis import RedisHeartbeats, RedisWorkQueue, connect
 from chatcore_api import loops
+from chatcore_api.extras import missing_extras
 from chatcore_api.gc_tuning import freeze_startup_heap
 from chatcore_api.logs import configure_logging
 from chatcore_api.settings import SECRET_KEY_ENV, ApiSettings, SettingsError, load_settings
 from chatcore_api.supervisor import ChildSpec, RestartPolicy, Supervisor
 from chatcore_api.worker_health import exit_code, read_health, render_json, render_table
-from chatcore_api.worker_runtime import serve, tag_logs
+
+# Workers run on Redis: the Redis adapters (the ``redis`` extra) and the worker's runtime are
+# imported when a worker command runs, so that `chatcore serve` works in an install without
+# them.
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supervised-by", type=int, help=argparse.SUPPRESS)
 
 
+def _require_extras(settings: ApiSettings, *, generates_replies: bool) -> None:
+    missing = missing_extras(settings, generates_replies=generates_replies)
+    if missing:
+        raise SettingsError("; ".join(missing))
+
+
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """The settings this command's flags override, nested as the settings are."""
     out: dict[str, dict[str, object]] = {}
@@ -177,6 +186,9 @@ async def check(settings: ApiSettings, *, as_json: bool) -> int:
     """Print every worker's heartbeat; 0 if one is live, 1 if none, 2 if Redis is unreachable."""
     if settings.redis_url is None:
         raise SettingsError(NO_REDIS)
+    _require_extras(settings, generates_replies=False)
+    from chatcore_adapters.redis import RedisHeartbeats, connect
+
     conn = connect(redis_settings(settings, client_name="chatcore-check"))
     try:
         health = await read_health(
@@ -199,6 +211,9 @@ async def list_dead_letters(settings: ApiSettings, *, limit: int, as_json: bool)
         raise SettingsError(NO_REDIS)
     if limit < 1:
         raise SettingsError("--limit must be at least 1")
+    _require_extras(settings, generates_replies=False)
+    from chatcore_adapters.redis import RedisWorkQueue, connect
+
     conn = connect(redis_settings(settings, client_name="chatcore-check"))
     try:
         letters = await RedisWorkQueue(conn).dead_letters(limit=limit)
@@ -262,6 +277,10 @@ def run_worker_command(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         print(f"chatcore worker: {NO_REDIS}", file=sys.stderr)  # noqa: T201
         return 2
+    missing = missing_extras(settings, generates_replies=True)
+    if missing:
+        print(f"chatcore worker: {'; '.join(missing)}", file=sys.stderr)  # noqa: T201
+        return 2
     if args.processes is not None:
         if args.processes < 1:
             print("chatcore worker: --processes must be at least 1", file=sys.stderr)  # noqa: T201
@@ -269,6 +288,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         return supervise(
             worker_children(args.processes, args), grace=settings.worker.shutdown_grace
         )
+    from chatcore_api.worker_runtime import serve, tag_logs
+
     worker_id = new_worker_id()
     tag_logs(worker_id)
     freeze_startup_heap()

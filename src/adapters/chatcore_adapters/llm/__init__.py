@@ -2,6 +2,11 @@
 
 ``build_llm(settings)`` turns :class:`LLMSettings` into an :class:`chatcore.ports.LLM`.
 Nothing here imports LiteLLM: the LiteLLM adapter imports it the first time it is used.
+
+``demo`` is the offline model, ``settings`` the settings of both; ``litellm_adapter`` is the
+LiteLLM call, ``failover`` the retries and fallbacks around the calls (also mid-answer),
+``repeat_guard`` keeps a continuation from repeating, ``errors`` says what a failure means and
+``redaction`` keeps secrets out of the log.
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ cancelling, failover bookkeeping) before anyone has an API key.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import AsyncIterator
 
 from chatcore.events import Usage
 from chatcore.ports import CompletionRequest, LLMChunk, PromptMessage, TextDelta, UsageReport
+from chatcore.prompt import estimate_text_tokens
 
 DEMO_NAME = "chatcore-demo (offline demo model)"
 # Seconds between word-sized tokens: about 50 tokens a second, like a hosted model.
@@ -42,11 +42,6 @@ _CONFIG_WORDS = frozenset(
     }
 )
 _TOKEN = re.compile(r"\s*\S+")
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough token count (about four characters a token), for when nobody counted."""
-    return math.ceil(len(text) / 4)
 
 
 def find_user_name(messages: tuple[PromptMessage, ...]) -> str | None:
@@ -156,8 +151,8 @@ class DemoLLM:
         prompt = "".join(m.content for m in request.messages) + request.continue_from
         yield UsageReport(
             usage=Usage(
-                prompt_tokens=estimate_tokens(prompt),
-                completion_tokens=estimate_tokens(rest),
+                prompt_tokens=estimate_text_tokens(prompt),
+                completion_tokens=estimate_text_tokens(rest),
                 cost_usd=0.0,
             ),
             model=DEMO_NAME,

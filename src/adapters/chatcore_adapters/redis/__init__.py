@@ -10,7 +10,21 @@ adapter::
     intents, heartbeats = RedisIntentJournal(conn), RedisHeartbeats(conn)
     ...
     await conn.aclose()
+
+They need redis-py, which comes with the ``redis`` extra: ``pip install 'chatcore[redis]'``.
+Without it, importing this package raises an ImportError that says so.
 """
+
+try:
+    import redis.asyncio  # noqa: F401 - only to say what is missing, before anything else does
+except ModuleNotFoundError as exc:
+    if exc.name not in {"redis", "redis.asyncio"}:
+        raise
+    raise ModuleNotFoundError(
+        "chatcore's Redis adapters need redis-py, which the redis extra installs: "
+        "pip install 'chatcore[redis]'",
+        name=exc.name,
+    ) from exc
 
 from chatcore_adapters.redis.cache import RedisSessionCache
 from chatcore_adapters.redis.connection import (
