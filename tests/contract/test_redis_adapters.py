@@ -117,6 +117,11 @@ class _Queue(_OnRedis, WorkQueueContract):
         await queue.conn.aclose()
 
 
+class _ShardedQueue(_Queue):
+    async def make_queue(self, *, reclaim_after: float) -> DeadLetteringQueue:
+        return RedisWorkQueue(self.connect(), reclaim_after=reclaim_after, shards=3)
+
+
 class _Intents(_OnRedis, IntentJournalContract):
     async def make_journal(self) -> IntentJournal:
         return RedisIntentJournal(self.connect())
@@ -170,8 +175,17 @@ class TestRedisWorkQueue(_Queue):
     pass
 
 
+class TestRedisShardedWorkQueue(_ShardedQueue):
+    pass
+
+
 class TestRedisIntentJournal(_Intents):
     pass
+
+
+class TestRedisShardedIntentJournal(_Intents):
+    async def make_journal(self) -> IntentJournal:
+        return RedisIntentJournal(self.connect(), shards=3)
 
 
 class TestRedisLeases(_Leases):
@@ -198,8 +212,19 @@ class TestClusterWorkQueue(_OnCluster, _Queue):
 
 
 @pytest.mark.cluster
+class TestClusterShardedWorkQueue(_OnCluster, _ShardedQueue):
+    pass
+
+
+@pytest.mark.cluster
 class TestClusterIntentJournal(_OnCluster, _Intents):
     pass
+
+
+@pytest.mark.cluster
+class TestClusterShardedIntentJournal(_OnCluster, _Intents):
+    async def make_journal(self) -> IntentJournal:
+        return RedisIntentJournal(self.connect(), shards=3)
 
 
 @pytest.mark.cluster
@@ -442,3 +467,82 @@ async def test_cluster_pushes_are_sharded_to_the_owner_of_the_session_s_slot(
     finally:
         await sub.close()
         await conn.aclose()
+
+
+# --- a sharded work queue -------------------------------------------------------------------------
+
+
+def test_queue_shards_split_the_slot_space_evenly() -> None:
+    keys = KeySpace("p:").queue_shards("chatcore:work", 3)
+    slots = [key_slot(k.stream.encode()) for k in keys]
+    assert [s * 3 // 16384 for s in slots] == [0, 1, 2]
+    for k in keys:  # a shard's keys share its slot
+        assert (
+            key_slot(k.dead.encode()) == key_slot(k.intents.encode()) == key_slot(k.stream.encode())
+        )
+    assert KeySpace().queue_shards("chatcore:work", 1)[0].stream == "{chatcore:work}"
+
+
+async def test_a_session_s_work_always_goes_to_one_shard_in_order(conn: RedisConnection) -> None:
+    queue = RedisWorkQueue(conn, shards=4)
+    sids = [session_id() for _ in range(12)]
+    for n in range(3):
+        for sid in sids:
+            await queue.enqueue(_item(n, sid))
+    for sid in sids:
+        shard = queue.shard_of(sid)
+        entries: Any = await conn.client.xrange(shard.keys.stream)
+        mine = [WorkItem.model_validate_json(f[b"i"]) for _, f in entries]
+        assert [i.message_id for i in mine if i.session_id == sid] == ["m0", "m1", "m2"]
+    used = {queue.shard_of(sid).keys.stream for sid in sids}
+    assert len(used) > 1  # sessions spread over the shards
+
+
+async def test_claims_take_from_every_shard_and_a_wait_wakes_for_any(
+    conn: RedisConnection,
+) -> None:
+    queue = RedisWorkQueue(conn, shards=3, reclaim_after=30)
+    by_shard: dict[int, str] = {}
+    while len(by_shard) < 3:  # one session per shard
+        sid = session_id()
+        by_shard.setdefault(queue.streams.index(queue.shard_of(sid)), sid)
+    for sid in by_shard.values():
+        for n in range(4):
+            await queue.enqueue(_item(n, sid))
+    # Small claims rotate over the shards: none waits for another to drain.
+    first = [await queue.claim("w", count=1, block=0) for _ in range(3)]
+    assert {d[0].item.session_id for d in first} == set(by_shard.values())
+    rest = await queue.claim("w", count=100, block=0)
+    assert len(rest) == 9
+
+    # Nothing waits anywhere: the claim blocks on all shards and wakes for the first.
+    waiting = asyncio.create_task(queue.claim("w", count=5, block=5))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await queue.enqueue(_item(9, by_shard[2]))
+    (got,) = await asyncio.wait_for(waiting, timeout=5)
+    assert got.item == _item(9, by_shard[2])
+    # The other shards' reads are still waiting, and what they bring goes to the next claim.
+    await queue.enqueue(_item(10, by_shard[0]))
+    later = await queue.claim("w", count=5, block=5)
+    assert [d.item for d in later] == [_item(10, by_shard[0])]
+    for delivery in [*(d for batch in first for d in batch), *rest, got, *later]:
+        await queue.ack(delivery)
+    await queue.aclose()
+
+
+async def test_every_shard_reports_its_depth(conn: RedisConnection) -> None:
+    queue = RedisWorkQueue(conn, shards=3)
+    await queue.ensure_group()
+    sid = session_id()
+    for n in range(3):
+        await queue.enqueue(_item(n, sid))
+    (claimed,) = await queue.claim("w", count=1, block=1)
+    depths = await queue.depths()
+    assert [d.stream for d in depths] == [s.keys.stream for s in queue.streams]
+    mine = queue.streams.index(queue.shard_of(sid))
+    assert [(d.waiting, d.pending) for d in depths] == [
+        (2, 1) if n == mine else (0, 0) for n in range(3)
+    ]
+    await queue.ack(claimed)
+    assert (await queue.depths())[mine].pending == 0

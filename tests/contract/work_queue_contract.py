@@ -57,8 +57,11 @@ class WorkQueueContract:
         assert got[0].attempt == 1 and got[0].consumer == "a"
         assert await queue.claim("b", count=10, block=0.05) == []
 
-    async def test_count_is_respected_and_order_kept(self, queue: DeadLetteringQueue) -> None:
-        items = [item(n) for n in range(5)]
+    async def test_count_is_respected_and_a_session_s_order_kept(
+        self, queue: DeadLetteringQueue
+    ) -> None:
+        sid = session_id()  # (a sharded queue keeps order per session, which is what turns need)
+        items = [item(n, sid) for n in range(5)]
         for it in items:
             await queue.enqueue(it)
         first = await queue.claim("a", count=2, block=1)
@@ -162,10 +165,12 @@ class WorkQueueContract:
         items = [item(n) for n in range(4)]
         for it in items:
             await queue.enqueue(it)
-        for n, d in enumerate(await queue.claim("a", count=4, block=1)):
+        claimed = await queue.claim("a", count=4, block=1)
+        assert len(claimed) == 4
+        for n, d in enumerate(claimed):
             await queue.dead_letter(d, f"reason {n}")
         letters = await queue.dead_letters(limit=2)
         assert [(x.item, x.reason) for x in letters] == [
-            (items[2], "reason 2"),
-            (items[3], "reason 3"),
+            (claimed[2].item, "reason 2"),
+            (claimed[3].item, "reason 3"),
         ]

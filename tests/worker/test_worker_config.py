@@ -197,7 +197,20 @@ def test_the_check_prints_one_line_per_worker_and_a_summary() -> None:
 
 def test_the_check_of_an_empty_deployment_says_so() -> None:
     assert render_table([]).splitlines()[-1] == "0 live, 0 stale, 0 listed"
-    assert json.loads(render_json([])) == {"live": 0, "workers": []}
+    assert json.loads(render_json([])) == {"live": 0, "queue": [], "workers": []}
+
+
+def test_the_check_shows_every_queue_shard() -> None:
+    shards = [("{chatcore:work:0.1}", 3, 1), ("{chatcore:work:1.4}", 0, 0)]
+    lines = render_table([], shards).splitlines()
+    assert lines[1:3] == [
+        "queue {chatcore:work:0.1}: 3 waiting, 1 being answered",
+        "queue {chatcore:work:1.4}: 0 waiting, 0 being answered",
+    ]
+    assert json.loads(render_json([], shards))["queue"] == [
+        {"stream": "{chatcore:work:0.1}", "waiting": 3, "pending": 1},
+        {"stream": "{chatcore:work:1.4}", "waiting": 0, "pending": 0},
+    ]
 
 
 def test_the_worker_redis_client_never_waits_silently() -> None:

@@ -189,13 +189,16 @@ def create_app(
         responses={503: {"model": Readiness, "description": "Not ready"}},
     )
     async def readyz(request: Request) -> Response:
-        """Storage answers and at least one worker is alive (its heartbeat is fresh)."""
+        """Storage answers (every part of it: the log and each work queue shard) and at least
+        one worker is alive (its heartbeat is fresh)."""
         runtime = get_runtime(request)
         storage = True
         try:
             await asyncio.wait_for(
                 runtime.service.store.last_position(READY_PROBE_SESSION), timeout=2.0
             )
+            for probe in runtime.core.probes:  # every queue shard, for one
+                await asyncio.wait_for(probe(), timeout=2.0)
         except (PortError, TimeoutError):
             storage = False
         workers = 0

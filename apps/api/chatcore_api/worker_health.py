@@ -62,8 +62,11 @@ def exit_code(health: Sequence[WorkerHealth]) -> int:
 _COLUMNS = ("WORKER", "HOST", "PID", "STATE", "IN-FLIGHT", "LAST BEAT", "COMPLETED", "FAILED")
 
 
-def render_table(health: Sequence[WorkerHealth]) -> str:
-    """A plain-text table, one worker per line, and a summary line."""
+Shard = tuple[str, int, int]  # a queue stream, its waiting and its pending entries
+
+
+def render_table(health: Sequence[WorkerHealth], shards: Sequence[Shard] = ()) -> str:
+    """A plain-text table, one worker per line, a line per queue shard, a summary line."""
     rows = [
         (
             h.status.worker_id,
@@ -80,16 +83,22 @@ def render_table(health: Sequence[WorkerHealth]) -> str:
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for stream, waiting, pending in shards:
+        lines.append(f"queue {stream}: {waiting} waiting, {pending} being answered")
     live = sum(1 for h in health if h.live)
     stale = sum(1 for h in health if h.stale)
     lines.append(f"{live} live, {stale} stale, {len(health)} listed")
     return "\n".join(lines)
 
 
-def render_json(health: Sequence[WorkerHealth]) -> str:
+def render_json(health: Sequence[WorkerHealth], shards: Sequence[Shard] = ()) -> str:
     return orjson.dumps(
         {
             "live": sum(1 for h in health if h.live),
+            "queue": [
+                {"stream": stream, "waiting": waiting, "pending": pending}
+                for stream, waiting, pending in shards
+            ],
             "workers": [
                 {
                     **h.status.model_dump(mode="json"),

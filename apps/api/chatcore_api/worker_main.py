@@ -183,11 +183,12 @@ def supervise(children: Sequence[ChildSpec], *, grace: float) -> int:
 
 
 async def check(settings: ApiSettings, *, as_json: bool) -> int:
-    """Print every worker's heartbeat; 0 if one is live, 1 if none, 2 if Redis is unreachable."""
+    """Print every worker's heartbeat and every queue shard's depth; 0 if a worker is live, 1
+    if none, 2 if Redis (any shard of the queue) is unreachable."""
     if settings.redis_url is None:
         raise SettingsError(NO_REDIS)
     _require_extras(settings, generates_replies=False)
-    from chatcore_adapters.redis import RedisHeartbeats, connect
+    from chatcore_adapters.redis import RedisHeartbeats, RedisWorkQueue, connect
 
     conn = connect(redis_settings(settings, client_name="chatcore-check"))
     try:
@@ -198,10 +199,20 @@ async def check(settings: ApiSettings, *, as_json: bool) -> int:
         )
     except PortError as exc:
         print(f"cannot read the workers' heartbeats from Redis: {exc}", file=sys.stderr)  # noqa: T201
+        await conn.aclose()
+        return 2
+    try:
+        depths = await RedisWorkQueue(conn, shards=settings.redis.queue_shards).depths()
+    except PortError as exc:
+        print(f"cannot read the work queue from Redis: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     finally:
         await conn.aclose()
-    print(render_json(health) if as_json else render_table(health))  # noqa: T201
+    shards = [(d.stream, d.waiting, d.pending) for d in depths]
+    if as_json:
+        print(render_json(health, shards))  # noqa: T201
+    else:
+        print(render_table(health, shards))  # noqa: T201
     return exit_code(health)
 
 
@@ -216,7 +227,8 @@ async def list_dead_letters(settings: ApiSettings, *, limit: int, as_json: bool)
 
     conn = connect(redis_settings(settings, client_name="chatcore-check"))
     try:
-        letters = await RedisWorkQueue(conn).dead_letters(limit=limit)
+        queue = RedisWorkQueue(conn, shards=settings.redis.queue_shards)
+        letters = await queue.dead_letters(limit=limit)
     except PortError as exc:
         print(f"cannot read the dead letters from Redis: {exc}", file=sys.stderr)  # noqa: T201
         return 2

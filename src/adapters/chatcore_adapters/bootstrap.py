@@ -22,8 +22,8 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chatcore.generation import ReplyGenerator
@@ -75,6 +75,10 @@ class Chatcore:
     # The Redis client bootstrap made for the adapters (None in memory, or when one was given);
     # closed by :meth:`aclose`.
     redis: RedisConnection | None = None
+    # What else to close first (a queue's waiting reads).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Calls that reach every part of the storage (each queue shard...): readiness probes.
+    probes: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     def worker(self, worker_id: str | None = None) -> WorkerLoop:
         """A worker loop over this chatcore's queue, answering with its model."""
@@ -111,6 +115,8 @@ class Chatcore:
 
     async def aclose(self) -> None:
         """Release what was connected (the Redis client); the ports are unusable afterwards."""
+        for close in self.closers:
+            await close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -188,6 +194,8 @@ def bootstrap(
     clock = clock if clock is not None else SystemClock()
     ids = ids if ids is not None else RandomIds()
     owned: RedisConnection | None = None
+    closers: list[Callable[[], Awaitable[None]]] = []
+    probes: list[Callable[[], Awaitable[object]]] = []
     missing = None in (store, cache, queue, intents, leases, heartbeats)
     if (settings.backend == "redis" or redis is not None) and missing:
         from chatcore_adapters import redis as on_redis
@@ -198,10 +206,17 @@ def bootstrap(
             )
         store = store or on_redis.RedisEventStore(redis)
         cache = cache or on_redis.RedisSessionCache(redis, ttl=settings.redis.cache_ttl)
-        queue = queue or on_redis.RedisWorkQueue(
-            redis, reclaim_after=settings.redis.reclaim_after, clock=clock
-        )
-        intents = intents or on_redis.RedisIntentJournal(redis)
+        if queue is None:
+            redis_queue = on_redis.RedisWorkQueue(
+                redis,
+                shards=settings.redis.queue_shards,
+                reclaim_after=settings.redis.reclaim_after,
+                clock=clock,
+            )
+            closers.append(redis_queue.aclose)  # (its waiting reads, before the client)
+            probes.append(redis_queue.depths)
+            queue = redis_queue
+        intents = intents or on_redis.RedisIntentJournal(redis, shards=settings.redis.queue_shards)
         leases = leases or on_redis.RedisLeases(redis)
         heartbeats = heartbeats or on_redis.RedisHeartbeats(redis)
     else:
@@ -238,4 +253,6 @@ def bootstrap(
         service=service,
         generator=generator,
         redis=owned,
+        closers=closers,
+        probes=probes,
     )

@@ -77,6 +77,14 @@ class RedisOptions(BaseModel):
         le=3600,
         description="Seconds a claimed reply may go without news before another worker takes it.",
     )
+    queue_shards: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Streams the work queue is spread over (in different slots). On a Redis "
+        "Cluster, a multiple of the number of masters spreads the workers' claims and acks over "
+        "all of them; on one server, 1. Change it only with the queue drained.",
+    )
     cache_ttl: float = Field(
         default=3600.0,
         gt=0,

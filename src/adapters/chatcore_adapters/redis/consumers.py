@@ -36,22 +36,26 @@ class ConsumerJanitor:
         self._forget = queue.conn.client.register_script(_FORGET)
 
     async def _run(self, idle: float, only: str) -> int:
+        """Consumers removed, over every stream (shard) of the queue."""
         args: list[str | int] = [self.queue.group, max(0, int(idle * 1000)), only]
-        async with self.queue.conn.guard("forget consumers"):
-            try:
-                removed = await self._forget(keys=[self.queue.keys.stream], args=args)
-            except ResponseError as exc:
-                # No stream or no group yet (the error may come wrapped by the script).
-                if "NOGROUP" in str(exc) or "no such key" in str(exc).lower():
-                    return 0
-                raise
-        return int(removed)
+        removed = 0
+        for stream in self.queue.streams:
+            async with self.queue.conn.guard("forget consumers"):
+                try:
+                    removed += int(await self._forget(keys=[stream.keys.stream], args=args))
+                except ResponseError as exc:
+                    # No stream or no group yet (the error may come wrapped by the script).
+                    if "NOGROUP" in str(exc) or "no such key" in str(exc).lower():
+                        continue
+                    raise
+        return removed
 
     async def forget(self, consumer: str) -> bool:
-        """Remove ``consumer`` if it holds no pending entries (a worker leaving for good)."""
+        """Remove ``consumer`` from every shard where it holds no pending entries (a worker
+        leaving for good); ``True`` if it was removed from at least one."""
         if not consumer:
             return False
-        return await self._run(0.0, consumer) == 1
+        return await self._run(0.0, consumer) >= 1
 
     async def forget_idle(self, idle: float) -> int:
         """Remove every consumer idle for ``idle`` seconds that holds no pending entries."""

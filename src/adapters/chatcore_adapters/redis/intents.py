@@ -1,12 +1,13 @@
-"""The intent journal on Redis: one sorted set beside the work queue,
+"""The intent journal on Redis: a sorted set beside the work queue (beside each of its shards),
 ``{chatcore:work}:intents``, of ``<session_id>:<client_message_id>`` scored by the Redis
 server's clock in milliseconds (one clock for every process, so "older than" means the same
-thing to every sweeper)."""
+thing to every sweeper). A session's intents sit in its work shard's slot."""
 
 from __future__ import annotations
 
 from chatcore.ids import validate_session_id
 from chatcore_adapters.redis.connection import RedisConnection
+from chatcore_adapters.redis.queue import shard_index
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -40,30 +41,39 @@ class RedisIntentJournal:
     """The :class:`chatcore.ports.IntentJournal` on Redis."""
 
     def __init__(
-        self, conn: RedisConnection, *, queue: str = "chatcore:work", stale_limit: int = 1000
+        self,
+        conn: RedisConnection,
+        *,
+        queue: str = "chatcore:work",
+        shards: int = 1,
+        stale_limit: int = 1000,
     ) -> None:
         self.conn = conn
-        self.key = conn.keys.queue(queue).intents
+        self.keys = [keys.intents for keys in conn.keys.queue_shards(queue, shards)]
         self.stale_limit = stale_limit
         self._record = conn.client.register_script(_RECORD)
         self._stale = conn.client.register_script(_STALE)
 
+    def _key(self, session_id: str) -> str:
+        return self.keys[shard_index(validate_session_id(session_id), len(self.keys))]
+
     async def record(self, session_id: str, client_message_id: str) -> None:
-        member = f"{validate_session_id(session_id)}:{client_message_id}"
+        key = self._key(session_id)
         async with self.conn.guard("record intent"):
-            await self._record(keys=[self.key], args=[member])
+            await self._record(keys=[key], args=[f"{session_id}:{client_message_id}"])
 
     async def clear(self, session_id: str, client_message_id: str) -> None:
-        member = f"{validate_session_id(session_id)}:{client_message_id}"
+        key = self._key(session_id)
         async with self.conn.guard("clear intent"):
-            await self.conn.client.zrem(self.key, member)
+            await self.conn.client.zrem(key, f"{session_id}:{client_message_id}")
 
     async def stale(self, older_than: float) -> list[tuple[str, str]]:
         age_ms = max(0, int(older_than * 1000))
-        async with self.conn.guard("stale intents"):
-            members = await self._stale(keys=[self.key], args=[age_ms, self.stale_limit])
         out: list[tuple[str, str]] = []
-        for member in members or ():
-            session_id, _, client_message_id = _text(member).partition(":")
-            out.append((session_id, client_message_id))
+        for key in self.keys:
+            async with self.conn.guard("stale intents"):
+                members = await self._stale(keys=[key], args=[age_ms, self.stale_limit])
+            for member in members or ():
+                session_id, _, client_message_id = _text(member).partition(":")
+                out.append((session_id, client_message_id))
         return out

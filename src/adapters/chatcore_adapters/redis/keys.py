@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import re
 
+from redis.crc import key_slot
+
 from chatcore.errors import InvalidIdentifier
 from chatcore.ids import validate_session_id
+
+SLOTS = 16384  # the hash slots of a Redis Cluster
 
 # A prefix or queue name: short, and free of '{', '}', spaces and glob characters.
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
@@ -67,6 +71,24 @@ class KeySpace:
 
     def queue(self, name: str) -> QueueKeys:
         return QueueKeys(self.prefix, _checked_name("queue name", name, allow_empty=False))
+
+    def queue_shards(self, name: str, shards: int) -> list[QueueKeys]:
+        """The keys of a queue of ``shards`` streams. One shard is the plain queue
+        (``{<name>}``); with more, shard ``n``'s tag is ``<name>:<n>`` followed by the first
+        suffix that puts it in the ``n``-th of ``shards`` equal parts of the slot space. A
+        Cluster whose masters split the slots evenly (what ``redis-cli --cluster create``
+        does) then gives every master its share of the shards."""
+        name = _checked_name("queue name", name, allow_empty=False)
+        if shards == 1:
+            return [QueueKeys(self.prefix, name)]
+        out = []
+        for n in range(shards):
+            low, high = n * SLOTS // shards, (n + 1) * SLOTS // shards
+            suffix = 0
+            while not low <= key_slot(f"{name}:{n}.{suffix}".encode()) < high:
+                suffix += 1
+            out.append(QueueKeys(self.prefix, f"{name}:{n}.{suffix}"))
+        return out
 
 
 class QueueKeys:

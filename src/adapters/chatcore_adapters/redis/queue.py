@@ -15,16 +15,22 @@ time it is read again from the pending list (``recover``) or claimed from anothe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
+from chatcore.errors import PortError
 from chatcore.ports import Clock, DeadLetter, Delivery, WorkItem
 from chatcore_adapters.redis.connection import RedisConnection, is_error
+from chatcore_adapters.redis.keys import QueueKeys
 from chatcore_adapters.system import SystemClock
 
 log = logging.getLogger(__name__)
@@ -116,15 +122,21 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisWorkQueue:
-    """The :class:`chatcore.ports.WorkQueue` and its :class:`chatcore.ports.DeadLetterLog` on
-    a Redis stream and consumer group."""
+@dataclass(frozen=True, slots=True)
+class ShardDepth:
+    stream: str
+    waiting: int
+    pending: int
+
+
+class StreamQueue:
+    """One stream of the work queue and its consumer group (a shard, or the whole queue)."""
 
     def __init__(
         self,
         conn: RedisConnection,
+        keys: QueueKeys,
         *,
-        name: str = "chatcore:work",
         group: str = "workers",
         reclaim_after: float = 30.0,
         clock: Clock | None = None,
@@ -134,7 +146,7 @@ class RedisWorkQueue:
         if reclaim_after <= 0:
             raise ValueError("reclaim_after must be positive")
         self.conn = conn
-        self.keys = conn.keys.queue(name)
+        self.keys = keys
         self.group = group
         self.reclaim_after = reclaim_after
         self.clock: Clock = clock or SystemClock()
@@ -183,6 +195,8 @@ class RedisWorkQueue:
             return await self._deliveries(rows, consumer)
 
     async def claim(self, consumer: str, *, count: int, block: float) -> list[Delivery]:
+        """Up to ``count`` deliveries: taken over from dead consumers, then new; waiting up to
+        ``block`` seconds only when there was nothing at all."""
         if count < 1:
             return []
         min_idle = max(1, int(self.reclaim_after * 1000))
@@ -209,6 +223,20 @@ class RedisWorkQueue:
                 ]
                 out += await self._deliveries(fresh, consumer)
         return out
+
+    async def depth(self) -> ShardDepth:
+        """How much work this stream holds: waiting for a worker, and claimed (pending)."""
+        async with self.conn.guard("queue depth"):
+            waiting = int(await self.conn.client.xlen(self.keys.stream))
+            try:
+                summary: Any = await self.conn.client.xpending(self.keys.stream, self.group)
+                pending = int(summary["pending"]) if summary else 0
+            except ResponseError as exc:
+                if not is_error(exc, "NOGROUP"):
+                    raise
+                pending = 0
+        # (XLEN counts pending entries too: acknowledged ones are deleted.)
+        return ShardDepth(self.keys.stream, max(0, waiting - pending), pending)
 
     async def _deliveries(self, rows: Any, consumer: str) -> list[Delivery]:
         out: list[Delivery] = []
@@ -289,3 +317,156 @@ class RedisWorkQueue:
                     "skipping an unreadable dead letter", extra={"entry_id": _text(entry_id)}
                 )
         return out
+
+
+class RedisWorkQueue:
+    """The :class:`chatcore.ports.WorkQueue` and its :class:`chatcore.ports.DeadLetterLog` on
+    Redis streams and consumer groups: one stream (``{chatcore:work}``), or ``shards`` of them
+    in different slots (``{chatcore:work:<n>...}``), so that on a Redis Cluster the claims and
+    acknowledgements of all work are spread over the masters instead of one slot carrying them
+    all. A session always maps to the same shard, so its turns stay in order.
+
+    A claim takes from every shard: first what is waiting (taken over from dead consumers, then
+    new), starting at a different shard each time so that none is starved; only when nothing
+    waits anywhere does it block, on every shard at once. The first shard to answer ends the
+    wait; the others' reads are left running, not cancelled (a cancelled read may already
+    have been delivered), and what they bring is handed out by the next claim.
+    """
+
+    def __init__(
+        self,
+        conn: RedisConnection,
+        *,
+        name: str = "chatcore:work",
+        shards: int = 1,
+        group: str = "workers",
+        reclaim_after: float = 30.0,
+        clock: Clock | None = None,
+        recover_limit: int = 1000,
+        max_dead_letters: int = 10_000,
+    ) -> None:
+        if not 1 <= shards <= 256:
+            raise ValueError("shards must be from 1 to 256")
+        self.conn = conn
+        self.group = group
+        self.reclaim_after = reclaim_after
+        self.streams = [
+            StreamQueue(
+                conn,
+                keys,
+                group=group,
+                reclaim_after=reclaim_after,
+                clock=clock,
+                recover_limit=recover_limit,
+                max_dead_letters=max_dead_letters,
+            )
+            for keys in conn.keys.queue_shards(name, shards)
+        ]
+        # Reads still running from an earlier claim's wait, one per shard at most, and what
+        # finished reads brought that no claim has handed out yet.
+        self._reads: dict[int, asyncio.Task[list[Delivery]]] = {}
+        self._next = 0
+
+    @property
+    def keys(self) -> QueueKeys:
+        """The keys of the first (with one shard: the only) stream."""
+        return self.streams[0].keys
+
+    def shard_of(self, session_id: str) -> StreamQueue:
+        return self.streams[shard_index(session_id, len(self.streams))]
+
+    async def ensure_group(self) -> None:
+        for stream in self.streams:
+            await stream.ensure_group()
+
+    async def enqueue(self, item: WorkItem) -> None:
+        await self.shard_of(item.session_id).enqueue(item)
+
+    async def recover(self, consumer: str) -> list[Delivery]:
+        out: list[Delivery] = []
+        for stream in self.streams:
+            out += await stream.recover(consumer)
+        return out
+
+    async def claim(self, consumer: str, *, count: int, block: float) -> list[Delivery]:
+        if count < 1:
+            return []
+        if len(self.streams) == 1:
+            return await self.streams[0].claim(consumer, count=count, block=block)
+        out = self._harvest(count)
+        n = len(self.streams)
+        start, self._next = self._next, (self._next + 1) % n
+        for k in range(n):
+            if len(out) >= count:
+                break
+            index = (start + k) % n
+            if index in self._reads:
+                continue  # a read of this shard is still waiting; it is not asked twice
+            out += await self.streams[index].claim(consumer, count=count - len(out), block=0)
+        if out or block <= 0:
+            return out
+        for index, stream in enumerate(self.streams):
+            if index not in self._reads:
+                self._reads[index] = asyncio.create_task(
+                    stream.claim(consumer, count=1, block=block),
+                    name=f"chatcore-claim:{index}",
+                )
+        await asyncio.wait(set(self._reads.values()), return_when=asyncio.FIRST_COMPLETED)
+        return self._harvest(count)
+
+    def _harvest(self, count: int) -> list[Delivery]:
+        """What finished reads brought (a read's error is raised here, once)."""
+        out: list[Delivery] = []
+        error: BaseException | None = None
+        for index, task in list(self._reads.items()):
+            if not task.done():
+                continue
+            del self._reads[index]
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                error = error or exc
+                continue
+            out += task.result()
+        if error is not None and not out:
+            raise error
+        return out  # (a read asks for one delivery: this is never far over ``count``)
+
+    async def aclose(self) -> None:
+        """Stop the reads still waiting (what they were delivered is reclaimed later)."""
+        reads, self._reads = list(self._reads.values()), {}
+        for task in reads:
+            task.cancel()
+        for task in reads:
+            with contextlib.suppress(asyncio.CancelledError, PortError):
+                await task
+
+    async def touch(self, delivery: Delivery) -> bool:
+        return await self.shard_of(delivery.item.session_id).touch(delivery)
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self.shard_of(delivery.item.session_id).ack(delivery)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        await self.shard_of(delivery.item.session_id).dead_letter(delivery, reason)
+
+    async def depths(self) -> list[ShardDepth]:
+        """Every shard's depth (reaching every shard: a readiness probe of the queue)."""
+        return [await stream.depth() for stream in self.streams]
+
+    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        if limit < 1:
+            return []
+        letters: list[DeadLetter] = []
+        for stream in self.streams:
+            letters += await stream.dead_letters(limit=limit)
+        letters.sort(key=lambda letter: letter.at)
+        return letters[-limit:]
+
+
+def shard_index(session_id: str, shards: int) -> int:
+    """The shard of a session's work: fixed for a given number of shards."""
+    if shards == 1:
+        return 0
+    return int.from_bytes(hashlib.blake2b(session_id.encode(), digest_size=4).digest()) % shards
