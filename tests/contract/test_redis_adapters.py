@@ -393,12 +393,25 @@ def _item(n: int, sid: str) -> WorkItem:
     return WorkItem(session_id=sid, conversation_id="c1", message_id=f"m{n}", enqueued_at=EPOCH)
 
 
+@pytest.mark.parametrize("cluster", [False, pytest.param(True, marks=pytest.mark.cluster)])
 async def test_appends_due_together_share_a_pipeline_and_keep_their_semantics(
-    conn: RedisConnection,
+    cluster: bool, request: pytest.FixtureRequest
 ) -> None:
-    """Appends that queue up behind others go out as one pipeline; each is still its own
-    optimistic append (a second append at the same version conflicts), and a Redis that lost
-    its scripts (SCRIPT FLUSH, as after a restart) is handled inside a batch too."""
+    """Appends that queue up behind others go out as one pipeline (on a Cluster: one per
+    node, in parallel); each is still its own optimistic append (a second append at the same
+    version conflicts), and a Redis that lost its scripts (SCRIPT FLUSH, as after a restart) is
+    handled inside a batch too."""
+    if cluster:
+        conn = _OnRedis.connect(_with_cluster_url(request.getfixturevalue("redis_cluster_url")))
+    else:
+        conn = _OnRedis.connect(_with_url(request.getfixturevalue("redis_url")))
+    try:
+        await _appends_due_together(conn)
+    finally:
+        await conn.aclose()
+
+
+async def _appends_due_together(conn: RedisConnection) -> None:
     store = RedisEventStore(conn)
     batcher = store._batcher
     assert batcher is not None

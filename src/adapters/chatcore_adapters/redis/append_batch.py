@@ -14,6 +14,12 @@ Each script still runs on its own (a pipeline is not a transaction), so two appe
 session in one batch behave exactly as if sent one after the other: the second sees the
 first's write and conflicts if it expected the older version. A retried pipeline (redis-py
 re-sends it after a dropped connection) is made safe by each script's retry token.
+
+On a Redis Cluster the batch is a cluster pipeline: redis-py splits it by node and sends each
+node its share as one pipeline, the nodes in parallel. A call the cluster answers with an
+error of its own (a slot that moved, a node that went away) is sent again on its own through
+the cluster client, which follows redirections and refreshes the slot map; the retry token
+makes that safe too.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import asyncio
 import logging
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatcore_adapters.redis.connection import RedisConnection
 
@@ -89,10 +97,10 @@ class AppendBatcher:
                 await self._conn.client.script_load(self._script.script)
                 again = [c for c, miss in zip(batch, lost, strict=True) if miss]
                 for call, reply in zip(again, await self._pipeline(again), strict=True):
-                    _settle(call[2], reply)
-            for (_, _, future), reply, miss in zip(batch, replies, lost, strict=True):
+                    await self._settle_or_resend(call, reply)
+            for call, reply, miss in zip(batch, replies, lost, strict=True):
                 if not miss:
-                    _settle(future, reply)
+                    await self._settle_or_resend(call, reply)
         except BaseException as exc:  # every caller hears about it; cancellation included
             for _, _, future in batch:
                 if not future.done():
@@ -100,12 +108,33 @@ class AppendBatcher:
             if not isinstance(exc, Exception):
                 raise
 
+    async def _settle_or_resend(self, call: _Call, reply: Any) -> None:
+        key, args, future = call
+        if self._conn.cluster and _cluster_error(reply):
+            try:
+                reply = await self._script(keys=[key], args=args)
+            except Exception as exc:  # (the caller hears of it)  # noqa: BLE001
+                reply = exc
+        _settle(future, reply)
+
     async def _pipeline(self, calls: list[_Call]) -> list[Any]:
         pipe = self._conn.client.pipeline(transaction=False)
         for key, args, _ in calls:
-            pipe.evalsha(self._script.sha, 1, key, *args)
+            # (execute_command: redis-py's cluster pipeline refuses its evalsha() helper, but
+            # routes an EVALSHA by its key like any keyed command)
+            pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
+
+
+def _cluster_error(reply: Any) -> bool:
+    """A reply that says where the call should have gone, or that the node is gone."""
+    if isinstance(reply, (RedisConnectionError, RedisTimeoutError, OSError, RedisClusterException)):
+        return True
+    return isinstance(reply, ResponseError) and str(reply).split(" ", 1)[0] in _REDIRECTS
+
+
+_REDIRECTS = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"})
 
 
 def _settle(future: asyncio.Future[Any], reply: Any) -> None:

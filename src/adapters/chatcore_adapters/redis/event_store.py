@@ -123,9 +123,9 @@ class RedisEventStore:
         # base per store and a counter (no system call per append).
         self._token_base = secrets.token_hex(6) + "."
         self._tokens = itertools.count()
-        # Single node: appends that queue up behind others share a round trip (group commit).
-        # (A Cluster pipeline would split them by node anyway; there each goes on its own.)
-        self._batcher = None if conn.cluster else AppendBatcher(conn, self._append_script)
+        # Appends that queue up behind others share a round trip (group commit); on a Cluster
+        # a batch is split by node and each node's share goes out as one pipeline.
+        self._batcher = AppendBatcher(conn, self._append_script)
 
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
@@ -145,10 +145,7 @@ class RedisEventStore:
         ]
         args += map(encode_event, events)
         async with self.conn.guard("append"):
-            if self._batcher is None:
-                reply = await self._append_script(keys=[key], args=args)
-            else:
-                reply = await self._batcher.call(key, args)
+            reply = await self._batcher.call(key, args)
         if reply[0] != 1:
             actual = _text(reply[1]) or None
             raise ConcurrencyConflict(session_id, expected_version, actual)
