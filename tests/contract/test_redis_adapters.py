@@ -46,6 +46,7 @@ class _OnRedis:
 
     url: str
     cluster = False
+    wait_replicas = 0
 
     @pytest.fixture(autouse=True)
     def _server(self, redis_url: str) -> None:
@@ -60,6 +61,7 @@ class _OnRedis:
                 client_name="chatcore-test",
                 max_block=5.0,
                 operation_timeout=5.0,
+                wait_replicas=self.wait_replicas,
             )
         )
 
@@ -72,6 +74,17 @@ class _OnCluster(_OnRedis):
     @pytest.fixture(autouse=True)
     def _server(self, redis_cluster_url: str) -> None:
         self.url = redis_cluster_url
+
+
+class _OnReplicatedCluster(_OnRedis):
+    """On a three-master cluster with a replica each, every write waiting for its replica."""
+
+    cluster = True
+    wait_replicas = 1
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_replicated_cluster_url: str) -> None:
+        self.url = redis_replicated_cluster_url
 
 
 class _Store(_OnRedis, EventStoreContract):
@@ -218,6 +231,16 @@ class TestClusterShardedWorkQueue(_OnCluster, _ShardedQueue):
 
 @pytest.mark.cluster
 class TestClusterIntentJournal(_OnCluster, _Intents):
+    pass
+
+
+@pytest.mark.cluster
+class TestDurableClusterEventStore(_OnReplicatedCluster, _Store):
+    pass
+
+
+@pytest.mark.cluster
+class TestDurableClusterWorkQueue(_OnReplicatedCluster, _ShardedQueue):
     pass
 
 

@@ -39,3 +39,10 @@ def redis_cluster_url() -> Iterator[str]:
         return
     with RedisClusterServers(3) as cluster:
         yield cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_replicated_cluster_url() -> Iterator[str]:
+    """A three-master Cluster with one replica per master, for durable writes (WAIT)."""
+    with RedisClusterServers(3, replicas=1) as cluster:
+        yield cluster.url

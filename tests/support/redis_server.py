@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import pytest
 import redis
+import redis.crc
 
 URL_ENV = "CHATCORE_TEST_REDIS_URL"
 CLUSTER_URL_ENV = "CHATCORE_TEST_REDIS_CLUSTER_URL"
@@ -221,12 +222,26 @@ class RedisServer:
 
 
 class RedisClusterServers:
-    """A Redis Cluster of ``masters`` nodes (no replicas) on loopback."""
+    """A Redis Cluster of ``masters`` nodes, each with ``replicas`` replicas, on loopback.
 
-    def __init__(self, masters: int = 3, *, ready_timeout: float = 30.0) -> None:
+    Nodes fail over by the Cluster's own rules (``cluster-node-timeout`` 2 s): kill a master
+    (:meth:`kill_master_of`) and one of its replicas is promoted."""
+
+    def __init__(
+        self,
+        masters: int = 3,
+        *,
+        replicas: int = 0,
+        ready_timeout: float = 30.0,
+        appendonly: bool = False,
+    ) -> None:
         if shutil.which("redis-cli") is None:
             redis_missing("no redis-cli binary on PATH (needed to create a cluster)")
-        self.nodes = [RedisServer(cluster=True) for _ in range(masters)]
+        self.nodes = [
+            RedisServer(cluster=True, appendonly=appendonly)
+            for _ in range(masters * (1 + replicas))
+        ]
+        self.replicas = replicas
         self.ready_timeout = ready_timeout
 
     @property
@@ -239,29 +254,72 @@ class RedisClusterServers:
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
             ["redis-cli", "--cluster", "create", *addresses,
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=self.ready_timeout,
         )  # fmt: skip
-        deadline = time.monotonic() + self.ready_timeout
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Until every running node says the cluster is ok and every slot is served (and,
+        with replicas, every master has its replicas linked)."""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
         while not self._ready():
             if time.monotonic() > deadline:
                 raise RuntimeError("the test cluster did not reach cluster_state:ok")
             time.sleep(0.1)
 
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are masters now (after a failover, a promoted replica)."""
+        out = []
+        for node in self.nodes:
+            if not node.running:
+                continue
+            with node.client() as client:
+                try:
+                    role: Any = client.execute_command("ROLE")
+                except redis.RedisError:
+                    continue
+            if role and role[0] in (b"master", "master"):
+                out.append(node)
+        return out
+
+    def master_of(self, key: str) -> RedisServer:
+        """The running master serving ``key``'s slot."""
+        slot = redis.crc.key_slot(key.encode())
+        for node in self.masters():
+            with node.client() as client:
+                ranges: Any = client.execute_command("CLUSTER", "SLOTS")
+                myid: Any = client.execute_command("CLUSTER", "MYID")
+            for start, end, master, *_ in ranges:
+                if start <= slot <= end and master[2] in (myid, myid.decode()):
+                    return node
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def kill_master_of(self, key: str) -> RedisServer:
+        """SIGKILL the master of ``key``'s slot (its replica takes over); returns it."""
+        node = self.master_of(key)
+        node.kill()
+        return node
+
     def _ready(self) -> bool:
         for node in self.nodes:
+            if not node.running:
+                continue
             with node.client() as client:
                 try:
                     info = client.cluster("INFO")
+                    replication: Any = client.info("replication") if self.replicas else {}
                 except redis.RedisError:
                     return False
             # redis-py parses CLUSTER INFO into a dict of strings.
             if not isinstance(info, dict):
                 return False
             if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                return False
+            if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
                 return False
         return True
 

@@ -165,6 +165,8 @@ def redis_settings(
         client_name=client_name,
         max_connections=settings.redis.max_connections,
         max_block=max_block if max_block is not None else settings.worker.claim_block,
+        wait_replicas=settings.redis.wait_replicas,
+        wait_timeout=settings.redis.wait_timeout,
     )
 
 

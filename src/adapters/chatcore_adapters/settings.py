@@ -85,6 +85,22 @@ class RedisOptions(BaseModel):
         "Cluster, a multiple of the number of masters spreads the workers' claims and acks over "
         "all of them; on one server, 1. Change it only with the queue drained.",
     )
+    wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Durable writes for a Redis with replicas (a Cluster): an accepted message, "
+        "a reply's events and a queued work item are acknowledged (and pushed to clients) only "
+        "once this many replicas have them (WAIT), so a master's failover loses none of them. "
+        "0: do not wait (a failover may lose the last writes).",
+    )
+    wait_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds a durable write waits for its replicas before it fails (the "
+        "client retries; the write may still stand).",
+    )
     cache_ttl: float = Field(
         default=3600.0,
         gt=0,

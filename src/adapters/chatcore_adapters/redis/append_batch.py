@@ -15,6 +15,12 @@ session in one batch behave exactly as if sent one after the other: the second s
 first's write and conflicts if it expected the older version. A retried pipeline (redis-py
 re-sends it after a dropped connection) is made safe by each script's retry token.
 
+With durable writes (``RedisSettings.wait_replicas``), every send is a pipeline: the scripts,
+then a ``WAIT`` per node on the same connection; an append its node could not replicate in
+time fails (``NotReplicated``), and only then do the appends that succeeded get published, in
+a second round trip (``publish``), so no subscriber ever sees an event a failover could take
+back.
+
 On a Redis Cluster the batch is a cluster pipeline: redis-py splits it by node and sends each
 node its share as one pipeline, the nodes in parallel. A call the cluster answers with an
 error of its own (a slot that moved, a node that went away) is sent again on its own through
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,11 +46,24 @@ log = logging.getLogger(__name__)
 _Call = tuple[str, list[bytes | str], "asyncio.Future[Any]"]
 
 
+Publisher = Callable[[list[tuple[list[bytes | str], Any]]], Awaitable[None]]
+
+
 class AppendBatcher:
-    def __init__(self, conn: RedisConnection, script: Any, *, max_in_flight: int = 2) -> None:
+    def __init__(
+        self,
+        conn: RedisConnection,
+        script: Any,
+        *,
+        max_in_flight: int = 2,
+        publish: Publisher | None = None,
+    ) -> None:
         self._conn = conn
         self._script = script
         self._max_in_flight = max_in_flight
+        # Durable mode: what publishes the (args, reply) of the appends once replicated.
+        self._publish = publish
+        self._durable = conn.settings.wait_replicas > 0
         self._in_flight = 0
         self._pending: list[_Call] = []
         self._running: set[asyncio.Task[None]] = set()
@@ -83,7 +103,7 @@ class AppendBatcher:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            if len(batch) == 1:
+            if len(batch) == 1 and not self._durable:
                 key, args, future = batch[0]
                 reply = await self._script(keys=[key], args=args)
                 _settle(future, reply)
@@ -101,6 +121,7 @@ class AppendBatcher:
             for call, reply, miss in zip(batch, replies, lost, strict=True):
                 if not miss:
                     await self._settle_or_resend(call, reply)
+            await self._publish_replicated(batch)
         except BaseException as exc:  # every caller hears about it; cancellation included
             for _, _, future in batch:
                 if not future.done():
@@ -112,19 +133,63 @@ class AppendBatcher:
         key, args, future = call
         if self._conn.cluster and _cluster_error(reply):
             try:
-                reply = await self._script(keys=[key], args=args)
+                if self._durable:
+                    (reply,) = await self._pipeline([call])
+                else:
+                    reply = await self._script(keys=[key], args=args)
             except Exception as exc:  # (the caller hears of it)  # noqa: BLE001
                 reply = exc
         _settle(future, reply)
 
+    async def _publish_replicated(self, batch: list[_Call]) -> None:
+        """Durable mode: push the appends that succeeded (and were replicated)."""
+        if self._publish is None:
+            return
+        done = [
+            (args, future.result())
+            for _, args, future in batch
+            if future.done() and not future.cancelled() and future.exception() is None
+        ]
+        done = [(args, reply) for args, reply in done if reply[0] == 1]
+        if done:
+            try:
+                await self._publish(done)
+            except Exception:  # (subscribers find the gap at the next push)
+                log.warning("could not publish replicated appends", exc_info=True)
+
     async def _pipeline(self, calls: list[_Call]) -> list[Any]:
+        if self._durable:
+            await self._conn.initialized()
         pipe = self._conn.client.pipeline(transaction=False)
         for key, args, _ in calls:
             # (execute_command: redis-py's cluster pipeline refuses its evalsha() helper, but
             # routes an EVALSHA by its key like any keyed command)
             pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        # Durable mode: a WAIT per node, behind that node's appends.
+        waited: dict[str, int] = {}  # node name -> index of its WAIT's reply
+        for key, _, _ in calls:
+            node = self._conn.node_of(key)
+            name = "" if node is None else str(node.name)
+            if name not in waited and self._conn.add_wait(pipe, key):
+                waited[name] = len(calls) + len(waited)
+        try:
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except Exception:
+            if self._durable:
+                await self._conn.refresh_slots()  # (a WAIT aimed at a node now gone)
+            raise
+        out = replies[: len(calls)]
+        if self._durable and any(_cluster_error(r) for r in replies):
+            await self._conn.refresh_slots()
+        for n, (key, _, _) in enumerate(calls):
+            node = self._conn.node_of(key)
+            index = waited.get("" if node is None else str(node.name))
+            if index is None or isinstance(out[n], BaseException):
+                continue
+            problem = self._conn.check_wait(replies[index], "append")
+            if problem is not None and out[n][0] == 1:
+                out[n] = problem
+        return out
 
 
 def _cluster_error(reply: Any) -> bool:

@@ -28,7 +28,7 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
@@ -67,6 +67,11 @@ class RedisSettings:
     retries: int = 3
     backoff_base: float = 0.05
     backoff_cap: float = 1.0
+    # Durable writes: after a write a client is told about (an append, a queued work item),
+    # wait until this many replicas have it (WAIT), so that a failover does not lose it; 0: do
+    # not wait. A write not replicated within wait_timeout fails (it may still be applied).
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
     keepalive_idle: int = 30
     keepalive_interval: int = 10
     keepalive_count: int = 3
@@ -82,6 +87,8 @@ class RedisSettings:
                 raise ValueError(f"{name} must be positive")
         if self.max_connections < 1 or self.retries < 0:
             raise ValueError("max_connections must be >= 1 and retries >= 0")
+        if self.wait_replicas < 0 or self.wait_timeout <= 0:
+            raise ValueError("wait_replicas must be >= 0 and wait_timeout positive")
 
     @property
     def socket_timeout(self) -> float:
@@ -178,6 +185,10 @@ def unavailable(op: str, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"redis {op} failed ({type(exc).__name__})")
 
 
+class NotReplicated(RedisError):
+    """A write that did not reach ``wait_replicas`` replicas within ``wait_timeout``."""
+
+
 class RedisConnection:
     """The client, its settings and key layout: what every Redis adapter is built from."""
 
@@ -185,10 +196,64 @@ class RedisConnection:
         self.client = client
         self.settings = settings
         self.keys = KeySpace(settings.prefix)
+        self._refreshed = -1e9
 
     @property
     def cluster(self) -> bool:
         return isinstance(self.client, RedisCluster)
+
+    async def initialized(self) -> None:
+        """Make sure a Cluster client knows the slot map (a no-op once it does)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+
+    async def refresh_slots(self) -> None:
+        """After a failure a Cluster's own retries would not see (a pipeline that targeted a
+        node directly), ask the cluster where the slots are now; at most every half second."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._refreshed < 0.5:
+            return
+        self._refreshed = loop.time()
+        try:
+            await client.nodes_manager.initialize()
+        except REDIS_ERRORS as exc:
+            log.info("could not refresh the cluster's slot map", extra={"error": str(exc)})
+
+    def node_of(self, key: str) -> ClusterNode | None:
+        """The Cluster node that owns ``key``'s slot (``None`` on a single server)."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return None
+        return client.get_node_from_key(key)
+
+    def add_wait(self, pipe: Any, key: str) -> bool:
+        """Queue a ``WAIT`` behind the writes ``pipe`` makes to ``key``'s node (on the same
+        connection, as WAIT requires); ``False`` when durable writes are off."""
+        replicas = self.settings.wait_replicas
+        if replicas <= 0:
+            return False
+        timeout_ms = max(1, int(self.settings.wait_timeout * 1000))
+        node = self.node_of(key)
+        if node is None:
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+        else:
+            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        return True
+
+    def check_wait(self, reply: Any, what: str) -> BaseException | None:
+        """The error for a ``WAIT`` reply that counts too few replicas (or is an error)."""
+        if isinstance(reply, BaseException):
+            return reply
+        if int(reply) < self.settings.wait_replicas:
+            return NotReplicated(
+                f"{what}: {int(reply)} of {self.settings.wait_replicas} replicas within "
+                f"{self.settings.wait_timeout:g}s"
+            )
+        return None
 
     def block_ms(self, seconds: float) -> int | None:
         """The BLOCK argument for a wait of ``seconds``: ``None`` for no wait at all, else

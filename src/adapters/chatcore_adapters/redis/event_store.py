@@ -74,7 +74,14 @@ redis.call('PUBLISH_COMMAND', ARGV[3], table.concat(push, '\\n'))
 return out
 """
 
+_PUBLISH_LINE = "redis.call('PUBLISH_COMMAND', ARGV[3], table.concat(push, '\\n'))\n"
+assert _PUBLISH_LINE in _APPEND
+
 _FIELD = b"e"
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _text(value: bytes | str) -> str:
@@ -115,17 +122,23 @@ class RedisEventStore:
         self._keys = conn.keys
         # A Cluster's push goes to the shard of the session's slot only (SPUBLISH), not to
         # every node (PUBLISH is broadcast across a Cluster).
-        publish = "SPUBLISH" if conn.cluster else "PUBLISH"
-        self._append_script = conn.client.register_script(
-            _APPEND.replace("PUBLISH_COMMAND", publish)
-        )
+        self._publish_command = "SPUBLISH" if conn.cluster else "PUBLISH"
+        self._durable = conn.settings.wait_replicas > 0
+        script = _APPEND.replace("PUBLISH_COMMAND", self._publish_command)
+        if self._durable:
+            # Published only once replicated, by the batcher (see append_batch.py).
+            script = script.replace(_PUBLISH_LINE.replace("PUBLISH_COMMAND", "SPUBLISH"), "")
+            script = script.replace(_PUBLISH_LINE.replace("PUBLISH_COMMAND", "PUBLISH"), "")
+        self._append_script = conn.client.register_script(script)
         # An append's retry token only has to differ from every other append's: a random
         # base per store and a counter (no system call per append).
         self._token_base = secrets.token_hex(6) + "."
         self._tokens = itertools.count()
         # Appends that queue up behind others share a round trip (group commit); on a Cluster
         # a batch is split by node and each node's share goes out as one pipeline.
-        self._batcher = AppendBatcher(conn, self._append_script)
+        self._batcher = AppendBatcher(
+            conn, self._append_script, publish=self._publish if self._durable else None
+        )
 
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
@@ -153,6 +166,17 @@ class RedisEventStore:
             Recorded(position=_text(entry_id), event=event)
             for entry_id, event in zip(reply[1:], events, strict=True)
         ]
+
+    async def _publish(self, done: list[tuple[list[bytes | str], Any]]) -> None:
+        """Durable mode: the pushes of appends that were replicated, as the script would have
+        sent them (the previous last id, then each entry's id and event, one per line)."""
+        pipe = self.conn.client.pipeline(transaction=False)
+        for args, reply in done:
+            lines: list[bytes] = [_bytes(args[0])]
+            for entry_id, encoded in zip(reply[1:], args[3:], strict=True):
+                lines += [_bytes(entry_id), _bytes(encoded)]
+            pipe.execute_command(self._publish_command, args[2], b"\n".join(lines))
+        await pipe.execute(raise_on_error=False)
 
     def subscribe(self, listener: AppendListener) -> RedisLiveSubscription:
         return RedisLiveSubscription(self.conn, listener)

@@ -186,7 +186,22 @@ class StreamQueue:
     async def enqueue(self, item: WorkItem) -> None:
         payload = item.model_dump_json().encode()
         async with self.conn.guard("enqueue"):
-            await self.conn.client.xadd(self.keys.stream, {"i": payload})
+            if self.conn.settings.wait_replicas <= 0:
+                await self.conn.client.xadd(self.keys.stream, {"i": payload})
+                return
+            # Durable: the entry and a WAIT for its replicas, on one connection.
+            await self.conn.initialized()
+            pipe = self.conn.client.pipeline(transaction=False)
+            pipe.execute_command("XADD", self.keys.stream, "*", "i", payload)
+            self.conn.add_wait(pipe, self.keys.stream)
+            try:
+                added, waited = await pipe.execute(raise_on_error=False)
+            except Exception:
+                await self.conn.refresh_slots()  # (a WAIT aimed at a node now gone)
+                raise
+            for problem in (added, self.conn.check_wait(waited, "enqueue")):
+                if isinstance(problem, BaseException):
+                    raise problem
 
     async def recover(self, consumer: str) -> list[Delivery]:
         args: list[str | int] = [self.group, consumer, self.recover_limit]
