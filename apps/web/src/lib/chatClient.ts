@@ -13,11 +13,12 @@
  * server recognises the client message id.
  */
 
-import { activeConversation, type ChatState, type OutboxEntry } from "./chatState";
+import type { ChatState, OutboxEntry } from "./chatTypes";
 import { ChatStore } from "./chatStore";
 import { SESSIONS_PATH } from "./endpoints";
 import { newId } from "./ids";
 import { PROTOCOL_VERSION, type HelloFrame, type SendFrame, type ServerFrame } from "./protocol";
+import { activeConversation } from "./selectors";
 import {
   browserTimers,
   SessionGoneError,
