@@ -5,7 +5,7 @@
  * `applyEvent` touches only the history (profile, conversations and their order); what the
  * client does besides with an event (the cursor, the outbox, announcements) is in frames.ts.
  * The shared fixture `tests/fixtures/folds.json`, written from the Python fold by
- * `tests/support/fold_fixtures.py`, holds the two to the same results (tests/unit/folds.test.ts).
+ * `tests/support/fold_fixtures.py`, holds the two to the same results (tests/unit/fold.test.ts).
  */
 
 import type { ChatMessage, Conversation, PendingTurn, SessionHistory } from "./chatTypes";
