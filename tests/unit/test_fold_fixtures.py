@@ -13,7 +13,12 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from chatcore.events import EVENT_TYPES, event_type
 from tests.support.fold_fixtures import FIXTURE, cases, fixture, main, render
 
-EVENT_SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "protocol" / "server" / "event.json"
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "protocol" / "server"
+
+
+def validator(name: str) -> Draft202012Validator:
+    schema: dict[str, Any] = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+    return Draft202012Validator(schema)
 
 
 def test_the_committed_fixture_is_up_to_date() -> None:
@@ -30,15 +35,16 @@ def test_the_fixture_covers_every_event_type() -> None:
 def test_every_case_is_a_session_the_core_records_without_anomaly() -> None:
     for case in cases():
         assert case.view.anomalies == 0, case.name
-        assert case.checkpoints[-1][0] == len(case.records), case.name
+        assert case.checkpoints[-1].after == len(case.records), case.name
 
 
-def test_every_frame_is_an_event_frame_of_the_published_schema_in_cursor_order() -> None:
-    schema: dict[str, Any] = json.loads(EVENT_SCHEMA.read_text(encoding="utf-8"))
-    validator = Draft202012Validator(schema)
+def test_every_frame_is_a_frame_of_the_published_schemas_and_events_are_in_order() -> None:
+    events, snapshots = validator("event.json"), validator("snapshot.json")
     for case in fixture()["cases"]:
         for frame in case["frames"]:
-            validator.validate(frame)
+            events.validate(frame)
+        for checkpoint in case["checkpoints"]:
+            snapshots.validate(checkpoint["snapshot"])
         positions = [tuple(map(int, f["cursor"].split("-"))) for f in case["frames"]]
         assert positions == sorted(set(positions)), case["name"]
 
@@ -46,7 +52,8 @@ def test_every_frame_is_an_event_frame_of_the_published_schema_in_cursor_order()
 def test_the_profile_case_shows_the_partial_update_semantics() -> None:
     (case,) = [c for c in cases() if c.name.startswith("profile updates")]
     profiles = [
-        (h["profile"]["displayName"], h["profile"]["language"]) for _, h in case.checkpoints
+        (c.history["profile"]["displayName"], c.history["profile"]["language"])
+        for c in case.checkpoints
     ]
     assert profiles == [
         ("Ada", None),  # only the name given

@@ -36,11 +36,13 @@ function conversationFromState(c: ConversationState): Conversation {
   const messages = c.messages.map(messageFromState);
   let pending: PendingTurn | null = null;
   if (c.pending) {
+    // (A server from before the snapshot named the turn's client message id and the reply's
+    // start gave neither: the asked message and the conversation's start stand in.)
     const asked = messages.find((m) => m.id === c.pending!.message_id);
     const reply = c.pending.reply;
     pending = {
       messageId: c.pending.message_id,
-      clientMessageId: asked?.clientMessageId ?? null,
+      clientMessageId: c.pending.client_message_id ?? asked?.clientMessageId ?? null,
       cancelRequested: c.pending.cancel_requested,
       interrupted: null,
       reply: reply
@@ -49,7 +51,7 @@ function conversationFromState(c: ConversationState): Conversation {
             text: reply.text,
             models: [reply.model],
             attempt: reply.attempt,
-            startedAt: c.started_at,
+            startedAt: reply.started_at ?? c.started_at,
           }
         : null,
     };
