@@ -146,12 +146,21 @@ CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
 
 class Limits(_Frame):
-    max_message_chars: int
-    max_frame_bytes: int
-    messages_per_minute: int
-    # Seconds without any frame from the client before the server closes (4008): send a ping
-    # well inside it when idle.
-    idle_timeout: float
+    """This server's limits, announced in ``welcome``: a client keeps within them."""
+
+    max_message_chars: int = Field(
+        description="The longest ``send`` text, in characters (Unicode code points)."
+    )
+    max_frame_bytes: int = Field(
+        description="The largest frame the server reads, in bytes of its UTF-8 text (close 1009)."
+    )
+    messages_per_minute: int = Field(
+        description="``send`` frames a session may make per minute, on average (``rate_limited``)."
+    )
+    idle_timeout: float = Field(
+        description="Seconds without any frame from the client before the server closes with "
+        "4008: send a ping at least every ``idle_timeout / 3`` seconds, whatever arrives."
+    )
 
 
 class Welcome(_Frame):

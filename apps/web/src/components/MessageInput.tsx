@@ -2,6 +2,7 @@
 
 import { useId, useRef, type FormEvent, type KeyboardEvent } from "react";
 import { useDraft } from "@/hooks/useDraft";
+import { messageLength } from "@/lib/limits";
 
 export interface MessageInputProps {
   /** Whose draft this is (the conversation): kept across reloads. */
@@ -10,6 +11,7 @@ export interface MessageInputProps {
   blockedReason: string | null;
   /** A hint that does not block sending (e.g. "offline: it will be sent later"). */
   hint: string | null;
+  /** The server's `limits.max_message_chars`, counted as it counts them (code points). */
   maxChars: number;
   /** Returns whether the message was accepted (queued). */
   onSend(text: string): boolean;
@@ -22,11 +24,14 @@ export function MessageInput({ draftKey, blockedReason, hint, maxChars, onSend, 
   const [text, setText] = useDraft(draftKey);
   const textarea = useRef<HTMLTextAreaElement>(null);
   const statusId = useId();
-  const length = text.length;
+  const length = messageLength(text);
   const tooLong = length > maxChars;
   const nearLimit = length >= maxChars * 0.8;
   const empty = text.trim().length === 0;
-  const reason = blockedReason ?? (tooLong ? `Too long by ${length - maxChars} characters.` : null);
+  const over = length - maxChars;
+  const reason =
+    blockedReason ??
+    (tooLong ? `Too long by ${over} character${over === 1 ? "" : "s"}: at most ${maxChars} can be sent.` : null);
   const canSend = reason === null && !empty;
 
   const submit = () => {

@@ -1,7 +1,7 @@
 "use client";
 
 import { memo, useRef } from "react";
-import type { ChatMessage, Conversation, OutboxEntry } from "@/lib/chatState";
+import type { ChatMessage, Conversation, OutboxEntry } from "@/lib/chatTypes";
 import { formatFullTime, formatTime } from "@/lib/format";
 import { useStickToBottom } from "@/hooks/useStickToBottom";
 import { Markdown } from "./Markdown";

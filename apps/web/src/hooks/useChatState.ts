@@ -2,8 +2,7 @@
 
 import { useSyncExternalStore } from "react";
 import type { ChatClient } from "@/lib/chatClient";
-import type { ChatState } from "@/lib/chatState";
-import { initialState } from "@/lib/chatState";
+import { initialState, type ChatState } from "@/lib/chatTypes";
 
 /** The whole state, read from the store outside React. */
 export function useChatState(client: ChatClient): ChatState {

@@ -2,7 +2,7 @@
 
 import { useEffect, useRef, useSyncExternalStore } from "react";
 import type { ChatClient } from "@/lib/chatClient";
-import type { ChatState } from "@/lib/chatState";
+import type { ChatState } from "@/lib/chatTypes";
 import {
   loadChat,
   loadOutbox,

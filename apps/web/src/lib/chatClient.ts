@@ -13,11 +13,13 @@
  * server recognises the client message id.
  */
 
-import { activeConversation, type ChatState, type OutboxEntry } from "./chatState";
+import type { ChatState, OutboxEntry } from "./chatTypes";
 import { ChatStore } from "./chatStore";
 import { SESSIONS_PATH } from "./endpoints";
 import { newId } from "./ids";
+import { MINUTE_MS, nextSendAt, sendRefusal } from "./limits";
 import { PROTOCOL_VERSION, type HelloFrame, type SendFrame, type ServerFrame } from "./protocol";
+import { activeConversation } from "./selectors";
 import {
   browserTimers,
   SessionGoneError,
@@ -77,10 +79,6 @@ export interface ChatClientDeps {
   store?: ChatStore;
 }
 
-function utf8Length(text: string): number {
-  return new TextEncoder().encode(text).length;
-}
-
 export class ChatClient {
   readonly store: ChatStore;
   private readonly api: SessionApi;
@@ -90,6 +88,8 @@ export class ChatClient {
   /** Bumped each time a connection is welcomed: in-flight marks of older ones lapse. */
   private connectionSerial = 0;
   private readonly inflight = new Map<string, number>();
+  /** When the `send`s of the last minute went out, oldest first (limits.messages_per_minute). */
+  private sentAt: number[] = [];
   private wakeTimer: TimerId | null = null;
   private wakeAt = Infinity;
   private pumping = false;
@@ -307,16 +307,22 @@ export class ChatClient {
         request_id: entry.clientMessageId,
         text: entry.text,
       };
-      const limits = state.limits;
-      if (limits && entry.text.length > limits.max_message_chars) {
-        this.refuse(entry, "message_too_long", `The message is longer than ${limits.max_message_chars} characters.`);
+      const refusal = sendRefusal(frame, state.limits);
+      if (refusal !== null) {
+        this.refuse(entry, refusal.code, refusal.message);
         return;
       }
-      if (limits && utf8Length(JSON.stringify(frame)) > limits.max_frame_bytes) {
-        this.refuse(entry, "frame_too_big", "The message is too large to send.");
-        return;
+      if (state.limits !== null) {
+        const at = nextSendAt(this.sentAt, state.limits.messages_per_minute, now);
+        if (at > now) {
+          wake = Math.min(wake, at);
+          continue;
+        }
       }
-      if (transport.sendIfOpen(frame)) this.inflight.set(entry.clientMessageId, this.connectionSerial);
+      if (transport.sendIfOpen(frame)) {
+        this.inflight.set(entry.clientMessageId, this.connectionSerial);
+        this.sentAt = [...this.sentAt.filter((t) => t > now - MINUTE_MS), now];
+      }
     }
     this.scheduleWake(wake, now);
   }

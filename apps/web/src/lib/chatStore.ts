@@ -7,7 +7,8 @@
  * after whatever frames are waiting, so the order of things never changes.
  */
 
-import { initialState, reduce, type ChatAction, type ChatState } from "./chatState";
+import { reduce } from "./chatState";
+import { initialState, type ChatAction, type ChatState } from "./chatTypes";
 import type { ServerFrame } from "./protocol";
 
 export type Scheduler = (flush: () => void) => () => void;

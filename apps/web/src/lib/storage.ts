@@ -24,7 +24,7 @@ import type {
   Profile,
   SavedChat,
   SessionInfo,
-} from "./chatState";
+} from "./chatTypes";
 import { DEFAULT_IDLE_TIMEOUT, type Limits } from "./protocol";
 
 export interface StorageLike {

@@ -3,7 +3,7 @@ import { ChatClient, HttpError, type SessionApi } from "@/lib/chatClient";
 import { ChatStore, immediateScheduler } from "@/lib/chatStore";
 import type { SendFrame } from "@/lib/protocol";
 import { connectSocket, type SocketHandle } from "@/lib/socket";
-import { ev, FakeNetwork, FakeServer, type FakeWebSocket, welcome } from "./support/fakeSocket";
+import { ev, FakeNetwork, FakeServer, type FakeWebSocket, LIMITS, welcome } from "./support/fakeSocket";
 
 interface Rig {
   client: ChatClient;
@@ -216,6 +216,53 @@ describe("the outbox", () => {
     r.client.sendMessage("x".repeat(4001));
     expect(sends(ws)).toHaveLength(0);
     expect(r.client.store.getState().outbox[0]!.error?.code).toBe("message_too_long");
+  });
+
+  it("counts characters as the server does: max_message_chars emoji are sent", async () => {
+    const r = rig();
+    const ws = await serveFresh(r);
+    r.client.sendMessage("👋".repeat(LIMITS.max_message_chars)); // 8000 UTF-16 units
+    expect(sends(ws)).toHaveLength(1);
+    r.client.sendMessage("👋".repeat(LIMITS.max_message_chars + 1));
+    answer(ws, sends(ws)[0]!, "m1", 2);
+    expect(sends(ws)).toHaveLength(1);
+    expect(r.client.store.getState().outbox[0]!.error).toEqual({
+      code: "message_too_long",
+      message: `The message is longer than ${LIMITS.max_message_chars} characters (by 1).`,
+    });
+  });
+
+  it("does not send a frame over max_frame_bytes; the message is kept and marked", async () => {
+    const r = rig();
+    const ws = await accept(r);
+    ws.push(welcome({ resume: "events", limits: { ...LIMITS, max_frame_bytes: 1024 } }));
+    for (const f of opening) ws.push(f);
+    ws.push({ type: "caught_up", cursor: "1-1" });
+    r.client.sendMessage("€".repeat(400)); // 400 characters, 1200 bytes
+    expect(sends(ws)).toHaveLength(0);
+    expect(r.client.store.getState().outbox[0]).toMatchObject({ text: "€".repeat(400), error: { code: "frame_too_big" } });
+  });
+
+  it("makes at most messages_per_minute sends in any minute; the next waits for the window", async () => {
+    const r = rig();
+    const ws = await accept(r);
+    ws.push(welcome({ resume: "events", limits: { ...LIMITS, messages_per_minute: 2 } }));
+    for (const f of opening) ws.push(f);
+    ws.push({ type: "caught_up", cursor: "1-1" });
+    ws.autoPong = true;
+    const start = Date.now();
+    r.client.sendMessage("one");
+    answer(ws, sends(ws)[0]!, "m1", 2);
+    await vi.advanceTimersByTimeAsync(10_000);
+    r.client.sendMessage("two");
+    answer(ws, sends(ws)[1]!, "m2", 3);
+    r.client.sendMessage("three");
+    expect(sends(ws).map((f) => f.text)).toEqual(["one", "two"]);
+    await vi.advanceTimersByTimeAsync(start + 60_000 - Date.now() - 1);
+    expect(sends(ws)).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(sends(ws).map((f) => f.text)).toEqual(["one", "two", "three"]);
+    expect(ws.sentAt[ws.sent.findIndex((t) => t.includes('"three"'))]! - start).toBe(60_000);
   });
 });
 

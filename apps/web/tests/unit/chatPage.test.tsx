@@ -239,8 +239,21 @@ describe("ChatPage: composing", () => {
     fireEvent.change(input(), { target: { value: "x".repeat(3500) } });
     expect(screen.getByTestId("char-counter").textContent).toBe("3500 / 4000");
     fireEvent.change(input(), { target: { value: "x".repeat(4010) } });
-    expect(screen.getByTestId("composer-reason").textContent).toBe("Too long by 10 characters.");
+    expect(screen.getByTestId("composer-reason").textContent).toBe("Too long by 10 characters: at most 4000 can be sent.");
     expect((screen.getByRole("button", { name: "Send" }) as HTMLButtonElement).disabled).toBe(true);
+  });
+
+  it("counts characters as the server does: an emoji is one", async () => {
+    const rig = renderPage();
+    const ws = await connectFresh(rig);
+    fireEvent.change(input(), { target: { value: "🙂".repeat(4000) } });
+    expect(screen.getByTestId("char-counter").textContent).toBe("4000 / 4000");
+    expect((screen.getByRole("button", { name: "Send" }) as HTMLButtonElement).disabled).toBe(false);
+    fireEvent.change(input(), { target: { value: "🙂".repeat(4001) } });
+    expect(screen.getByTestId("composer-reason").textContent).toBe("Too long by 1 character: at most 4000 can be sent.");
+    fireEvent.change(input(), { target: { value: "🙂".repeat(4000) } });
+    fireEvent.keyDown(input(), { key: "Enter" });
+    expect(ws.framesOfType("send").map((f) => f.text)).toEqual(["🙂".repeat(4000)]);
   });
 
   it("conversation list: titles from events, switch, start new", async () => {

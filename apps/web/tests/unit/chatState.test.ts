@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { activeConversation, applyFrame, initialState, reduce, type ChatState, type OutboxEntry } from "@/lib/chatState";
+import { reduce } from "@/lib/chatState";
+import { initialState, type ChatState, type OutboxEntry } from "@/lib/chatTypes";
+import { applyFrame } from "@/lib/frames";
+import { activeConversation } from "@/lib/selectors";
 import type { ServerFrame } from "@/lib/protocol";
 import { AT, ev, welcome } from "./support/fakeSocket";
 

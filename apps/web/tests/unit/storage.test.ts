@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { initialState, reduce, type ChatState } from "@/lib/chatState";
+import { reduce } from "@/lib/chatState";
+import { initialState, type ChatState } from "@/lib/chatTypes";
 import type { ServerFrame } from "@/lib/protocol";
 import { loadChat, loadOutbox, saveChat, saveOutbox, savedFromState, STORAGE_KEYS, type StorageLike } from "@/lib/storage";
 import { ev, welcome } from "./support/fakeSocket";

@@ -1,0 +1,158 @@
+/**
+ * The shape of the client's state, and the actions that change it (reduced in chatState.ts).
+ *
+ * Objects are never mutated: an unchanged message keeps its identity, so memoised rows do not
+ * re-render while another row streams.
+ */
+
+import type { Limits, MessageStatus, ServerFrame } from "./protocol";
+import type { SocketStatus } from "./socket";
+
+export interface ChatMessage {
+  id: string;
+  role: "user" | "assistant";
+  text: string;
+  cursor: string | null;
+  at: string;
+  status: MessageStatus;
+  clientMessageId: string | null;
+  inReplyTo: string | null;
+  models: string[];
+  errorCode: string | null;
+  error: string | null;
+}
+
+export interface DraftReply {
+  replyId: string;
+  text: string;
+  models: string[];
+  attempt: number;
+  startedAt: string;
+}
+
+/** A user message accepted by the server and not answered yet. */
+export interface PendingTurn {
+  messageId: string;
+  clientMessageId: string | null;
+  cancelRequested: boolean;
+  reply: DraftReply | null;
+  /** Why the last attempt was cut off (a retry follows), if it was. */
+  interrupted: string | null;
+}
+
+export interface Conversation {
+  id: string;
+  title: string;
+  startedAt: string;
+  messages: ChatMessage[];
+  pending: PendingTurn | null;
+}
+
+/** A message typed by the user and not yet confirmed by the server. */
+export interface OutboxEntry {
+  clientMessageId: string;
+  /** null when typed before any session existed; set when the session is created. */
+  conversationId: string | null;
+  text: string;
+  createdAt: string;
+  /** Not before this time (ms since epoch): the server asked us to wait. */
+  notBefore: number | null;
+  /** A permanent refusal: the entry is kept (the text is not lost) but not sent again. */
+  error: { code: string; message: string } | null;
+}
+
+export interface SessionInfo {
+  sessionId: string;
+  token: string;
+  tokenExpiresAt: string | null;
+}
+
+export interface Profile {
+  displayName: string | null;
+  language: string | null;
+}
+
+export interface Notice {
+  id: number;
+  text: string;
+}
+
+/** The part of the state that is the fold of the session's events (see fold.ts). */
+export interface SessionHistory {
+  profile: Profile;
+  conversations: Readonly<Record<string, Conversation>>;
+  /** Conversation ids, oldest first. */
+  order: readonly string[];
+}
+
+export interface ChatState extends SessionHistory {
+  /** False until the saved state (if any) was read from storage. */
+  hydrated: boolean;
+  session: SessionInfo | null;
+  /** The last event applied: what the next `hello` resumes from. */
+  cursor: string | null;
+  /** True once the server said everything up to now was sent on this connection. */
+  caughtUp: boolean;
+  model: string | null;
+  limits: Limits | null;
+  activeId: string | null;
+  outbox: readonly OutboxEntry[];
+  connection: SocketStatus;
+  welcomeSeen: boolean;
+  /** A transient message for the user (an error the server sent about a command). */
+  notice: Notice | null;
+  /** What the polite live region says (completed replies, not every token). */
+  announcement: Notice | null;
+}
+
+export const initialState: ChatState = {
+  hydrated: false,
+  session: null,
+  cursor: null,
+  caughtUp: false,
+  model: null,
+  limits: null,
+  profile: { displayName: null, language: null },
+  conversations: {},
+  order: [],
+  activeId: null,
+  outbox: [],
+  connection: { kind: "idle" },
+  welcomeSeen: false,
+  notice: null,
+  announcement: null,
+};
+
+/** What is kept in storage between visits (see storage.ts). */
+export interface SavedChat {
+  session: SessionInfo | null;
+  cursor: string | null;
+  model: string | null;
+  limits: Limits | null;
+  profile: Profile;
+  conversations: Record<string, Conversation>;
+  order: string[];
+  activeId: string | null;
+}
+
+export type ChatAction =
+  | {
+      type: "restored";
+      saved: SavedChat | null;
+      outbox: OutboxEntry[];
+      welcomeSeen: boolean;
+    }
+  | { type: "frames"; frames: readonly ServerFrame[]; now: number }
+  | { type: "connection"; status: SocketStatus }
+  | { type: "session_created"; session: SessionInfo; conversationId: string }
+  | { type: "session_discarded" }
+  | { type: "cursor_reset" }
+  | { type: "outbox_added"; entry: OutboxEntry }
+  | { type: "outbox_merged"; entries: readonly OutboxEntry[] }
+  | { type: "outbox_removed"; clientMessageId: string }
+  | { type: "outbox_retry"; clientMessageId: string }
+  | { type: "outbox_refused"; clientMessageId: string; code: string; message: string }
+  | { type: "conversation_selected"; conversationId: string }
+  | { type: "conversation_opened"; conversationId: string; title: string; at: string }
+  | { type: "welcome_dismissed" }
+  | { type: "notice"; text: string | null };

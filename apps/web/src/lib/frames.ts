@@ -1,0 +1,158 @@
+/**
+ * What each server frame does to the client's state.
+ *
+ * Two rules keep the history honest across reconnects: an event at or below `cursor` (the
+ * last one applied) is ignored, and a snapshot replaces the session's history instead of being
+ * merged into it.
+ */
+
+import type { ChatMessage, ChatState, Conversation, PendingTurn } from "./chatTypes";
+import { isAfter, maxCursor } from "./cursor";
+import { applyEvent } from "./fold";
+import { announce, isQuietError, nextNotice, rateLimitedText } from "./notices";
+import { applyAck, pruneDelivered, refusedEntry, withoutEntry } from "./outbox";
+import type { ConversationState, ErrorFrame, EventFrame, ServerFrame, SnapshotFrame, WelcomeFrame } from "./protocol";
+import { activeOrFallback } from "./selectors";
+
+// --- snapshots ----------------------------------------------------------------------------
+
+function messageFromState(m: ConversationState["messages"][number]): ChatMessage {
+  return {
+    id: m.message_id,
+    role: m.role,
+    text: m.text,
+    cursor: m.cursor,
+    at: m.at,
+    status: m.status,
+    clientMessageId: m.client_message_id ?? null,
+    inReplyTo: m.in_reply_to ?? null,
+    models: m.models ?? [],
+    errorCode: m.error_code ?? null,
+    error: m.error ?? null,
+  };
+}
+
+function conversationFromState(c: ConversationState): Conversation {
+  const messages = c.messages.map(messageFromState);
+  let pending: PendingTurn | null = null;
+  if (c.pending) {
+    // (A server from before the snapshot named the turn's client message id and the reply's
+    // start gave neither: the asked message and the conversation's start stand in.)
+    const asked = messages.find((m) => m.id === c.pending!.message_id);
+    const reply = c.pending.reply;
+    pending = {
+      messageId: c.pending.message_id,
+      clientMessageId: c.pending.client_message_id ?? asked?.clientMessageId ?? null,
+      cancelRequested: c.pending.cancel_requested,
+      interrupted: null,
+      reply: reply
+        ? {
+            replyId: reply.reply_id,
+            text: reply.text,
+            models: [reply.model],
+            attempt: reply.attempt,
+            startedAt: reply.started_at ?? c.started_at,
+          }
+        : null,
+    };
+  }
+  return { id: c.conversation_id, title: c.title, startedAt: c.started_at, messages, pending };
+}
+
+function applySnapshot(state: ChatState, frame: SnapshotFrame): ChatState {
+  const conversations: Record<string, Conversation> = {};
+  const order: string[] = [];
+  for (const c of frame.conversations) {
+    conversations[c.conversation_id] = conversationFromState(c);
+    order.push(c.conversation_id);
+  }
+  const next: ChatState = {
+    ...state,
+    cursor: frame.cursor,
+    profile: {
+      displayName: frame.profile.display_name ?? null,
+      language: frame.profile.language ?? null,
+    },
+    conversations,
+    order,
+    caughtUp: true,
+  };
+  const outbox = pruneDelivered(state.outbox, next);
+  const withOutbox = outbox === next.outbox ? next : { ...next, outbox };
+  return { ...withOutbox, activeId: activeOrFallback(withOutbox) };
+}
+
+// --- the other frames ---------------------------------------------------------------------
+
+function applyWelcome(state: ChatState, frame: WelcomeFrame): ChatState {
+  return {
+    ...state,
+    session: {
+      sessionId: frame.session_id,
+      token: frame.token,
+      tokenExpiresAt: frame.token_expires_at ?? null,
+    },
+    model: frame.model,
+    limits: frame.limits,
+    caughtUp: false,
+  };
+}
+
+function applyEventFrame(state: ChatState, frame: EventFrame): ChatState {
+  // The one rule that makes replays harmless: apply each log position at most once.
+  if (!isAfter(frame.cursor, state.cursor)) return state;
+  const event = frame.event;
+  let next: ChatState = { ...applyEvent(state, event, frame.cursor), cursor: frame.cursor };
+  if (event.type === "message_submitted") {
+    const outbox = withoutEntry(next.outbox, event.client_message_id);
+    if (outbox !== next.outbox) next = { ...next, outbox };
+  }
+  next = announce(next, event);
+  if (event.type === "conversation_started" && next.activeId === null) {
+    next = { ...next, activeId: event.conversation_id };
+  }
+  return next;
+}
+
+function applyError(state: ChatState, frame: ErrorFrame, now: number): ChatState {
+  if (isQuietError(frame.code)) return state;
+  const entry = frame.request_id
+    ? state.outbox.find((e) => e.clientMessageId === frame.request_id)
+    : undefined;
+  if (!entry) {
+    return { ...state, notice: nextNotice(state.notice, frame.message || frame.code) };
+  }
+  const updated = refusedEntry(entry, frame, now);
+  const notice =
+    frame.code === "rate_limited" ? nextNotice(state.notice, rateLimitedText(updated.notBefore! - now)) : state.notice;
+  return { ...state, notice, outbox: state.outbox.map((e) => (e === entry ? updated : e)) };
+}
+
+export function applyFrame(state: ChatState, frame: ServerFrame, now: number): ChatState {
+  switch (frame.type) {
+    case "welcome":
+      return applyWelcome(state, frame);
+    case "snapshot":
+      return applySnapshot(state, frame);
+    case "event":
+      return applyEventFrame(state, frame);
+    case "caught_up":
+      return {
+        ...state,
+        caughtUp: true,
+        cursor: frame.cursor === null ? state.cursor : maxCursor(state.cursor, frame.cursor),
+        activeId: activeOrFallback(state),
+      };
+    case "ack":
+      return applyAck(state, frame, now);
+    case "error":
+      return applyError(state, frame, now);
+    case "pong":
+      return state;
+    default: {
+      const unknown: never = frame;
+      void unknown;
+      return state;
+    }
+  }
+}
