@@ -33,7 +33,7 @@ from chatcore.decisions import KEEP, Duplicate, ProfileChange
 from chatcore.events import Event, Recorded, Usage
 from chatcore.protocol import snapshot_of
 from chatcore.view import ChatMessage, Conversation, PendingTurn, SessionView, apply
-from chatcore_api.connections import encode_event
+from chatcore_api.connections import event_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "apps" / "web" / "tests" / "fixtures" / "folds.json"
@@ -395,7 +395,7 @@ def fixture() -> Json:
         "cases": [
             {
                 "name": case.name,
-                "frames": [json.loads(encode_event(r).text) for r in case.records],
+                "frames": [json.loads(event_frame(r).text) for r in case.records],
                 "checkpoints": [
                     {"after": c.after, "history": c.history, "snapshot": c.snapshot}
                     for c in case.checkpoints
