@@ -79,6 +79,11 @@ class FaultPlan:
     drain: float = 45.0
     seed: int = 7
     spare_one_worker: bool = True
+    # On a three-master Redis Cluster with a replica each, writes waiting for the replicas; one
+    # master is SIGKILLed (at this fraction of the run) and comes back once its replica is
+    # promoted, as a supervisor would bring it back.
+    cluster: bool = False
+    kill_master_at: float | None = None
 
 
 FULL = FaultPlan()
@@ -92,6 +97,17 @@ SHORT = FaultPlan(
     quiet_end=10.0,
     drain=25.0,
     spare_one_worker=False,  # short: every worker may die; memory is judged in the full run
+)
+SHORT_CLUSTER = FaultPlan(
+    **{
+        **asdict(SHORT),
+        "workers": 3,
+        "duration": 60.0,
+        "quiet_end": 12.0,
+        "drain": 40.0,
+        "cluster": True,
+        "kill_master_at": 0.3,
+    }
 )
 
 
@@ -107,6 +123,10 @@ def fault_env(plan: FaultPlan) -> dict[str, str]:
         "CHATCORE_WORKER__BACKOFF_MAX": "1",
         "CHATCORE_WORKER__SHUTDOWN_GRACE": "5",
     }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def digest(text: str) -> str:
@@ -125,6 +145,10 @@ class Faults:
         self.rand = rand
         self.events: list[dict[str, Any]] = []
         self.pending: list[tuple[float, str, Proc]] = []  # (when, what, process)
+        self.dead_master: Any = None
+        self.dead_slots: list[tuple[int, int]] = []
+        self.master_killed_at = 0.0  # wall clock
+        self.promoted_at = 0.0
         self.started = time.monotonic()
 
     def note(self, what: str, proc: Proc, **extra: Any) -> None:
@@ -152,6 +176,41 @@ class Faults:
         self.pending.append((time.monotonic() + self.rand.uniform(*self.plan.restart_after),
                              "start", victim))  # fmt: skip
 
+    def kill_master(self) -> None:
+        """SIGKILL a master of the Cluster; it comes back once its replica has taken over."""
+        cluster = self.dep.redis_server
+        victim = self.rand.choice(cluster.masters())
+        with victim.client() as admin:
+            myid = admin.execute_command("CLUSTER", "MYID")
+            ranges = admin.execute_command("CLUSTER", "SLOTS")
+        myid = myid.decode() if isinstance(myid, bytes) else myid
+        self.dead_slots = [(int(r[0]), int(r[1])) for r in ranges if _text(r[2][2]) == myid]
+        self.master_killed_at = time.time()
+        victim.kill()
+        self.dead_master = victim
+        at = round(time.monotonic() - self.started, 1)
+        self.events.append(
+            {"at_s": at, "what": "SIGKILL", "process": f"redis master :{victim.port}",
+             "slots": self.dead_slots}
+        )  # fmt: skip
+        print(f"[faults] {at:6.1f}s SIGKILL redis master :{victim.port}", flush=True)
+
+    def _revive_master(self) -> None:
+        """Start the killed master again once three masters serve every slot (its replica
+        was promoted): it rejoins as the promoted one's replica."""
+        node = self.dead_master
+        if node is None or node.running:
+            return
+        cluster = self.dep.redis_server
+        if len(cluster.masters()) < 3:
+            return
+        self.promoted_at = time.time()
+        node.start()
+        self.dead_master = None
+        at = round(time.monotonic() - self.started, 1)
+        self.events.append({"at_s": at, "what": "started", "process": f"redis :{node.port}"})
+        print(f"[faults] {at:6.1f}s promoted; started redis :{node.port} again", flush=True)
+
     def restart_api(self) -> None:
         api = self.apis()[-1]
         pid = api.pid
@@ -160,6 +219,8 @@ class Faults:
         self.pending.append((time.monotonic() + 1.0, "start-api", api))
 
     def due(self) -> None:
+        if self.dead_master is not None:
+            self._revive_master()
         now = time.monotonic()
         for item in [p for p in self.pending if p[0] <= now]:
             self.pending.remove(item)
@@ -175,6 +236,10 @@ class Faults:
 
     def finish(self) -> None:
         """Start whatever is still waiting to be started."""
+        deadline = time.monotonic() + 60
+        while self.dead_master is not None and time.monotonic() < deadline:
+            self._revive_master()
+            time.sleep(0.2)
         for item in list(self.pending):
             self.pending.remove(item)
             item[2].start()
@@ -184,15 +249,24 @@ class Faults:
 # --- checking the logs --------------------------------------------------------------------------
 
 
-async def read_logs(url: str, session_ids: list[str]) -> dict[str, list[Any]]:
-    """Every session's whole event log, straight from Redis, decoded."""
+def redis_client(url: str, *, cluster: bool, decode: bool = False) -> Any:
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
+    if cluster:
+        return RedisCluster.from_url(url, decode_responses=decode)
+    return aioredis.Redis.from_url(url, decode_responses=decode)
+
+
+async def read_logs(
+    url: str, session_ids: list[str], *, cluster: bool = False
+) -> dict[str, list[Any]]:
+    """Every session's whole event log, straight from Redis, decoded."""
     from chatcore_adapters.codec import decode_records
     from chatcore_adapters.redis import KeySpace
 
     keys = KeySpace()
-    client = aioredis.Redis.from_url(url)
+    client = redis_client(url, cluster=cluster)
     out: dict[str, list[Any]] = {}
     try:
         for sid in session_ids:
@@ -300,25 +374,31 @@ def unanswered(logs: dict[str, list[Any]], reports: list[dict[str, Any]]) -> lis
 
 
 async def message_histories(
-    url: str, logs: dict[str, list[Any]], missing: list[dict[str, str]]
+    url: str,
+    logs: dict[str, list[Any]],
+    missing: list[dict[str, str]],
+    *,
+    cluster: bool = False,
+    shards: int = 1,
 ) -> list[dict[str, Any]]:
     """Why each message of ``missing`` went unanswered, as far as Redis can tell: its session's
     events from the message on, the work queue's entries for it (pending or not, with their
     consumer, idle time and delivery count), dead letters and intents that name it."""
-    import redis.asyncio as aioredis
-
     from chatcore_adapters.redis import KeySpace
 
-    keys = KeySpace()
-    queue = keys.queue("chatcore:work")
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+    client = redis_client(url, cluster=cluster, decode=True)
     out = []
     try:
-        stream: Any = await client.xrange(queue.stream, "-", "+")
-        pending: Any = await client.xpending_range(queue.stream, "workers", "-", "+", 10_000)
+        stream: list[Any] = []
+        pending: list[Any] = []
+        dead: list[Any] = []
+        intents: list[Any] = []
+        for queue in KeySpace().queue_shards("chatcore:work", shards):
+            stream += await client.xrange(queue.stream, "-", "+")
+            pending += await client.xpending_range(queue.stream, "workers", "-", "+", 10_000)
+            dead += await client.xrange(queue.dead, "-", "+")
+            intents += await client.zrange(queue.intents, 0, -1, withscores=True)
         pending_by_id = {p["message_id"]: p for p in pending}
-        dead: Any = await client.xrange(queue.dead, "-", "+")
-        intents: Any = await client.zrange(queue.intents, 0, -1, withscores=True)
         for entry in missing:
             sid, mid = entry["session_id"], entry["message_id"]
             records = logs.get(sid, [])
@@ -381,6 +461,8 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
             concurrency=256,
             extra_env=fault_env(plan),
             name="faults",
+            cluster=plan.cluster,
+            durable=plan.cluster,
         ) as dep,
         Processes() as procs,
     ):
@@ -406,11 +488,17 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
         samples: list[tuple[float, str, int, int | None]] = []
         next_sample = 0.0
         api_restart_at = plan.duration / 2
+        master_kill_at = (
+            plan.duration * plan.kill_master_at if plan.kill_master_at is not None else None
+        )
         next_kill = rand.uniform(*plan.kill_every)
         restarted_api = False
         while time.time() < end:
             elapsed = time.monotonic() - faults.started
             quiet = elapsed > plan.duration - plan.quiet_end
+            if master_kill_at is not None and elapsed >= master_kill_at:
+                faults.kill_master()
+                master_kill_at = None
             if not quiet and elapsed >= next_kill:
                 faults.kill_worker()
                 next_kill = elapsed + rand.uniform(*plan.kill_every)
@@ -426,11 +514,16 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
         results = [c.expect("result", plan.drain + 120)["result"] for c in clients]
         rss_end = _rss(dep)
         reports = [r for res in results for r in res.pop("session_reports")]
-        logs = asyncio.run(read_logs(dep.redis_server.url, [r["session_id"] for r in reports]))
+        url, shards = dep.redis_server.url, 3 if plan.cluster else 1
+        sids = [r["session_id"] for r in reports]
+        logs = asyncio.run(read_logs(url, sids, cluster=plan.cluster))
         missing = unanswered(logs, reports)
         histories = (
-            asyncio.run(message_histories(dep.redis_server.url, logs, missing)) if missing else []
+            asyncio.run(message_histories(url, logs, missing, cluster=plan.cluster, shards=shards))
+            if missing
+            else []
         )
+    recovery = failover_recovery(logs, faults) if plan.kill_master_at is not None else None
     for history in histories:
         history["process_logs"] = log_lines(
             log_dir, [history["message_id"], history.get("client_message_id", "-")]
@@ -457,6 +550,9 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
     if growing:
         bad["memory_growing"] = growing
     ok = not bad and from_logs.get("acked", 0) > 0 and kills >= 1 and restarted_api
+    if plan.kill_master_at is not None and not (recovery and recovery.get("served_again_s")):
+        ok = False
+        bad["failover"] = "the dead master's slots were never written to again"
     return {
         "ok": ok,
         "problems": bad,
@@ -472,10 +568,47 @@ def run(plan: FaultPlan, *, log_dir: Path) -> dict[str, Any]:
         "from_logs": from_logs,
         "from_clients": merged,
         "unanswered": histories,
+        "failover": recovery,
         "rss_kib_start": rss_start,
         "rss_kib_end": rss_end,
         "rss_lifetimes": lifetimes(samples),
         "rss_steady": steady,
+    }
+
+
+def failover_recovery(logs: dict[str, list[Any]], faults: Faults) -> dict[str, Any]:
+    """How long the sessions whose slots the killed master served went without a write: from
+    the kill to the first event appended to any of them afterwards (stream ids are the
+    master's clock in ms), and to the first terminal reply there."""
+    from redis.crc import key_slot
+
+    from chatcore_adapters.redis import KeySpace
+
+    keys = KeySpace()
+    killed_ms = faults.master_killed_at * 1000
+
+    def hit(sid: str) -> bool:
+        slot = key_slot(keys.events(sid).encode())
+        return any(lo <= slot <= hi for lo, hi in faults.dead_slots)
+
+    after = [
+        (int(r.position.split("-")[0]), r.event.type)
+        for sid, records in logs.items()
+        if hit(sid)
+        for r in records
+        if int(r.position.split("-")[0]) > killed_ms
+    ]
+    first = min((ms for ms, _ in after), default=None)
+    first_terminal = min((ms for ms, kind in after if kind in TERMINAL), default=None)
+    return {
+        "sessions_on_the_dead_master": sum(1 for sid in logs if hit(sid)),
+        "promoted_after_s": round(faults.promoted_at - faults.master_killed_at, 1)
+        if faults.promoted_at
+        else None,
+        "served_again_s": round((first - killed_ms) / 1000, 1) if first else None,
+        "first_terminal_s": round((first_terminal - killed_ms) / 1000, 1)
+        if first_terminal
+        else None,
     }
 
 
@@ -552,6 +685,14 @@ def render(result: dict[str, Any]) -> str:
         f"attempts taken over {logs.get('takeovers_in_logs', 0)}",
         f"  replies compared client vs log: {logs.get('replies_compared', 0)}",
     ]
+    failover = result.get("failover")
+    if failover:
+        lines.append(
+            f"  Cluster master SIGKILLed: {failover['sessions_on_the_dead_master']} sessions on "
+            f"its slots; replica promoted after {failover['promoted_after_s']} s; its slots "
+            f"written again after {failover['served_again_s']} s, first terminal reply there "
+            f"after {failover['first_terminal_s']} s"
+        )
     checks = [
         ("messages without a terminal event (log)", logs.get("messages_without_terminal_bad")),
         ("messages with several terminals (log)", logs.get("messages_with_several_terminals_bad")),
@@ -623,6 +764,12 @@ def summary_line(n: int, result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="the CI size: 50 sessions, 50 s")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on a 3-master Redis Cluster with a replica each (durable writes), a master "
+        "SIGKILLed mid-run besides the worker and API kills",
+    )
     parser.add_argument("--sessions", type=int)
     parser.add_argument("--duration", type=float)
     parser.add_argument("--think", help="pause between a session's turns: min,max seconds")
@@ -637,6 +784,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.busy < 0:
         parser.error("--repeat must be at least 1 and --busy at least 0")
     plan = SHORT if args.short else FULL
+    if args.cluster:
+        plan = (
+            SHORT_CLUSTER
+            if args.short
+            else FaultPlan(**{**asdict(FULL), "cluster": True, "kill_master_at": 0.3})
+        )
     if args.sessions is not None:
         plan = FaultPlan(**{**asdict(plan), "sessions": args.sessions})
     if args.duration is not None:
@@ -660,7 +813,11 @@ def main(argv: list[str] | None = None) -> int:
             print(render(result), flush=True)
             if args.repeat > 1:
                 print(summary_line(n, result), flush=True)
-    out = args.json or RESULTS / ("faults-short.json" if args.short else "faults.json")
+    out = args.json or RESULTS / (
+        ("faults-cluster" if args.cluster else "faults")
+        + ("-short" if args.short else "")
+        + ".json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.repeat == 1:
         out.write_text(json.dumps(runs[0], indent=1) + "\n")

@@ -314,6 +314,33 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, 
     return rows
 
 
+def cluster_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Figure 8: the Cluster against one server (no bare-bones here: the ratio is to the single
+    server), and each master's CPU."""
+    r = result["results"]
+    rows: list[tuple[str, ...]] = []
+    for what, key in (("tokens/s", "throughput"), ("turns/s", "turns")):
+        single, cluster = r.get(f"8_single_{key}"), r.get(f"8_cluster_{key}")
+        if not single or not cluster:
+            continue
+        value = "tokens_per_s" if key == "throughput" else "turns_per_s"
+        masters = ", ".join(
+            f"{name.removeprefix('redis-')} {cores:.2f}"
+            for name, cores in cluster["cpu_cores"].items()
+            if name.startswith("redis-")
+        )
+        rows.append(
+            (
+                f"8 {what} on a 3-master Cluster",
+                _n(cluster[value]),
+                _n(single[value]),
+                _pct(cluster[value], single[value]),
+                f"redis {single['cpu_cores'].get('redis', 0):.2f} vs {masters}",
+            )
+        )
+    return rows
+
+
 def table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
@@ -366,6 +393,15 @@ def render(result: dict[str, Any]) -> str:
             summary_rows(result),
         ),
     ]
+    clustered = cluster_rows(result)
+    if clustered:
+        out += [
+            "",
+            table(
+                ("figure 8", "Cluster", "one server", "ratio", "Redis CPU (cores)"),
+                clustered,
+            ),
+        ]
     runs = run_rows(result)
     if runs:
         out += [

@@ -56,6 +56,25 @@ def start_redis() -> Any:
     return server
 
 
+def start_redis_cluster(replicas: int = 1) -> Any:
+    """Three masters on loopback, each with ``replicas`` replicas (failover by the Cluster's
+    own rules)."""
+    from tests.support.redis_server import RedisClusterServers
+
+    cluster = RedisClusterServers(3, replicas=replicas, extra_args=("--maxclients", "20000"))
+    cluster.start()
+    return cluster
+
+
+# What every chatcore process of a run on the Cluster is told: where the Cluster is, work spread
+# over one queue shard per master, and (with replicas) durable writes.
+def cluster_env(*, durable: bool) -> dict[str, str]:
+    env = {"CHATCORE_REDIS__CLUSTER": "true", "CHATCORE_REDIS__QUEUE_SHARDS": "3"}
+    if durable:
+        env["CHATCORE_REDIS__WAIT_REPLICAS"] = "1"
+    return env
+
+
 def chatcore_env(
     model: Model,
     *,
@@ -126,10 +145,18 @@ class Deployment:
     flush: float | None = None  # the flush interval of the replies' deltas (s)
 
     def measured(self) -> dict[str, int]:
-        """Name -> pid of the server-side processes (CPU and RSS are reported for each)."""
+        """Name -> pid of the server-side processes (CPU and RSS are reported for each); on a
+        Cluster every node, named by its role when the run began."""
         out = {p.name: p.pid for p in self.procs.procs if p.running}
-        if self.redis_server is not None and self.redis_server.process is not None:
-            out["redis"] = self.redis_server.process.pid
+        server = self.redis_server
+        if server is not None and hasattr(server, "nodes"):
+            masters = set(map(id, server.masters()))
+            for n, node in enumerate(server.nodes):
+                if node.process is not None and node.running:
+                    role = "master" if id(node) in masters else "replica"
+                    out[f"redis-{role}{n + 1}"] = node.process.pid
+        elif server is not None and server.process is not None:
+            out["redis"] = server.process.pid
         return out
 
     def stop(self) -> None:
@@ -158,12 +185,20 @@ def chatcore_redis(
     profile_dir: Path | None = None,
     extra_env: dict[str, str] | None = None,
     name: str = "chatcore",
+    cluster: bool = False,
+    durable: bool = False,
+    replicas: int = 1,
 ) -> Deployment:
-    """A private Redis, ``apis`` x ``chatcore serve --no-worker``, ``workers`` x
-    ``chatcore worker``."""
+    """A private Redis (``cluster``: a three-master Cluster, each master with a replica;
+    ``durable``: writes wait for the replicas), ``apis`` x ``chatcore serve --no-worker``,
+    ``workers`` x ``chatcore worker``."""
     dep = Deployment(name, "chatcore", log_dir, flush=flush)
     try:
-        dep.redis_server = start_redis()
+        if cluster:
+            dep.redis_server = start_redis_cluster(replicas)
+            extra_env = {**cluster_env(durable=durable), **(extra_env or {})}
+        else:
+            dep.redis_server = start_redis()
         env = child_env(
             chatcore_env(
                 model,

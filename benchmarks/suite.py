@@ -11,7 +11,8 @@ Figures (docs/benchmarks.md explains each):
    clients); 2. added latency per token at ~2,500 tokens/s offered; 3. turns per second with
    100 sessions, with the loss/duplicate checks; 4. 10,000 idle WebSockets on one API process
    (RSS per connection, Redis connections held); 5. restoring a 10,000-event session (from
-   :mod:`benchmarks.redis_store`); 6. the same for the embedded in-memory mode.
+   :mod:`benchmarks.redis_store`); 6. the same for the embedded in-memory mode; 8. figures 1
+   and 3 on a three-master Redis Cluster beside a single Redis.
 
 Every figure starts its own processes (a private redis-server on a free port, API and worker
 processes, load clients) and stops them. The results go to ``benchmarks/results/``.
@@ -163,7 +164,13 @@ class Runner:
         return path
 
     def chatcore(
-        self, model: Model, flush: float, name: str, env: dict[str, str] | None = None
+        self,
+        model: Model,
+        flush: float,
+        name: str,
+        env: dict[str, str] | None = None,
+        *,
+        cluster: bool = False,
     ) -> Callable[[], Deployment]:
         return lambda: stack.chatcore_redis(
             self.log_dir(name),
@@ -172,6 +179,8 @@ class Runner:
             concurrency=self.plan.worker_concurrency,
             name=name,
             extra_env=env,
+            cluster=cluster,
+            replicas=0,
         )
 
     def embedded(self, model: Model, flush: float, name: str) -> Callable[[], Deployment]:
@@ -300,6 +309,21 @@ class Runner:
         else:
             self.load("6_embedded_turns", self.embedded(model, p.flush, "6_turns"), model, n)
 
+    def cluster(self) -> None:
+        """Figure 8: figures 1 and 3 on a three-master Redis Cluster (no replicas, work in one
+        queue shard per master) beside a single Redis, in the same run. On 2 cores the masters
+        share the cores the single server had, so this shows the Cluster's overhead, not its
+        scaling; each master's CPU shows how the load spreads."""
+        p = self.plan
+        thr, turns = Model(p.throughput_tokens, 0.0), Model(p.turns_tokens, 0.0)
+        n_thr, n_turns = p.throughput_sessions, p.turns_sessions
+        self.load("8_single_throughput", self.chatcore(thr, p.flush, "8_st"), thr, n_thr)
+        make = self.chatcore(thr, p.flush, "8_ct", cluster=True)
+        self.load("8_cluster_throughput", make, thr, n_thr)
+        self.load("8_single_turns", self.chatcore(turns, p.flush, "8_su"), turns, n_turns)
+        make = self.chatcore(turns, p.flush, "8_cu", cluster=True)
+        self.load("8_cluster_turns", make, turns, n_turns)
+
     def idle(self, embedded: bool) -> None:
         p = self.plan
         model = Model(1, 0.0)
@@ -391,7 +415,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     if args.repeats is not None:
         plan = dataclasses.replace(plan, repeats=max(1, args.repeats))
-    wanted = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6"}
+    wanted = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "8"}
     raise_nofile()
     logs = Path(tempfile.mkdtemp(prefix="chatcore-bench-"))
     profile_dir = logs / "profiles" if args.profile else None
@@ -410,6 +434,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("6", lambda: runner.latency(embedded=True)),
             ("6", lambda: runner.turns(embedded=True)),
             ("6", lambda: runner.idle(embedded=True)),
+            ("8", runner.cluster),
         ]
         for figure, step in steps:
             if figure in wanted:

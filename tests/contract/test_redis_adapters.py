@@ -582,3 +582,27 @@ async def test_every_shard_reports_its_depth(conn: RedisConnection) -> None:
     ]
     await queue.ack(claimed)
     assert (await queue.depths())[mine].pending == 0
+
+
+@pytest.mark.cluster
+async def test_a_cluster_subscription_re_established_follows_sessions_of_many_slots(
+    redis_cluster_url: str,
+) -> None:
+    """A reconnect subscribes again to every followed session, however many slots they
+    span on one node (an SSUBSCRIBE's channels must share a slot)."""
+    conn = _OnRedis.connect(_with_cluster_url(redis_cluster_url))
+    store = RedisEventStore(conn)
+    heard = Pushes()
+    sub = store.subscribe(heard)
+    try:
+        sids = [session_id() for _ in range(20)]
+        for sid in sids:
+            await sub.follow(sid)
+        await sub.reconnect()
+        for sid in sids:
+            await store.append(sid, opening(sid), expected_version=None)
+        got = await heard.until(2 * len(sids))
+        assert sorted({a.session_id for a in got}) == sorted(sids)
+    finally:
+        await sub.close()
+        await conn.aclose()

@@ -234,11 +234,12 @@ class RedisClusterServers:
         replicas: int = 0,
         ready_timeout: float = 30.0,
         appendonly: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         if shutil.which("redis-cli") is None:
             redis_missing("no redis-cli binary on PATH (needed to create a cluster)")
         self.nodes = [
-            RedisServer(cluster=True, appendonly=appendonly)
+            RedisServer(cluster=True, appendonly=appendonly, extra_args=extra_args)
             for _ in range(masters * (1 + replicas))
         ]
         self.replicas = replicas

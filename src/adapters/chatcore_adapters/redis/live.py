@@ -96,7 +96,9 @@ class _Lane:
                 for channel in channels:
                     self._leaving.discard(channel.encode())
                 if self._sharded:
-                    await self._pubsub.ssubscribe(*channels)
+                    # One command per channel: an SSUBSCRIBE's channels must share a slot.
+                    for channel in channels:
+                        await self._pubsub.ssubscribe(channel)
                 else:
                     await self._pubsub.subscribe(*channels)
                 if self._reader is None:
