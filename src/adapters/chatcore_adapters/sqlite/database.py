@@ -187,7 +187,6 @@ class SqliteDatabase:
             raise _open_error(exc, where) from None
         try:
             _configure_writer(conn, where, settings)
-            _check_size(conn, where)
             before = migrate(conn, where, migrations)
         except sqlite3.Error as exc:
             conn.close()
@@ -423,22 +422,6 @@ def _check_location(path: Path) -> None:
             header = file.read(len(_HEADER))
         if header != _HEADER:
             raise CorruptDatabase(path, "it is not an SQLite database (no SQLite header)")
-
-
-def _check_size(conn: sqlite3.Connection, path: Path) -> None:
-    """A truncated file opens without complaint and fails only when a missing page is read:
-    after a checkpoint has written every logged page into the file, the file must hold at
-    least the pages its header counts."""
-    busy, logged, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    if busy or logged != copied:
-        return  # another process is reading an older snapshot: the file may lag; not checked
-    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
-    size = path.stat().st_size
-    if size < pages * page_size:
-        raise CorruptDatabase(
-            path, f"it is truncated: {size} bytes where its header counts {pages * page_size}"
-        )
 
 
 def _open_error(exc: sqlite3.Error, path: Path) -> PortError:
