@@ -242,7 +242,13 @@ class SqliteDatabase:
                         stopping = True
                         break
                     batch.append(job)
-                self._deliver(self._run_batch(conn, batch))
+                try:
+                    outcomes = self._run_batch(conn, batch)
+                except Exception:  # a bug here: answer the callers, never leave them waiting
+                    log.exception("sqlite writer failed", extra={"path": str(self.path)})
+                    failed = f"sqlite write failed on {self.path}"
+                    outcomes = [(job, False, StoreUnavailable(failed)) for job in batch]
+                self._deliver(outcomes)
         finally:
             conn.close()
 
