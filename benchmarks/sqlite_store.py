@@ -21,10 +21,11 @@ temporary directory, on the event loop chatcore's processes use (uvloop when ins
 Measured: single-event appends per second by 1 task, and by 16 tasks on 16 sessions at once
 (the in-process worker's shape: up to 16 replies appending); the process's CPU time per
 append (every thread's); and restoring a 10,002-event session: ``store.read`` alone and
-``ChatService.load`` from an empty cache (read + fold), median and p95, with the start-up
-heap frozen as ``chatcore serve`` does. The variants take turns, round after round, each on a
-new file, and the table shows each figure's median over the rounds (every round is in
-``benchmarks/results/sqlite_store.json``).
+``ChatService.load`` from an empty cache (read, fold, and writing the view to the cache: the
+threaded variants' SQLite cache, the memory cache for the others), median and p95, with the
+start-up heap frozen as ``chatcore serve`` does. The variants take turns, round after round,
+each in a process of its own on a new file, and the table shows each figure's median over the
+rounds (every round is in ``benchmarks/results/sqlite_store.json``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -49,11 +52,16 @@ from typing import Any
 from benchmarks.redis_store import ROOT, realistic_session, stats, timed
 from chatcore.errors import ConcurrencyConflict
 from chatcore.events import Event, Recorded, ReplyDelta
-from chatcore.ports import EventStore, LiveSubscription
+from chatcore.ports import EventStore, LiveSubscription, SessionCache
 from chatcore.service import ChatService
 from chatcore_adapters.codec import decode_records, encode_event
 from chatcore_adapters.memory import MemoryEventStore, MemorySessionCache, MemoryWorkQueue
-from chatcore_adapters.sqlite import SqliteDatabase, SqliteEventStore, SqliteSettings
+from chatcore_adapters.sqlite import (
+    SqliteDatabase,
+    SqliteEventStore,
+    SqliteSessionCache,
+    SqliteSettings,
+)
 from chatcore_adapters.sqlite import event_store as sql
 from chatcore_adapters.system import RandomIds, SystemClock
 from chatcore_api import loops
@@ -143,7 +151,9 @@ class AioSqliteStore:
 
 
 Closer = Callable[[], Awaitable[None]]
-Opener = Callable[[Path], Awaitable[tuple[EventStore, Closer]]]
+# A variant's store, its session cache (where the family keeps it) and how to close both.
+Opened = tuple[EventStore, SessionCache, Closer]
+Opener = Callable[[Path], Awaitable[Opened]]
 
 
 @dataclass(frozen=True)
@@ -153,24 +163,24 @@ class Variant:
 
 
 def threaded(settings: SqliteSettings) -> Opener:
-    async def open_store(path: Path) -> tuple[EventStore, Closer]:
+    async def open_store(path: Path) -> Opened:
         db = SqliteDatabase.open(path, settings)
-        return SqliteEventStore(db, SystemClock()), db.close
+        return SqliteEventStore(db, SystemClock()), SqliteSessionCache(db, SystemClock()), db.close
 
     return open_store
 
 
-async def open_aiosqlite(path: Path) -> tuple[EventStore, Closer]:
+async def open_aiosqlite(path: Path) -> Opened:
     await SqliteDatabase.open(path).close()  # the schema; aiosqlite works on the file
     store = await AioSqliteStore.open(path)
-    return store, store.close
+    return store, MemorySessionCache(SystemClock()), store.close
 
 
-async def open_memory(path: Path) -> tuple[EventStore, Closer]:
+async def open_memory(path: Path) -> Opened:
     async def nothing() -> None:
         return None
 
-    return MemoryEventStore(SystemClock()), nothing
+    return MemoryEventStore(SystemClock()), MemorySessionCache(SystemClock()), nothing
 
 
 def variants() -> list[Variant]:
@@ -212,9 +222,8 @@ async def appends(store: EventStore, tasks: int, total: int) -> dict[str, float]
     return {"appends_per_s": round(done / wall), "cpu_us_per_append": round(cpu / done * 1e6, 1)}
 
 
-async def restore(store: EventStore, runs: int) -> dict[str, Any]:
+async def restore(store: EventStore, cache: SessionCache, runs: int) -> dict[str, Any]:
     clock = SystemClock()
-    cache = MemorySessionCache(clock)
     service = ChatService(
         store=store, cache=cache, queue=MemoryWorkQueue(clock), clock=clock, ids=RandomIds()
     )
@@ -261,14 +270,14 @@ async def measure(variant: Variant, quick: bool) -> dict[str, Any]:
     gc.collect()
     directory = Path(tempfile.mkdtemp(prefix="chatcore-bench-"))
     try:
-        store, close = await variant.open(directory / "chatcore.db")
+        store, cache, close = await variant.open(directory / "chatcore.db")
         try:
             total = 800 if quick else 4000
             await appends(store, WRITERS, WRITERS * 20)  # warm-up: threads, statements, pages
             return {
                 "one_writer": await appends(store, 1, total),
                 "sixteen_writers": await appends(store, WRITERS, total * 2),
-                "restore": await restore(store, 5 if quick else 15),
+                "restore": await restore(store, cache, 5 if quick else 15),
             }
         finally:
             await close()
@@ -315,14 +324,29 @@ def report(result: dict[str, Any]) -> None:
         )
 
 
-async def main(quick: bool, rounds: int) -> dict[str, Any]:
-    chosen = variants()
+def measure_apart(name: str, quick: bool) -> dict[str, Any]:
+    """One variant measured in a process of its own (no heap, thread or allocator state left
+    over from another variant)."""
+    command = [sys.executable, "-m", "benchmarks.sqlite_store", "--variant", name]
+    done = subprocess.run(
+        [*command, *(["--quick"] if quick else [])],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured
+
+
+def main(quick: bool, rounds: int) -> dict[str, Any]:
+    names = [v.name for v in variants()]
     load_before = os.getloadavg()[0]
-    measured: dict[str, list[dict[str, Any]]] = {v.name: [] for v in chosen}
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for n in range(rounds):  # variants take turns, so a busy moment of the machine is shared
-        for variant in chosen:
-            measured[variant.name].append(await measure(variant, quick))
-            print(f"  round {n + 1}/{rounds}: measured {variant.name}", flush=True)
+        for name in names:
+            measured[name].append(measure_apart(name, quick))
+            print(f"  round {n + 1}/{rounds}: measured {name}", flush=True)
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": quick,
@@ -341,9 +365,14 @@ def cli() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer appends and runs")
     parser.add_argument("--rounds", type=int, help="rounds of every variant (default 3; quick 1)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # one variant, JSON on stdout
     args = parser.parse_args()
+    if args.variant is not None:
+        (chosen,) = [v for v in variants() if v.name == args.variant]
+        print(json.dumps(loops.run(measure(chosen, args.quick))))
+        return
     rounds = args.rounds or (1 if args.quick else 3)
-    result = loops.run(main(args.quick, rounds))
+    result = main(args.quick, rounds)
     print()
     report(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
