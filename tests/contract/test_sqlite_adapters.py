@@ -227,10 +227,10 @@ async def test_an_append_whose_caller_was_cancelled_is_still_pushed_once_committ
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        async with asyncio.timeout(5):
+            got = await sub.receive(5)  # the push comes with the commit
         stored = await store.read(sid)
         assert [r.event for r in stored] == opening(sid)
-        async with asyncio.timeout(5):
-            got = await sub.receive(5)
         assert [(a.after, list(a.records)) for a in got] == [(None, stored)]
     finally:
         await sub.close()

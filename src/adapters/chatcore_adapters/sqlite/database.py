@@ -46,7 +46,6 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -149,16 +148,19 @@ class SqliteDatabase:
         self._writer = threading.Thread(
             target=self._write_loop, name="chatcore-sqlite-writer", daemon=True
         )
-        self._readers = ThreadPoolExecutor(
-            max_workers=settings.readers, thread_name_prefix="chatcore-sqlite-reader"
-        )
-        self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._reader_lock = threading.Lock()
+        self._reads: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._readers = [
+            threading.Thread(
+                target=self._read_loop, name=f"chatcore-sqlite-reader-{n}", daemon=True
+            )
+            for n in range(settings.readers)
+        ]
         # Counters for tests and benchmarks: write transactions, and jobs they carried.
         self.transactions = 0
         self.jobs = 0
         self._writer.start()
+        for reader in self._readers:
+            reader.start()
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -254,22 +256,26 @@ class SqliteDatabase:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
+        shared = len(batch) > 1  # a job alone needs no savepoint: its failure undoes all
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
-                conn.execute("SAVEPOINT job")
+                if shared:
+                    conn.execute("SAVEPOINT job")
                 try:
                     value = job.fn(conn)
                 except sqlite3.Error:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the job's own failure, for its caller
                     # Undo this job alone; the others of the transaction go on.
-                    conn.execute("ROLLBACK TO job")
+                    conn.execute("ROLLBACK TO job" if shared else "ROLLBACK")
                     outcomes.append((job, False, exc))
                 else:
                     outcomes.append((job, True, value))
-                conn.execute("RELEASE job")
-            conn.execute("COMMIT")
+                if shared:
+                    conn.execute("RELEASE job")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:
@@ -300,30 +306,30 @@ class SqliteDatabase:
         if self._closed:
             raise StoreUnavailable(f"sqlite {operation} failed on {self.path}: it is closed")
         loop = asyncio.get_running_loop()
-        try:
-            done = loop.run_in_executor(self._readers, self._run_read, fn, operation)
-        except RuntimeError:  # the pool was shut down: closed meanwhile
-            raise StoreUnavailable(
-                f"sqlite {operation} failed on {self.path}: it is closed"
-            ) from None
-        return await done
+        future: asyncio.Future[Any] = loop.create_future()
+        self._reads.put(_Job(fn, operation, loop, future, None))
+        return cast(T, await future)
 
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T], operation: str) -> T:
+    def _read_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
         try:
-            conn = self._reader()
-            return fn(conn)
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path, operation) from None
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path, self.settings)
-            conn.execute("PRAGMA query_only = ON")
-            self._local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
-        return conn
+            while True:
+                job = self._reads.get()
+                if job is None:
+                    break
+                try:
+                    if conn is None:
+                        conn = _connect(self.path, self.settings)
+                        conn.execute("PRAGMA query_only = ON")
+                    outcome: _Outcome = (job, True, job.fn(conn))
+                except sqlite3.Error as exc:
+                    outcome = (job, False, translate(exc, self.path, job.operation))
+                except Exception as exc:  # noqa: BLE001 - the job's own failure, for its caller
+                    outcome = (job, False, exc)
+                self._deliver([outcome])
+        finally:
+            if conn is not None:
+                conn.close()
 
     # --- maintenance --------------------------------------------------------------------------
 
@@ -358,13 +364,11 @@ class SqliteDatabase:
             return
         self._closed = True
         self._jobs.put(None)
+        for _ in self._readers:
+            self._reads.put(None)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._writer.join)
-        await loop.run_in_executor(None, self._readers.shutdown)
-        with self._reader_lock:
-            conns, self._reader_conns = self._reader_conns, []
-        for conn in conns:
-            conn.close()
+        for thread in (self._writer, *self._readers):
+            await loop.run_in_executor(None, thread.join)
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
