@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -558,5 +560,27 @@ async def test_a_conflict_is_the_port_s_error_also_inside_a_shared_transaction(
         assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
         assert all(isinstance(o, ConcurrencyConflict) for o in outcomes[1:])
         assert db.transactions < db.jobs  # they shared transactions
+    finally:
+        await db.close()
+
+
+class _Result:
+    """Something a job returns that a weak reference can watch."""
+
+
+async def test_no_thread_keeps_a_result_once_its_caller_dropped_it(tmp_path: Path) -> None:
+    """A reader or the writer waiting for its next job holds nothing of the last one: a
+    10,000-event read or a whole cached view is freed when its caller lets go of it."""
+    db = SqliteDatabase.open(tmp_path / "chatcore.db", SqliteSettings(readers=1))
+    try:
+        read = await db.read(lambda conn: _Result(), operation="test read")
+        written = await db.write(lambda conn: _Result(), operation="test write")
+        watched = [weakref.ref(read), weakref.ref(written)]
+        del read, written
+        # One more job each: once it is answered, its thread has finished with the first.
+        await db.read(lambda conn: None, operation="test read")
+        await db.write(lambda conn: None, operation="test write")
+        gc.collect()
+        assert [ref() for ref in watched] == [None, None]
     finally:
         await db.close()
