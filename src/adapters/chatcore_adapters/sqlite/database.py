@@ -63,7 +63,7 @@ from chatcore_adapters.sqlite.errors import (
     primary_code,
     translate,
 )
-from chatcore_adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
+from chatcore_adapters.sqlite.schema import MIGRATIONS, Migration, migrate
 
 log = logging.getLogger(__name__)
 
@@ -368,10 +368,6 @@ class SqliteDatabase:
             await loop.run_in_executor(None, copy)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "backup") from None
-
-    @property
-    def schema_version(self) -> int:
-        return SCHEMA_VERSION
 
     async def close(self) -> None:
         """Finish the queued writes, stop the threads and close every connection."""
