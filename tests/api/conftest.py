@@ -5,22 +5,30 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatcore.ports import LLM
-from tests.api.support import Backend, RunningApi, SharedMemory, Start, serve
+from tests.api.support import Backend, RunningApi, SharedMemory, SharedSqlite, Start, serve
 
-BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Backend:
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "redis":
         url: str = request.getfixturevalue("redis_url")
-        return Backend("redis", redis_url=url)
-    return Backend("memory", memory=SharedMemory())
+        yield Backend("redis", redis_url=url)
+    elif request.param == "sqlite":
+        shared = SharedSqlite(tmp_path)
+        try:
+            yield Backend("sqlite", memory=shared)
+        finally:
+            await shared.close()
+    else:
+        yield Backend("memory", memory=SharedMemory())
 
 
 @pytest.fixture

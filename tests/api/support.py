@@ -14,6 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from chatcore.ports import LLM
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
+    MemoryIntentJournal,
     MemoryLeases,
     MemorySessionCache,
     MemoryWorkQueue,
@@ -51,6 +53,8 @@ def settings_for(**overrides: Any) -> ApiSettings:
         "sessions_per_minute": 100_000,
     }
     base.update(overrides)
+    if "redis_url" not in base:
+        base.setdefault("storage", "memory")  # (the server's default is a file: chosen here)
     web_dir = base.pop("web_dir")
     settings = load_settings(environ={}, **base)
     return settings.model_copy(update={"web_dir": web_dir})
@@ -66,6 +70,7 @@ class SharedMemory:
         self.store = MemoryEventStore(self.clock)
         self.cache = MemorySessionCache(self.clock)
         self.queue = MemoryWorkQueue(self.clock)
+        self.intents = MemoryIntentJournal(self.clock)
         self.leases = MemoryLeases(self.clock)
         self.heartbeats = MemoryHeartbeats(self.clock)
 
@@ -74,8 +79,46 @@ class SharedMemory:
         container.store.override(providers.Object(self.store))
         container.cache.override(providers.Object(self.cache))
         container.queue.override(providers.Object(self.queue))
+        container.intents.override(providers.Object(self.intents))
         container.leases.override(providers.Object(self.leases))
         container.heartbeats.override(providers.Object(self.heartbeats))
+
+
+class SharedSqlite:
+    """One SQLite database in a directory, its adapters shared by several apps (as the one
+    process of the embedded mode would hold them)."""
+
+    def __init__(self, directory: Path) -> None:
+        from chatcore_adapters.sqlite import (
+            SqliteDatabase,
+            SqliteEventStore,
+            SqliteHeartbeats,
+            SqliteIntentJournal,
+            SqliteLeases,
+            SqliteSessionCache,
+            SqliteWorkQueue,
+        )
+
+        self.clock = SystemClock()
+        self.db = SqliteDatabase.open(directory / "chatcore.db")
+        self.store = SqliteEventStore(self.db, self.clock)
+        self.cache = SqliteSessionCache(self.db, self.clock)
+        self.queue = SqliteWorkQueue(self.db, self.clock)
+        self.intents = SqliteIntentJournal(self.db, self.clock)
+        self.leases = SqliteLeases(self.db, self.clock)
+        self.heartbeats = SqliteHeartbeats(self.db, self.clock)
+
+    def attach(self, container: Container) -> None:
+        container.clock.override(providers.Object(self.clock))
+        container.store.override(providers.Object(self.store))
+        container.cache.override(providers.Object(self.cache))
+        container.queue.override(providers.Object(self.queue))
+        container.intents.override(providers.Object(self.intents))
+        container.leases.override(providers.Object(self.leases))
+        container.heartbeats.override(providers.Object(self.heartbeats))
+
+    async def close(self) -> None:
+        await self.db.close()
 
 
 @dataclass
@@ -86,7 +129,7 @@ class Backend:
     name: str
     redis_url: str | None = None
     prefix: str = field(default_factory=unique_prefix)
-    memory: SharedMemory | None = None
+    memory: SharedMemory | SharedSqlite | None = None
 
     def settings(self, **overrides: Any) -> ApiSettings:
         if self.redis_url is not None:

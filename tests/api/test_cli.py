@@ -66,6 +66,8 @@ async def chatcore_serve(
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("src", "src/adapters", "apps/api")),
         "CHATCORE_WEB_DIR": "",
+        # (the embedded default keeps its file here, never in the real home directory)
+        "CHATCORE_DATA_DIR": str(tmp_path / "data"),
         **(env or {}),
     }
     with log.open("wb") as sink:
@@ -128,7 +130,7 @@ async def test_serve_runs_the_embedded_default_and_stops_gracefully_on_sigterm(
     assert '"session_id"' in log  # JSON logs, with the session id
 
 
-def test_the_embedded_default_never_imports_litellm() -> None:
+def test_the_embedded_default_never_imports_litellm(tmp_path: Path) -> None:
     code = (
         "import asyncio, sys\n"
         "from chatcore_api.app import create_app\n"
@@ -142,7 +144,7 @@ def test_the_embedded_default_never_imports_litellm() -> None:
         "asyncio.run(main())\n"
         "print('litellm' in sys.modules)\n"
     )
-    env = {"PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {"PYTHONPATH": os.pathsep.join(sys.path), "XDG_DATA_HOME": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )

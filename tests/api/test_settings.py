@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from chatcore_api.cli import main
-from chatcore_api.settings import SettingsError, load_settings, unknown_environment
+from chatcore_api.settings import (
+    SettingsError,
+    effective_secret,
+    load_settings,
+    unknown_environment,
+)
 
 KEY = "k" * 40
 
@@ -18,12 +23,47 @@ KEY = "k" * 40
 def test_the_defaults_are_the_embedded_mode_on_localhost() -> None:
     settings = load_settings(environ={})
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.backend == "memory" and settings.redis_url is None
+    assert settings.backend == "sqlite" and settings.redis_url is None
+    assert settings.database_path == settings.data_dir / "chatcore.db"
     assert settings.worker.enabled is True
     assert settings.llm.is_demo
     assert settings.token_ttl == timedelta(days=7)
     assert settings.allowed_origins == []
     assert (settings.max_frame_bytes, settings.max_message_chars) == (65536, 8000)
+
+
+def test_the_data_directory_and_the_storage_are_settings() -> None:
+    chosen = load_settings(environ={"CHATCORE_DATA_DIR": "/srv/chat", "CHATCORE_STORAGE": "memory"})
+    assert chosen.data_dir == Path("/srv/chat") and chosen.backend == "memory"
+    with_redis = load_settings(
+        environ={"CHATCORE_REDIS_URL": "redis://h", "CHATCORE_SECRET_KEY": KEY}
+    )
+    assert with_redis.backend == "redis"
+    with pytest.raises(SettingsError, match="storage is sqlite but redis_url is set"):
+        load_settings(
+            environ={
+                "CHATCORE_REDIS_URL": "redis://h",
+                "CHATCORE_SECRET_KEY": KEY,
+                "CHATCORE_STORAGE": "sqlite",
+            }
+        )
+    with pytest.raises(SettingsError, match="storage is redis but redis_url is not set"):
+        load_settings(environ={"CHATCORE_STORAGE": "redis"})
+
+
+def test_the_embedded_default_keeps_its_signing_key_in_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(environ={"CHATCORE_DATA_DIR": str(tmp_path)})
+    key, per_process = effective_secret(settings)
+    assert per_process is False and len(key) >= 32
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert effective_secret(settings) == (key, False)  # the same key next time
+    (tmp_path / "secret_key").chmod(0o644)
+    with pytest.raises(SettingsError, match="may be read by other users"):
+        effective_secret(settings)
+    memory = load_settings(environ={"CHATCORE_STORAGE": "memory"})
+    assert effective_secret(memory)[1] is True  # a key per process: sessions die with it
 
 
 def test_environment_variables_set_nested_values() -> None:

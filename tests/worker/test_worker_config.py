@@ -279,8 +279,12 @@ def test_the_in_process_worker_uses_the_model_factory_too() -> None:
 
     container = Container(
         settings=load_settings(
-            environ={"CHATCORE_WORKER__LLM_FACTORY": "tests.worker.models:crash_on_poison"}
+            environ={
+                "CHATCORE_STORAGE": "memory",
+                "CHATCORE_WORKER__LLM_FACTORY": "tests.worker.models:crash_on_poison",
+            }
         )
     )
     assert container.core().llm.name == "crash-on-poison"
-    assert isinstance(Container(settings=load_settings(environ={})).core().llm, DemoLLM)
+    memory = load_settings(environ={"CHATCORE_STORAGE": "memory"})
+    assert isinstance(Container(settings=memory).core().llm, DemoLLM)

@@ -13,6 +13,7 @@ http://127.0.0.1:8000. Settings also come from ``CHATCORE_*`` variables and a co
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from chatcore_api.extras import missing_extras
 from chatcore_api.settings import (
     ApiSettings,
     SettingsError,
+    effective_secret,
     load_settings,
     unknown_environment,
 )
@@ -101,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"chatcore: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
     missing = missing_extras(settings, generates_replies=settings.worker.enabled)
+    missing += embedded_problems(settings, args)
     for problem in missing:
         print(f"chatcore: {problem}", file=sys.stderr)  # noqa: T201 - CLI output
     if missing:
@@ -120,6 +123,53 @@ def _serve(args: argparse.Namespace) -> int:
     return _serve_app(settings)
 
 
+def embedded_problems(settings: ApiSettings, args: argparse.Namespace) -> list[str]:
+    """What the embedded storage cannot do, said before anything starts: worker processes
+    beside the API (they share work through Redis), an API without its in-process worker
+    (nothing else would answer), and a data directory that cannot be used (another process
+    holds it, the database is damaged or newer than this chatcore, a file cannot be
+    written)."""
+    if settings.backend == "redis":
+        return []
+    problems = []
+    if args.workers is not None:
+        problems.append(
+            f"--workers needs Redis (CHATCORE_REDIS_URL): worker processes share their work "
+            f"through it, and {settings.backend} storage lives in one process"
+        )
+    elif args.no_worker:
+        problems.append(
+            f"--no-worker needs Redis (CHATCORE_REDIS_URL): with {settings.backend} storage, "
+            "the API's own worker is the only one that can answer"
+        )
+    if settings.backend == "sqlite" and not problems:
+        problems += _sqlite_problems(settings)
+    return problems
+
+
+def _sqlite_problems(settings: ApiSettings) -> list[str]:
+    """Open the data directory and its database once (then close them) to check them."""
+    from chatcore.errors import PortError
+    from chatcore_adapters.sqlite import DataDirLock, SqliteDatabase
+
+    try:
+        lock = DataDirLock(settings.data_dir).acquire()
+    except PortError as exc:
+        return [exc.message]
+    try:
+        db = SqliteDatabase.open(settings.database_path)
+        asyncio.run(db.close())
+    except PortError as exc:
+        return [exc.message]
+    finally:
+        lock.release()
+    try:
+        effective_secret(settings)
+    except SettingsError as exc:
+        return [str(exc)]
+    return []
+
+
 def _serve_app(settings: ApiSettings) -> int:
     from chatcore_api.app import create_app
     from chatcore_api.gc_tuning import freeze_startup_heap
@@ -128,11 +178,11 @@ def _serve_app(settings: ApiSettings) -> int:
     app = create_app(settings)
     server = ChatServer(server_config(app, settings), app)
     freeze_startup_heap()
-    mode = (
-        "embedded: in-memory storage, sessions last until this process stops"
-        if settings.backend == "memory"
-        else f"redis: {settings.redis_url_display}"
-    )
+    mode = {
+        "memory": "embedded: in-memory storage, sessions last until this process stops",
+        "sqlite": f"embedded: sessions kept in {settings.database_path}",
+        "redis": f"redis: {settings.redis_url_display}",
+    }[settings.backend]
     print(  # noqa: T201 - CLI output
         f"chatcore: serving on http://{settings.host}:{settings.port} ({mode})", flush=True
     )

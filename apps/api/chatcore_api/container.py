@@ -7,11 +7,11 @@ application embedding the API) may override any port at the edge right after ``c
     app = create_app(settings)
     app.state.container.llm.override(providers.Object(ScriptedLLM(delay=0.05)))
 
-The port providers (``clock``, ``store``, ``cache``, ``queue``, ``leases``, ``heartbeats``,
-``llm``) give ``None`` unless overridden: bootstrap then chooses from the settings. It imports
-the Redis adapters only when ``redis_url`` is set: they need the ``redis`` extra, which an
-embedded install (``chatcore[server]``) does not have (the commands check it first, see
-``chatcore_api.extras``).
+The port providers (``clock``, ``store``, ``cache``, ``queue``, ``intents``, ``leases``,
+``heartbeats``, ``llm``) give ``None`` unless overridden: bootstrap then chooses from the
+settings. It imports the Redis adapters only when ``redis_url`` is set: they need the
+``redis`` extra, which an embedded install (``chatcore[server]``) does not have (the commands
+check it first, see ``chatcore_api.extras``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ import logging
 
 from dependency_injector import containers, providers
 
-from chatcore.ports import LLM, Clock, EventStore, Heartbeats, Leases, SessionCache, WorkQueue
+from chatcore.ports import (
+    LLM,
+    Clock,
+    EventStore,
+    Heartbeats,
+    IntentJournal,
+    Leases,
+    SessionCache,
+    WorkQueue,
+)
 from chatcore.worker import WorkerLoop
 from chatcore_adapters.bootstrap import Chatcore, bootstrap, new_worker_id
 from chatcore_api.connections import ConnectionManager
@@ -41,6 +50,7 @@ def _core(
     store: EventStore | None,
     cache: SessionCache | None,
     queue: WorkQueue | None,
+    intents: IntentJournal | None,
     leases: Leases | None,
     heartbeats: Heartbeats | None,
     llm: LLM | None,
@@ -53,6 +63,7 @@ def _core(
         store=store,
         cache=cache,
         queue=queue,
+        intents=intents,
         leases=leases,
         heartbeats=heartbeats,
         llm=llm,
@@ -62,7 +73,12 @@ def _core(
 
 
 def _worker(core: Chatcore) -> WorkerLoop:
-    return core.worker(new_worker_id("api"))
+    if core.settings.backend == "redis":
+        return core.worker(new_worker_id("api"))  # one consumer among many processes'
+    # The only process of its storage: under one name across restarts, its worker takes back
+    # at once what it was answering when the process died (the queue's recover()), instead of
+    # after the reclaim timeout.
+    return core.worker("embedded")
 
 
 def _token_signer(settings: ApiSettings, clock: Clock) -> TokenSigner:
@@ -111,6 +127,7 @@ class Container(containers.DeclarativeContainer):
     store: providers.Object[EventStore | None] = providers.Object(None)
     cache: providers.Object[SessionCache | None] = providers.Object(None)
     queue: providers.Object[WorkQueue | None] = providers.Object(None)
+    intents: providers.Object[IntentJournal | None] = providers.Object(None)
     leases: providers.Object[Leases | None] = providers.Object(None)
     heartbeats: providers.Object[Heartbeats | None] = providers.Object(None)
     llm: providers.Object[LLM | None] = providers.Object(None)
@@ -122,6 +139,7 @@ class Container(containers.DeclarativeContainer):
         store=store,
         cache=cache,
         queue=queue,
+        intents=intents,
         leases=leases,
         heartbeats=heartbeats,
         llm=llm,

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -35,7 +35,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from chatcore_adapters.settings import ChatcoreSettings
+from chatcore_adapters.settings import ChatcoreSettings, Storage
 from chatcore_api.settings_sources import SettingsInputs, given_sources, settings_inputs
 
 ENV_PREFIX = "CHATCORE_"
@@ -102,6 +102,9 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
         case_sensitive=False,
     )
 
+    # The bundled server keeps its sessions in a file unless told otherwise.
+    default_storage: ClassVar[Storage] = "sqlite"
+
     # --- where to listen ------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     port: int = Field(default=8000, ge=0, le=65535)
@@ -110,8 +113,9 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key that signs session tokens (at least 32 characters; environment "
-        "only: CHATCORE_SECRET_KEY). Required with redis_url; in embedded mode a random key is "
-        "made per process.",
+        "only: CHATCORE_SECRET_KEY). Required with redis_url; unset with sqlite storage, a key "
+        "is made once and kept in data_dir/secret_key (mode 0600); with memory storage, a "
+        "random key per process.",
     )
     token_ttl: timedelta = Field(
         default=timedelta(days=7),
@@ -340,7 +344,45 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def effective_secret(settings: ApiSettings) -> tuple[bytes, bool]:
-    """The token signing key, and whether it was generated for this process only."""
+    """The token signing key, and whether it was generated for this process only (tokens then
+    die with the process). With SQLite storage and no key given, the key kept in the data
+    directory (made on first start), so that sessions survive a restart."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode("utf-8"), False
+    if settings.backend == "sqlite":
+        return stored_secret(settings.data_dir / SECRET_KEY_FILE), False
     return secrets.token_bytes(32), True
+
+
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+
+
+def stored_secret(path: Path) -> bytes:
+    """The key kept in ``path``, made (random, mode 0600) if there is none. A key file other
+    users may read is refused: whoever reads it can sign tokens for any session."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SettingsError(f"cannot create the key file {str(path)!r}: {exc.strerror}") from None
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48) + "\n")
+    try:
+        mode = path.stat().st_mode
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"cannot read the key file {str(path)!r}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise SettingsError(
+            f"the key file {str(path)!r} may be read by other users (mode {mode & 0o777:o}): "
+            f"chmod 600 it (whoever reads it can sign tokens for any session)"
+        )
+    if len(key) < MIN_SECRET_CHARS:
+        raise SettingsError(
+            f"the key file {str(path)!r} holds fewer than {MIN_SECRET_CHARS} characters: "
+            "delete it to make a new one (every session's token then stops working)"
+        )
+    return key.encode("utf-8")

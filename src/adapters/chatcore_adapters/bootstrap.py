@@ -221,6 +221,38 @@ def bootstrap(
         intents = intents or on_redis.RedisIntentJournal(redis, shards=settings.redis.queue_shards)
         leases = leases or on_redis.RedisLeases(redis)
         heartbeats = heartbeats or on_redis.RedisHeartbeats(redis)
+    elif settings.backend == "sqlite" and missing:
+        from chatcore_adapters import sqlite as on_sqlite
+
+        lock = on_sqlite.DataDirLock(settings.data_dir).acquire()
+        try:
+            db = on_sqlite.SqliteDatabase.open(
+                settings.database_path,
+                on_sqlite.SqliteSettings(
+                    synchronous=settings.sqlite.synchronous,
+                    busy_timeout=settings.sqlite.busy_timeout,
+                    max_bytes=settings.sqlite.max_bytes,
+                ),
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+        async def close_db() -> None:
+            try:
+                await db.close()
+            finally:
+                lock.release()
+
+        closers.append(close_db)
+        store = store or on_sqlite.SqliteEventStore(db, clock)
+        cache = cache or on_sqlite.SqliteSessionCache(db, clock, ttl=settings.redis.cache_ttl)
+        queue = queue or on_sqlite.SqliteWorkQueue(
+            db, clock, reclaim_after=settings.redis.reclaim_after
+        )
+        intents = intents or on_sqlite.SqliteIntentJournal(db, clock)
+        leases = leases or on_sqlite.SqliteLeases(db, clock)
+        heartbeats = heartbeats or on_sqlite.SqliteHeartbeats(db, clock)
     else:
         store = store or MemoryEventStore(clock)
         cache = cache or MemorySessionCache(clock)

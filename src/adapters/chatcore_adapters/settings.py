@@ -9,7 +9,9 @@ code, which builds these models directly.
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -109,15 +111,61 @@ class RedisOptions(BaseModel):
     )
 
 
+def default_data_dir() -> Path:
+    """Where the embedded mode keeps its data unless told: ``$XDG_DATA_HOME/chatcore``, by
+    default ``~/.local/share/chatcore``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "chatcore"
+
+
+class SqliteOptions(BaseModel):
+    """How chatcore uses its SQLite file (``storage = "sqlite"``, the embedded default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description="normal: an answered write survives a crash of the process (kill -9); "
+        "full: a power loss too, at the cost of an fsync per transaction.",
+    )
+    busy_timeout: float = Field(
+        default=5.0, ge=0, le=600, description="Seconds a write waits for a lock."
+    )
+    max_bytes: int | None = Field(
+        default=None,
+        ge=65_536,
+        description="A cap on the file's size: a write past it fails (none but the disk's).",
+    )
+
+
+Storage = Literal["memory", "sqlite", "redis"]
+
+
 class ChatcoreSettings(BaseModel):
     """Everything :func:`~chatcore_adapters.bootstrap.bootstrap` builds a chatcore from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
+    # What ``storage`` is when neither it nor ``redis_url`` is given: memory for library code
+    # and tests; the bundled server's settings make it sqlite.
+    default_storage: ClassVar[Storage] = "memory"
+
+    storage: Storage | None = Field(
+        default=None,
+        description="Where sessions live: memory (this process, gone when it stops), sqlite "
+        "(a file in data_dir, one process), redis (shared by any number of processes). "
+        "Unset: redis when redis_url is set, else the embedded default.",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the embedded mode keeps its database (chatcore.db) and, unless "
+        "CHATCORE_SECRET_KEY is set, its token signing key (secret_key, mode 0600).",
+    )
+    sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     redis_url: SecretStr | None = Field(
         default=None,
-        description="redis://, rediss:// or unix:// URL. Unset: everything in memory, in "
-        "this process (the embedded mode).",
+        description="redis://, rediss:// or unix:// URL: sessions and work in Redis, shared "
+        "by every API and worker process.",
     )
     redis: RedisOptions = Field(default_factory=RedisOptions)
     worker: WorkerOptions = Field(default_factory=WorkerOptions)
@@ -158,9 +206,27 @@ class ChatcoreSettings(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _storage_fits_redis_url(self) -> ChatcoreSettings:
+        if self.storage == "redis" and self.redis_url is None:
+            raise ValueError("storage is redis but redis_url is not set")
+        if self.storage in ("memory", "sqlite") and self.redis_url is not None:
+            raise ValueError(
+                f"storage is {self.storage} but redis_url is set: say which (unset one)"
+            )
+        return self
+
     @property
-    def backend(self) -> Literal["memory", "redis"]:
-        return "redis" if self.redis_url is not None else "memory"
+    def backend(self) -> Storage:
+        """The storage in use (``storage``, or what its default resolves to)."""
+        if self.storage is not None:
+            return self.storage
+        return "redis" if self.redis_url is not None else self.default_storage
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file of the embedded mode."""
+        return self.data_dir / "chatcore.db"
 
     @property
     def service_settings(self) -> ServiceSettings:

@@ -21,12 +21,14 @@ from chatcore_adapters.sqlite.heartbeats import SqliteHeartbeats
 from chatcore_adapters.sqlite.intents import SqliteIntentJournal
 from chatcore_adapters.sqlite.leases import SqliteLeases
 from chatcore_adapters.sqlite.live import SqliteLiveSubscription
+from chatcore_adapters.sqlite.lock import DataDirLock
 from chatcore_adapters.sqlite.queue import SqliteWorkQueue
 from chatcore_adapters.sqlite.schema import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
     "CorruptDatabase",
+    "DataDirLock",
     "DatabaseUnusable",
     "SchemaTooNew",
     "SqliteDatabase",
