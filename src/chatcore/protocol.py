@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from chatcore.events import AnyEvent, Usage
-from chatcore.view import SessionView
+from chatcore.view import ChatMessage, SessionView
 
 PROTOCOL_VERSION = 1
 
@@ -62,6 +62,8 @@ class ErrorCode(StrEnum):
     REPLY_IN_PROGRESS = "reply_in_progress"
     NOTHING_TO_CANCEL = "nothing_to_cancel"
     INVALID_PROFILE = "invalid_profile"
+    UNKNOWN_MESSAGE = "unknown_message"
+    SESSION_FULL = "session_full"
     CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -195,14 +197,21 @@ class MessageState(_Frame):
     usage: Usage | None = None
     error_code: str | None = None
     error: str | None = None
+    # The message this one follows in the conversation's tree (null: the first of a branch
+    # at the start). Versions of a message are the messages with its parent_id.
+    parent_id: str | None = None
 
 
 class ConversationState(_Frame):
+    """``messages`` is the active path; ``branches`` every other message of the conversation
+    (other versions and what follows them), in the order recorded."""
+
     conversation_id: str
     title: str
     started_at: datetime
     messages: list[MessageState]
     pending: PendingState | None
+    branches: list[MessageState] = Field(default_factory=list)
 
 
 class ProfileState(_Frame):
@@ -276,6 +285,24 @@ ServerFrame: TypeAlias = Annotated[
 SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
 
 
+def message_state(m: ChatMessage) -> MessageState:
+    return MessageState(
+        message_id=m.message_id,
+        role=m.role,
+        text=m.text,
+        cursor=m.position,
+        at=m.at,
+        status=m.status,
+        client_message_id=m.client_message_id,
+        in_reply_to=m.in_reply_to,
+        models=list(m.models),
+        usage=m.usage,
+        error_code=m.error_code,
+        error=m.error,
+        parent_id=m.parent_id,
+    )
+
+
 def snapshot_of(view: SessionView) -> Snapshot:
     conversations = []
     for conv in view.conversations.values():
@@ -301,24 +328,9 @@ def snapshot_of(view: SessionView) -> Snapshot:
                 conversation_id=conv.conversation_id,
                 title=conv.title,
                 started_at=conv.started_at,
-                messages=[
-                    MessageState(
-                        message_id=m.message_id,
-                        role=m.role,
-                        text=m.text,
-                        cursor=m.position,
-                        at=m.at,
-                        status=m.status,
-                        client_message_id=m.client_message_id,
-                        in_reply_to=m.in_reply_to,
-                        models=list(m.models),
-                        usage=m.usage,
-                        error_code=m.error_code,
-                        error=m.error,
-                    )
-                    for m in conv.messages
-                ],
+                messages=[message_state(m) for m in conv.messages],
                 pending=pending,
+                branches=[message_state(m) for m in conv.branches],
             )
         )
     if view.version is None:

@@ -196,8 +196,8 @@ def bootstrap(
             redis = owned = on_redis.connect(
                 redis_settings(settings, client_name=client_name, max_block=max_block)
             )
-        store = store or on_redis.RedisEventStore(redis)
-        cache = cache or on_redis.RedisSessionCache(redis, ttl=settings.redis.cache_ttl)
+        store = store or on_redis.RedisEventStore(redis, retention=settings.retention.idle_ttl)
+        cache = cache or on_redis.RedisSessionCache(redis, ttl=settings.cache_ttl)
         queue = queue or on_redis.RedisWorkQueue(
             redis, reclaim_after=settings.redis.reclaim_after, clock=clock
         )
@@ -205,8 +205,8 @@ def bootstrap(
         leases = leases or on_redis.RedisLeases(redis)
         heartbeats = heartbeats or on_redis.RedisHeartbeats(redis)
     else:
-        store = store or MemoryEventStore(clock)
-        cache = cache or MemorySessionCache(clock)
+        store = store or MemoryEventStore(clock, retention=settings.retention.idle_ttl)
+        cache = cache or MemorySessionCache(clock, ttl=settings.cache_ttl)
         queue = queue or MemoryWorkQueue(clock, reclaim_after=settings.redis.reclaim_after)
         intents = intents or MemoryIntentJournal(clock)
         leases = leases or MemoryLeases(clock)

@@ -168,6 +168,46 @@ export interface ReplyAbandoned extends EventBase {
   reason: string;
 }
 
+/* The conversation lifecycle's events (docs/protocol.md section 13). Wire types only: they are
+ * not in `ChatEvent` (nor in `EVENT_TYPES` below) until the client's fold handles them, so this
+ * client ignores them for now, as it ignores any event type it does not know. */
+export interface ReplyRequested extends EventBase {
+  type: "reply_requested";
+  conversation_id: string;
+  in_reply_to: string;
+  client_message_id: string;
+}
+export interface MessageEdited extends EventBase {
+  type: "message_edited";
+  conversation_id: string;
+  message_id: string;
+  client_message_id: string;
+  text: string;
+  edit_of: string;
+  parent_id: string | null;
+}
+export interface BranchSelected extends EventBase {
+  type: "branch_selected";
+  conversation_id: string;
+  message_id: string;
+  leaf_id: string;
+}
+export interface ConversationDeleted extends EventBase {
+  type: "conversation_deleted";
+  conversation_id: string;
+  erased: number;
+}
+export interface SessionDeleted extends EventBase {
+  type: "session_deleted";
+}
+
+export type LifecycleEvent =
+  | ReplyRequested
+  | MessageEdited
+  | BranchSelected
+  | ConversationDeleted
+  | SessionDeleted;
+
 export type ChatEvent =
   | SessionOpened
   | SessionRestored
@@ -236,14 +276,19 @@ export interface MessageState {
   models?: string[];
   error_code?: string | null;
   error?: string | null;
+  /** The message this one follows in the conversation's tree (null: first of a branch). */
+  parent_id?: string | null;
 }
 
 export interface ConversationState {
   conversation_id: string;
   title: string;
   started_at: string;
+  /** The active path. */
   messages: MessageState[];
   pending: PendingState | null;
+  /** Every other message of the conversation (other versions), in recorded order. */
+  branches?: MessageState[];
 }
 
 export interface SnapshotFrame {
