@@ -137,8 +137,67 @@ class Ping(_Frame):
     nonce: str | None = Field(default=None, max_length=64)
 
 
+class Regenerate(_Frame):
+    """Answer the user message ``message_id`` again; its earlier answers are kept as other
+    versions (``reply_requested``, then the reply's events as for any message)."""
+
+    type: Literal["regenerate"] = "regenerate"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    message_id: ClientId
+
+
+class Edit(_Frame):
+    """A new version of the user message ``message_id`` with ``text``: a new branch from
+    there, answered like a ``send`` (idempotent per ``client_message_id`` in the same way)."""
+
+    type: Literal["edit"] = "edit"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    message_id: ClientId
+    client_message_id: ClientId
+    text: str
+
+
+class SelectBranch(_Frame):
+    """Make the version ``message_id`` (a user message or an answer) part of the active path,
+    for every tab and device of the session (``branch_selected``)."""
+
+    type: Literal["select_branch"] = "select_branch"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    message_id: ClientId
+
+
+class DeleteConversation(_Frame):
+    """Delete a conversation for good (``conversation_deleted``)."""
+
+    type: Literal["delete_conversation"] = "delete_conversation"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+
+
+class DeleteSession(_Frame):
+    """Delete the whole session for good; the server then closes every connection of it with
+    4001."""
+
+    type: Literal["delete_session"] = "delete_session"
+    request_id: ClientId | None = None
+
+
 ClientFrame: TypeAlias = Annotated[
-    Hello | Send | Cancel | StartConversation | RenameConversation | SetProfile | Ping,
+    Hello
+    | Send
+    | Cancel
+    | StartConversation
+    | RenameConversation
+    | SetProfile
+    | Ping
+    | Regenerate
+    | Edit
+    | SelectBranch
+    | DeleteConversation
+    | DeleteSession,
     Field(discriminator="type"),
 ]
 CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
@@ -252,7 +311,18 @@ class Ack(_Frame):
 
     type: Literal["ack"] = "ack"
     request_id: str | None = None
-    for_type: Literal["send", "cancel", "start_conversation", "rename_conversation", "set_profile"]
+    for_type: Literal[
+        "send",
+        "cancel",
+        "start_conversation",
+        "rename_conversation",
+        "set_profile",
+        "regenerate",
+        "edit",
+        "select_branch",
+        "delete_conversation",
+        "delete_session",
+    ]
     cursor: str | None
     conversation_id: str | None = None
     client_message_id: str | None = None

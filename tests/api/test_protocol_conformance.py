@@ -464,6 +464,20 @@ def _messages(**params: Any) -> Callable[[httpx.AsyncClient, dict[str, Any]], An
     return call
 
 
+def _export(
+    conversation_id: str | None = None, params: dict[str, str] | None = None
+) -> Callable[[httpx.AsyncClient, dict[str, Any]], Any]:
+    def call(http: httpx.AsyncClient, s: dict[str, Any]) -> Any:
+        cid = conversation_id or s["conversation_id"]
+        return http.get(
+            f"/api/sessions/{s['session_id']}/conversations/{cid}/export",
+            params=params,
+            headers=bearer(s["token"]),
+        )
+
+    return call
+
+
 def _session_with(
     headers: Callable[[dict[str, Any]], dict[str, str]],
 ) -> Callable[[httpx.AsyncClient, dict[str, Any]], Any]:
@@ -513,6 +527,25 @@ REST_ERRORS = {
         422,
         "invalid_profile",
         lambda http, s: http.post("/api/sessions", json={"display_name": ""}),
+    ),
+    "export-unknown-conversation": RestCase(404, "unknown_conversation", _export("nope")),
+    "export-format": RestCase(422, "bad_request", _export(params={"format": "pdf"})),
+    "export-tree-as-markdown": RestCase(
+        422, "bad_request", _export(params={"format": "markdown", "tree": "true"})
+    ),
+    "delete-unknown-conversation": RestCase(
+        404,
+        "unknown_conversation",
+        lambda http, s: http.delete(
+            f"/api/sessions/{s['session_id']}/conversations/nope", headers=bearer(s["token"])
+        ),
+    ),
+    "delete-other-session": RestCase(
+        403,
+        "forbidden",
+        lambda http, s: http.delete(
+            f"/api/sessions/{s['session_id']}", headers=bearer(s["other"]["token"])
+        ),
     ),
 }
 

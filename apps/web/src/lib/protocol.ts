@@ -58,6 +58,44 @@ export interface PingFrame {
   nonce?: string;
 }
 
+/** Answer the user message `message_id` again (its earlier answers are kept). */
+export interface RegenerateFrame {
+  type: "regenerate";
+  request_id?: string;
+  conversation_id: string;
+  message_id: string;
+}
+
+/** A new version of the user message `message_id`: a new branch, answered like a send. */
+export interface EditFrame {
+  type: "edit";
+  request_id?: string;
+  conversation_id: string;
+  message_id: string;
+  client_message_id: string;
+  text: string;
+}
+
+/** Make the version `message_id` part of the active path, for every tab. */
+export interface SelectBranchFrame {
+  type: "select_branch";
+  request_id?: string;
+  conversation_id: string;
+  message_id: string;
+}
+
+export interface DeleteConversationFrame {
+  type: "delete_conversation";
+  request_id?: string;
+  conversation_id: string;
+}
+
+/** The ack is the connection's last frame; it then closes with 4001. */
+export interface DeleteSessionFrame {
+  type: "delete_session";
+  request_id?: string;
+}
+
 export type ClientFrame =
   | HelloFrame
   | SendFrame
@@ -65,7 +103,12 @@ export type ClientFrame =
   | StartConversationFrame
   | RenameConversationFrame
   | SetProfileFrame
-  | PingFrame;
+  | PingFrame
+  | RegenerateFrame
+  | EditFrame
+  | SelectBranchFrame
+  | DeleteConversationFrame
+  | DeleteSessionFrame;
 
 // --- events of the session's log ----------------------------------------------------------
 
@@ -310,7 +353,17 @@ export interface CaughtUpFrame {
   cursor: string;
 }
 
-export type AckableType = "send" | "cancel" | "start_conversation" | "rename_conversation" | "set_profile";
+export type AckableType =
+  | "send"
+  | "cancel"
+  | "start_conversation"
+  | "rename_conversation"
+  | "set_profile"
+  | "regenerate"
+  | "edit"
+  | "select_branch"
+  | "delete_conversation"
+  | "delete_session";
 
 export interface AckFrame {
   type: "ack";
