@@ -139,6 +139,75 @@ async def test_a_regenerated_answer_can_be_stopped_and_the_old_one_stays_readabl
     assert [m.text for m in conv.branches] == ["one"]
 
 
+async def test_a_regenerated_answer_taken_over_from_a_dead_worker_ends_once() -> None:
+    """I6 for a regeneration: the dead attempt is abandoned, the delivery reclaimed with the
+    same id answers, a duplicate delivery does not; the turn has exactly one end."""
+    h = Harness(llm=ScriptedLLM(words=["again"]))
+    s = await h.service.open_session()
+    question = await say(h, s, "Q", "c1")
+    await h.service.regenerate_reply(
+        s.session_id, conversation_id=s.conversation_id, message_id=question
+    )
+    (work,) = await h.queue.claim("w1", count=1, block=1)
+    view = await h.service.load(s.session_id)
+    await h.service.execute(
+        s.session_id,
+        view,
+        lambda v: decisions.start_reply(
+            v, h.clock.now(), message_id=question, reply_id="rep_dead", model="m"
+        ),
+    )
+    await h.leases.acquire(f"reply:{s.session_id}:{question}", f"{work.delivery_id}|dead", 60)
+    gen = h.generator()
+    assert await gen.generate(work.item, delivery_id="dup", owner="w2") is Outcome.BUSY
+    assert await gen.generate(work.item, delivery_id=work.delivery_id, owner="w2") is (
+        Outcome.COMPLETED
+    )
+    log = await events(h, s)
+    second_turn = log[[type(e) for e in log].index(ReplyRequested) :]
+    assert [type(e).__name__ for e in second_turn if not isinstance(e, ReplyDelta)] == [
+        "ReplyRequested",
+        "ReplyStarted",
+        "ReplyAbandoned",
+        "ReplyStarted",
+        "ReplyCompleted",
+    ]
+    view = await h.service.load(s.session_id)
+    assert texts(view, s) == ["Q", "again"]
+
+
+async def test_stop_ends_a_regenerated_answer_mid_stream_keeping_its_text() -> None:
+    """I7 for a regeneration: the Stop is noticed, the partial answer kept as the new
+    version, the earlier answer untouched."""
+    llm = ScriptedLLM(words=["first"])
+    h = Harness(llm=llm)
+    s = await h.service.open_session()
+    question = await say(h, s, "Q", "c1")
+    llm.words, llm.delay = [f"w{n} " for n in range(200)], 0.01
+    await h.service.regenerate_reply(
+        s.session_id, conversation_id=s.conversation_id, message_id=question
+    )
+    (work,) = await h.queue.claim("w1", count=1, block=1)
+    task = asyncio.create_task(
+        h.generator().generate(work.item, delivery_id=work.delivery_id, owner="w1")
+    )
+    await h.wait_for(
+        s.session_id,
+        lambda v: (
+            (p := v.conversations[s.conversation_id].pending) is not None
+            and p.reply is not None
+            and p.reply.text
+        ),
+    )
+    await h.service.cancel_reply(s.session_id, conversation_id=s.conversation_id)
+    assert await asyncio.wait_for(task, 10) is Outcome.CANCELLED
+    view = await h.service.load(s.session_id)
+    conv = view.conversations[s.conversation_id]
+    assert conv.messages[-1].status == "cancelled" and conv.messages[-1].text.startswith("w0 ")
+    assert [m.text for m in conv.branches] == ["first"]
+    assert llm.closed_early == 1
+
+
 async def test_regenerate_and_edit_are_refused_while_answering_or_for_other_messages() -> None:
     h = Harness(llm=ScriptedLLM())
     s = await h.service.open_session()
