@@ -74,6 +74,7 @@ async def measure(url: str, calls: int) -> dict[str, float]:
                     view.version or "",
                     f"t{next(counter)}",
                     keys.live(sid),
+                    "0",  # no retention
                     encode_event(event),
                 ],
             )

@@ -19,15 +19,20 @@ from chatcore.errors import (
     MessageTooLong,
     NothingToCancel,
     ReplyInProgress,
+    SessionFull,
     SessionNotFound,
     StaleReply,
     TooManyConversations,
     UnknownConversation,
+    UnknownMessage,
 )
 from chatcore.events import (
+    BranchSelected,
+    ConversationDeleted,
     ConversationRenamed,
     ConversationStarted,
     Event,
+    MessageEdited,
     MessageSubmitted,
     ProfileUpdated,
     ReplyAbandoned,
@@ -37,31 +42,65 @@ from chatcore.events import (
     ReplyDelta,
     ReplyFailed,
     ReplyModelSwitched,
+    ReplyRequested,
     ReplyStarted,
     SessionOpened,
     SessionRestored,
     Usage,
 )
 from chatcore.ids import validate_plain_id
-from chatcore.view import MessageRef, PendingTurn, ReplyDraft, SessionView
+from chatcore.view import Conversation, MessageRef, PendingTurn, ReplyDraft, SessionView
 
 DEFAULT_TITLE = "New chat"
 
 
 @dataclass(frozen=True, slots=True)
 class CommandLimits:
-    """Bounds every command is checked against."""
+    """Bounds every command is checked against.
+
+    ``max_events`` caps a session's log. A command that would start a new turn (a message, an
+    edit, a regeneration) or otherwise grow the log is refused with ``session_full`` once fewer
+    than ``reply_reserve`` events are left below the cap: that room is kept for the replies in
+    progress. A reply's own events stop at the cap itself, and the reply then ends with
+    ``reply_failed`` (``session_full``). A Stop, a reply's end and a deletion are always
+    recorded, so the log may pass the cap by at most two events per reply in progress."""
 
     max_message_chars: int = 8000
     max_conversations: int = 200
     max_title_chars: int = 120
     max_name_chars: int = 64
     max_language_chars: int = 32
+    max_events: int = 100_000
+    reply_reserve: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reply_reserve < self.max_events:
+            raise ValueError("reply_reserve must be at least 0 and less than max_events")
 
 
 def _require_open(view: SessionView) -> None:
     if not view.opened:
         raise SessionNotFound(view.session_id or "")
+
+
+def has_room(view: SessionView, count: int, limits: CommandLimits) -> bool:
+    """True when a command may add ``count`` events (the reply reserve stays free)."""
+    return view.event_count + count <= limits.max_events - limits.reply_reserve
+
+
+def _require_room(view: SessionView, events: list[Event], limits: CommandLimits) -> list[Event]:
+    if events and not has_room(view, len(events), limits):
+        raise SessionFull(limits.max_events)
+    return events
+
+
+def _require_reply_room(
+    view: SessionView, events: list[Event], limits: CommandLimits
+) -> list[Event]:
+    """A reply's own (non-terminal) events may use the reserve, up to the cap itself."""
+    if view.event_count + len(events) > limits.max_events:
+        raise SessionFull(limits.max_events)
+    return events
 
 
 def _clean_title(title: str, limits: CommandLimits) -> str:
@@ -86,11 +125,15 @@ def restore_session(
     last_seen: str | None,
     *,
     min_interval: timedelta = timedelta(0),
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
     """Record that a client came back, at most once per ``min_interval``: a reconnect storm
-    (flaky networks, many tabs, a server restart) must not grow the log without bound."""
+    (flaky networks, many tabs, a server restart) must not grow the log without bound. A full
+    session records nothing (the client is welcome all the same)."""
     _require_open(view)
     if view.last_restored_at is not None and now - view.last_restored_at < min_interval:
+        return []
+    if not has_room(view, 1, limits):
         return []
     return [SessionRestored(at=now, last_seen=last_seen)]
 
@@ -136,7 +179,7 @@ def update_profile(
     lang = _profile_value(language, current.language, "language", limits.max_language_chars)
     if (name, lang) == (current.display_name, current.language):
         return []
-    return [ProfileUpdated(at=now, display_name=name, language=lang)]
+    return _require_room(view, [ProfileUpdated(at=now, display_name=name, language=lang)], limits)
 
 
 def start_conversation(
@@ -152,11 +195,10 @@ def start_conversation(
         raise ConversationExists(conversation_id)
     if len(view.conversations) >= limits.max_conversations:
         raise TooManyConversations(limits.max_conversations)
-    return [
-        ConversationStarted(
-            at=now, conversation_id=conversation_id, title=_clean_title(title or "", limits)
-        )
-    ]
+    started = ConversationStarted(
+        at=now, conversation_id=conversation_id, title=_clean_title(title or "", limits)
+    )
+    return _require_room(view, [started], limits)
 
 
 def rename_conversation(
@@ -169,11 +211,10 @@ def rename_conversation(
     _require_open(view)
     if conversation_id not in view.conversations:
         raise UnknownConversation(conversation_id)
-    return [
-        ConversationRenamed(
-            at=now, conversation_id=conversation_id, title=_clean_title(title, limits)
-        )
-    ]
+    renamed = ConversationRenamed(
+        at=now, conversation_id=conversation_id, title=_clean_title(title, limits)
+    )
+    return _require_room(view, [renamed], limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +257,132 @@ def submit_message(
             text=text,
         )
     ]
-    if not conv.titled and not conv.messages:
+    if not conv.titled and not conv.messages and not conv.branches:
         events.append(
             ConversationRenamed(
                 at=now, conversation_id=conversation_id, title=_clean_title(text, limits)
             )
         )
-    return events
+    return _require_room(view, events, limits)
+
+
+def _conversation(view: SessionView, conversation_id: str) -> Conversation:
+    conv = view.conversations.get(conversation_id)
+    if conv is None:
+        raise UnknownConversation(conversation_id)
+    return conv
+
+
+def _check_text(text: str, limits: CommandLimits) -> None:
+    if not text.strip():
+        raise EmptyMessage()
+    if len(text) > limits.max_message_chars:
+        raise MessageTooLong(len(text), limits.max_message_chars)
+
+
+def edit_message(
+    view: SessionView,
+    now: datetime,
+    *,
+    conversation_id: str,
+    edit_of: str,
+    client_message_id: str,
+    message_id: str,
+    text: str,
+    limits: CommandLimits = CommandLimits(),
+) -> list[Event] | Duplicate:
+    """A new version of the user message ``edit_of``: a sibling of it, the start of a new
+    branch that becomes the active path and is answered like any message. Idempotent per
+    ``client_message_id``, like a message (I4)."""
+    _require_open(view)
+    validate_plain_id("client message id", client_message_id)
+    known = view.client_messages.get(client_message_id)
+    if known is not None:
+        return Duplicate(known)
+    conv = _conversation(view, conversation_id)
+    original = conv.find(edit_of)
+    if original is None:
+        raise UnknownMessage(edit_of)
+    if original.role != "user":
+        raise UnknownMessage(edit_of, "only a message of the user can be edited")
+    _check_text(text, limits)
+    if conv.pending is not None:
+        raise ReplyInProgress(conversation_id)
+    edited = MessageEdited(
+        at=now,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        client_message_id=client_message_id,
+        text=text,
+        edit_of=edit_of,
+        parent_id=original.parent_id,
+    )
+    return _require_room(view, [edited], limits)
+
+
+def regenerate_reply(
+    view: SessionView,
+    now: datetime,
+    *,
+    conversation_id: str,
+    message_id: str,
+    limits: CommandLimits = CommandLimits(),
+) -> list[Event]:
+    """Answer the user message ``message_id`` again. Its earlier answers stay, as other
+    versions; the new one becomes the active path's end once it is written."""
+    _require_open(view)
+    conv = _conversation(view, conversation_id)
+    question = conv.find(message_id)
+    if question is None:
+        raise UnknownMessage(message_id)
+    if question.role != "user" or question.client_message_id is None:
+        raise UnknownMessage(message_id, "only a message of the user can be answered again")
+    if conv.pending is not None:
+        raise ReplyInProgress(conversation_id)
+    requested = ReplyRequested(
+        at=now,
+        conversation_id=conversation_id,
+        in_reply_to=message_id,
+        client_message_id=question.client_message_id,
+    )
+    return _require_room(view, [requested], limits)
+
+
+def select_branch(
+    view: SessionView,
+    now: datetime,
+    *,
+    conversation_id: str,
+    message_id: str,
+    limits: CommandLimits = CommandLimits(),
+) -> list[Event]:
+    """Make a version of a message (a user message or an answer) part of the active path:
+    the path runs through it and on down the branch last seen below it. Nothing is recorded
+    when that is already the active path."""
+    _require_open(view)
+    conv = _conversation(view, conversation_id)
+    if conv.find(message_id) is None:
+        raise UnknownMessage(message_id)
+    if conv.pending is not None:
+        raise ReplyInProgress(conversation_id)
+    leaf = conv.descend(message_id)
+    if leaf == conv.leaf_id:
+        return []
+    selected = BranchSelected(
+        at=now, conversation_id=conversation_id, message_id=message_id, leaf_id=leaf
+    )
+    return _require_room(view, [selected], limits)
+
+
+def delete_conversation(
+    view: SessionView, now: datetime, *, conversation_id: str, erased: int
+) -> list[Event]:
+    """The tombstone of a conversation whose ``erased`` events the store removes along with
+    appending it (a reply in progress there stops at its next write). Always allowed, also
+    in a full session: it frees room."""
+    _require_open(view)
+    _conversation(view, conversation_id)
+    return [ConversationDeleted(at=now, conversation_id=conversation_id, erased=erased)]
 
 
 def _turn_for(view: SessionView, message_id: str) -> tuple[str, PendingTurn]:
@@ -241,6 +401,7 @@ def start_reply(
     reply_id: str,
     model: str,
     abandon_reason: str = "the worker generating this reply stopped; retrying",
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
     """Begin answering ``message_id``. A reply left in progress by an earlier attempt (its
     worker died) is marked abandoned first; the new attempt starts from scratch."""
@@ -278,7 +439,7 @@ def start_reply(
             attempt=turn.attempts + 1,
         )
     )
-    return events
+    return _require_reply_room(view, events, limits)
 
 
 def current_draft(view: SessionView, message_id: str, reply_id: str) -> tuple[str, ReplyDraft]:
@@ -293,12 +454,19 @@ def current_draft(view: SessionView, message_id: str, reply_id: str) -> tuple[st
 
 
 def append_text(
-    view: SessionView, now: datetime, *, message_id: str, reply_id: str, text: str
+    view: SessionView,
+    now: datetime,
+    *,
+    message_id: str,
+    reply_id: str,
+    text: str,
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
     conversation_id, _ = current_draft(view, message_id, reply_id)
     if not text:
         return []
-    return [ReplyDelta(at=now, conversation_id=conversation_id, reply_id=reply_id, text=text)]
+    delta = ReplyDelta(at=now, conversation_id=conversation_id, reply_id=reply_id, text=text)
+    return _require_reply_room(view, [delta], limits)
 
 
 def switch_model(
@@ -309,18 +477,18 @@ def switch_model(
     reply_id: str,
     to_model: str,
     reason: str,
+    limits: CommandLimits = CommandLimits(),
 ) -> list[Event]:
     conversation_id, draft = current_draft(view, message_id, reply_id)
-    return [
-        ReplyModelSwitched(
-            at=now,
-            conversation_id=conversation_id,
-            reply_id=reply_id,
-            from_model=draft.model,
-            to_model=to_model,
-            reason=reason,
-        )
-    ]
+    switched = ReplyModelSwitched(
+        at=now,
+        conversation_id=conversation_id,
+        reply_id=reply_id,
+        from_model=draft.model,
+        to_model=to_model,
+        reason=reason,
+    )
+    return _require_reply_room(view, [switched], limits)
 
 
 def complete_reply(

@@ -102,6 +102,32 @@ class InvalidProfile(DomainError):
     code = "invalid_profile"
 
 
+class UnknownMessage(DomainError):
+    """The message to edit, answer again or select is not one of the conversation's (or not
+    of the kind the command needs: only a user message is edited or answered again)."""
+
+    code = "unknown_message"
+
+    def __init__(self, message_id: str, why: str = "") -> None:
+        shown = message_id if len(message_id) <= 40 else message_id[:37] + "..."
+        super().__init__(why or f"no message {shown!r} in this conversation")
+        self.message_id = message_id
+
+
+class SessionFull(DomainError):
+    """The session's log is at its cap (``CommandLimits.max_events``): no new message, and no
+    other command that would grow it, until a conversation is deleted."""
+
+    code = "session_full"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this session is full (at most {limit} events): delete a conversation, or start "
+            "a new session"
+        )
+        self.limit = limit
+
+
 class StaleReply(DomainError):
     """A worker tried to write to a reply that is no longer the conversation's current one
     (another worker took over, or it was cancelled and closed)."""

@@ -75,6 +75,8 @@ class ConversationRenamed(Event):
 
 
 class MessageSubmitted(Event):
+    """A user message, following the end of the conversation's active path."""
+
     type: Literal["message_submitted"] = "message_submitted"
     conversation_id: str
     message_id: str
@@ -82,7 +84,58 @@ class MessageSubmitted(Event):
     text: str
 
 
+class MessageEdited(Event):
+    """A new version of the user message ``edit_of``: a sibling of it (the same ``parent_id``,
+    ``None`` at the start of the conversation) that starts a new branch and becomes the end of
+    the active path; it is answered like any message. The earlier branch is kept."""
+
+    type: Literal["message_edited"] = "message_edited"
+    conversation_id: str
+    message_id: str
+    client_message_id: str
+    text: str
+    edit_of: str
+    parent_id: str | None
+
+
+class BranchSelected(Event):
+    """The conversation's active path now runs through ``message_id`` and ends at
+    ``leaf_id`` (below ``message_id``, each step follows the child last on the path)."""
+
+    type: Literal["branch_selected"] = "branch_selected"
+    conversation_id: str
+    message_id: str
+    leaf_id: str
+
+
+class ConversationDeleted(Event):
+    """The conversation was deleted: its ``erased`` events are gone from the log, and this
+    content-free tombstone is what remains of it."""
+
+    type: Literal["conversation_deleted"] = "conversation_deleted"
+    conversation_id: str
+    erased: int = Field(ge=0)
+
+
+class SessionDeleted(Event):
+    """The session was deleted with its whole log. It is the last event a live client of the
+    session receives; it is not kept (nothing of the session is)."""
+
+    type: Literal["session_deleted"] = "session_deleted"
+
+
 # --- replies ----------------------------------------------------------------------------------
+
+
+class ReplyRequested(Event):
+    """Regenerate: a new answer to the user message ``in_reply_to``, which already has one or
+    more. The earlier answers stay (as other branches); this one follows like any reply."""
+
+    type: Literal["reply_requested"] = "reply_requested"
+    conversation_id: str
+    in_reply_to: str
+    # The client message id of ``in_reply_to`` (the turn being answered is named by both).
+    client_message_id: str
 
 
 class ReplyStarted(Event):
@@ -171,6 +224,11 @@ AnyEvent: TypeAlias = Annotated[
     | ConversationStarted
     | ConversationRenamed
     | MessageSubmitted
+    | MessageEdited
+    | BranchSelected
+    | ConversationDeleted
+    | SessionDeleted
+    | ReplyRequested
     | ReplyStarted
     | ReplyDelta
     | ReplyModelSwitched
@@ -193,6 +251,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ConversationStarted,
         ConversationRenamed,
         MessageSubmitted,
+        MessageEdited,
+        BranchSelected,
+        ConversationDeleted,
+        SessionDeleted,
+        ReplyRequested,
         ReplyStarted,
         ReplyDelta,
         ReplyModelSwitched,

@@ -19,7 +19,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatcore import decisions
-from chatcore.errors import AlreadyAnswered, LLMError, PortError, StaleReply
+from chatcore.errors import (
+    AlreadyAnswered,
+    LLMError,
+    PortError,
+    SessionFull,
+    SessionNotFound,
+    StaleReply,
+)
 from chatcore.events import Event, Usage
 from chatcore.ports import (
     LLM,
@@ -47,6 +54,7 @@ class Outcome(enum.StrEnum):
     ALREADY_ANSWERED = "already_answered"  # nothing to do: acknowledge the work item
     BUSY = "busy"  # another delivery of the same message holds the lease: acknowledge
     LOST = "lost"  # another worker took this delivery over: do NOT acknowledge
+    GONE = "gone"  # the session or the conversation was deleted: acknowledge
 
 
 class GenerationSettings(BaseModel):
@@ -150,7 +158,10 @@ class ReplyGenerator:
             )
             return Outcome.LOST
         if not taken:
-            view = await self.service.load(item.session_id)
+            try:
+                view = await self.service.load(item.session_id)
+            except SessionNotFound:
+                return Outcome.GONE
             if view.find_turn(item.message_id) is None:
                 return Outcome.ALREADY_ANSWERED
             log.info(
@@ -160,6 +171,12 @@ class ReplyGenerator:
             return Outcome.BUSY
         try:
             return await _ReplyInProgress(self, item, key, token, keepalive).run()
+        except SessionNotFound:
+            log.info(
+                "the session was deleted; nothing left to answer",
+                extra={"session_id": item.session_id, "message_id": item.message_id},
+            )
+            return Outcome.GONE
         finally:
             try:
                 await self.leases.release(key, token)
@@ -232,6 +249,10 @@ class _ReplyInProgress:
     def _now(self) -> float:
         return self.gen.clock.monotonic()
 
+    @property
+    def limits(self) -> decisions.CommandLimits:
+        return self.gen.service.settings.limits
+
     async def _write(self, decide: Callable[[SessionView], list[Event]]) -> None:
         await self.gen.service.execute(self.sid, self.view, decide)
         self.last_io = self._now()
@@ -250,11 +271,20 @@ class _ReplyInProgress:
         try:
             await self._write(
                 lambda v: decisions.start_reply(
-                    v, now, message_id=self.mid, reply_id=self.reply_id, model=self.gen.llm.name
+                    v,
+                    now,
+                    message_id=self.mid,
+                    reply_id=self.reply_id,
+                    model=self.gen.llm.name,
+                    limits=self.limits,
                 )
             )
         except AlreadyAnswered:
+            if self.item.conversation_id not in self.view.conversations:
+                return Outcome.GONE
             return Outcome.ALREADY_ANSWERED
+        except SessionFull:
+            return await self._full(None)
         if self.view.find_turn(self.mid) is None:
             return Outcome.CANCELLED  # a cancel arrived before the reply started
         log.info(
@@ -263,7 +293,15 @@ class _ReplyInProgress:
         )
         try:
             return await self._stream(self.gen.llm.stream(request))
+        except SessionFull:
+            return await self._full(self.reply_id)
         except StaleReply:
+            if self.item.conversation_id not in self.view.conversations:
+                log.info(
+                    "the conversation was deleted mid-reply; stopping",
+                    extra={"session_id": self.sid, "reply_id": self.reply_id},
+                )
+                return Outcome.GONE
             log.warning(
                 "reply taken over by another worker",
                 extra={"session_id": self.sid, "reply_id": self.reply_id},
@@ -378,6 +416,7 @@ class _ReplyInProgress:
                 reply_id=self.reply_id,
                 to_model=switch.to_model,
                 reason=switch.reason,
+                limits=self.limits,
             )
         )
 
@@ -388,7 +427,7 @@ class _ReplyInProgress:
         now = self.gen.clock.now()
         await self._write(
             lambda v: decisions.append_text(
-                v, now, message_id=self.mid, reply_id=self.reply_id, text=text
+                v, now, message_id=self.mid, reply_id=self.reply_id, text=text, limits=self.limits
             )
         )
         # The interval counts from the end of the append: under load, when appends take
@@ -433,8 +472,10 @@ class _ReplyInProgress:
         return Outcome.COMPLETED
 
     async def _cancelled(self) -> Outcome:
-        # What the model said before the cancel was noticed is part of the partial answer.
-        await self._flush(self.inbox.take_all_text())
+        # What the model said before the cancel was noticed is part of the partial answer
+        # (unless the session is full: the Stop is recorded all the same).
+        with contextlib.suppress(SessionFull):
+            await self._flush(self.inbox.take_all_text())
         now = self.gen.clock.now()
         await self._write(
             lambda v: (
@@ -445,6 +486,31 @@ class _ReplyInProgress:
         )
         log.info("reply cancelled", extra={"session_id": self.sid, "reply_id": self.reply_id})
         return Outcome.CANCELLED
+
+    async def _full(self, reply_id: str | None) -> Outcome:
+        """The session's log reached its cap mid-reply: end the reply (a terminal event is
+        always recorded), keeping what was said."""
+        now = self.gen.clock.now()
+        try:
+            await self._write(
+                lambda v: (
+                    decisions.fail_reply(
+                        v,
+                        now,
+                        message_id=self.mid,
+                        reply_id=reply_id,
+                        code="session_full",
+                        reason="This session is full, so the answer stops here. Delete a "
+                        "conversation to make room, or start a new session.",
+                    )
+                    if v.find_turn(self.mid) is not None
+                    else []
+                )
+            )
+        except StaleReply:
+            return Outcome.LOST  # taken over meanwhile: the new owner ends it
+        log.warning("reply stopped: the session is full", extra={"session_id": self.sid})
+        return Outcome.FAILED
 
     async def _failed(self, error: BaseException) -> Outcome:
         if not isinstance(error, LLMError):

@@ -20,7 +20,14 @@ from chatcore.view import SessionView
 
 @runtime_checkable
 class EventStore(Protocol):
-    """The append-only log of every session (``chat:<session_id>`` in Redis)."""
+    """The append-only log of every session (``chat:<session_id>`` in Redis).
+
+    Append-only, with two exceptions that remove content for good (a deletion must not leave
+    a user's text anywhere): :meth:`erase` (a conversation) and :meth:`delete_session`. An
+    adapter may also be built with a retention time: a log that has had no append for that
+    long disappears by itself, as if :meth:`delete_session` had been called (without a
+    farewell), and every append (an erase's tombstone included) starts that time afresh.
+    """
 
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
@@ -37,6 +44,34 @@ class EventStore(Protocol):
 
     async def last_position(self, session_id: str) -> str | None:
         """Position of the newest event, ``None`` for an empty or unknown session."""
+        ...
+
+    async def erase(
+        self,
+        session_id: str,
+        positions: Sequence[str],
+        *,
+        tombstone: Sequence[Event],
+        expected_version: str,
+    ) -> list[Recorded]:
+        """Remove the events at ``positions`` from the log for good and append ``tombstone``
+        (at least one event), in one atomic step, if the log's last position is
+        ``expected_version``; else raise :class:`ConcurrencyConflict` and change nothing.
+
+        "For good" means the stored bytes are gone, not flagged: a store whose deletion only
+        marks records (a Redis stream's ``XDEL``) rewrites what it keeps. Every other event
+        keeps its position, and the tombstone's positions come after ``expected_version``
+        whatever was erased. Positions that are not in the log are ignored; erasing every
+        event of the log is refused (``ValueError``): a session keeps at least its first.
+        Subscribers receive the tombstone as an ordinary append, after ``expected_version``.
+        """
+        ...
+
+    async def delete_session(self, session_id: str, *, farewell: Event | None = None) -> bool:
+        """Delete the session's whole log for good (``False``: there was none). A
+        ``farewell`` event is first handed to live subscribers as one more append (after the
+        log's last position) and is not kept. Appends at a version the deleted log had are
+        conflicts from then on, so nothing written later brings any of it back."""
         ...
 
     def subscribe(self, listener: AppendListener) -> LiveSubscription:
@@ -108,12 +143,24 @@ class SessionCache(Protocol):
     """The disposable projection cache (``session:<session_id>``): a view and its version."""
 
     async def get(self, session_id: str) -> CachedView | None:
-        """The cached view, or ``None`` when missing, expired or unreadable."""
+        """The cached view, or ``None`` when missing, expired, forgotten or unreadable."""
         ...
 
-    async def put(self, session_id: str, view: SessionView) -> None: ...
+    async def put(self, session_id: str, view: SessionView) -> None:
+        """Store ``view``, unless the entry holds a newer version (positions compared as
+        positions; an unreadable entry counts as none) or the session was forgotten. So a
+        reader that folded the log before a deletion can never write the deleted content
+        back over the view written after it."""
+        ...
 
-    async def delete(self, session_id: str) -> None: ...
+    async def delete(self, session_id: str) -> None:
+        """Remove the entry (a later ``put`` stores again)."""
+        ...
+
+    async def forget(self, session_id: str) -> None:
+        """Remove the entry, and refuse every ``put`` for the session for the cache's idle
+        time (a deleted session: a reader racing the deletion must not cache its content)."""
+        ...
 
 
 class WorkItem(BaseModel):

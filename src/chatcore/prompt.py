@@ -1,5 +1,7 @@
 """Building the prompt: the system prompt, the user's context, and as much recent history of
-the conversation as fits the token budget (newest kept first)."""
+the conversation as fits the token budget (newest kept first). The history is the
+conversation's active path only: another version of a message (an edit, an earlier answer)
+never reaches a prompt."""
 
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def build_prompt(
     profile: Profile,
     settings: PromptSettings,
 ) -> CompletionRequest:
-    """The request that answers ``message_id``: history up to and including that message."""
+    """The request that answers ``message_id``: the active path up to and including that
+    message (a turn waiting for its answer is always the end of the active path)."""
     history: list[ChatMessage] = []
     for msg in conversation.messages:
         history.append(msg)

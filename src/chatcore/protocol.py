@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from chatcore.events import AnyEvent, Usage
-from chatcore.view import SessionView
+from chatcore.view import ChatMessage, SessionView
 
 PROTOCOL_VERSION = 1
 
@@ -62,6 +62,8 @@ class ErrorCode(StrEnum):
     REPLY_IN_PROGRESS = "reply_in_progress"
     NOTHING_TO_CANCEL = "nothing_to_cancel"
     INVALID_PROFILE = "invalid_profile"
+    UNKNOWN_MESSAGE = "unknown_message"
+    SESSION_FULL = "session_full"
     CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -135,8 +137,67 @@ class Ping(_Frame):
     nonce: str | None = Field(default=None, max_length=64)
 
 
+class Regenerate(_Frame):
+    """Answer the user message ``message_id`` again; its earlier answers are kept as other
+    versions (``reply_requested``, then the reply's events as for any message)."""
+
+    type: Literal["regenerate"] = "regenerate"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    message_id: ClientId
+
+
+class Edit(_Frame):
+    """A new version of the user message ``message_id`` with ``text``: a new branch from
+    there, answered like a ``send`` (idempotent per ``client_message_id`` in the same way)."""
+
+    type: Literal["edit"] = "edit"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    message_id: ClientId
+    client_message_id: ClientId
+    text: str
+
+
+class SelectBranch(_Frame):
+    """Make the version ``message_id`` (a user message or an answer) part of the active path,
+    for every tab and device of the session (``branch_selected``)."""
+
+    type: Literal["select_branch"] = "select_branch"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+    message_id: ClientId
+
+
+class DeleteConversation(_Frame):
+    """Delete a conversation for good (``conversation_deleted``)."""
+
+    type: Literal["delete_conversation"] = "delete_conversation"
+    request_id: ClientId | None = None
+    conversation_id: ClientId
+
+
+class DeleteSession(_Frame):
+    """Delete the whole session for good; the server then closes every connection of it with
+    4001."""
+
+    type: Literal["delete_session"] = "delete_session"
+    request_id: ClientId | None = None
+
+
 ClientFrame: TypeAlias = Annotated[
-    Hello | Send | Cancel | StartConversation | RenameConversation | SetProfile | Ping,
+    Hello
+    | Send
+    | Cancel
+    | StartConversation
+    | RenameConversation
+    | SetProfile
+    | Ping
+    | Regenerate
+    | Edit
+    | SelectBranch
+    | DeleteConversation
+    | DeleteSession,
     Field(discriminator="type"),
 ]
 CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
@@ -204,14 +265,21 @@ class MessageState(_Frame):
     usage: Usage | None = None
     error_code: str | None = None
     error: str | None = None
+    # The message this one follows in the conversation's tree (null: the first of a branch
+    # at the start). Versions of a message are the messages with its parent_id.
+    parent_id: str | None = None
 
 
 class ConversationState(_Frame):
+    """``messages`` is the active path; ``branches`` every other message of the conversation
+    (other versions and what follows them), in the order recorded."""
+
     conversation_id: str
     title: str
     started_at: datetime
     messages: list[MessageState]
     pending: PendingState | None
+    branches: list[MessageState] = Field(default_factory=list)
 
 
 class ProfileState(_Frame):
@@ -252,7 +320,18 @@ class Ack(_Frame):
 
     type: Literal["ack"] = "ack"
     request_id: str | None = None
-    for_type: Literal["send", "cancel", "start_conversation", "rename_conversation", "set_profile"]
+    for_type: Literal[
+        "send",
+        "cancel",
+        "start_conversation",
+        "rename_conversation",
+        "set_profile",
+        "regenerate",
+        "edit",
+        "select_branch",
+        "delete_conversation",
+        "delete_session",
+    ]
     cursor: str | None
     conversation_id: str | None = None
     client_message_id: str | None = None
@@ -285,6 +364,24 @@ ServerFrame: TypeAlias = Annotated[
 SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
 
 
+def message_state(m: ChatMessage) -> MessageState:
+    return MessageState(
+        message_id=m.message_id,
+        role=m.role,
+        text=m.text,
+        cursor=m.position,
+        at=m.at,
+        status=m.status,
+        client_message_id=m.client_message_id,
+        in_reply_to=m.in_reply_to,
+        models=list(m.models),
+        usage=m.usage,
+        error_code=m.error_code,
+        error=m.error,
+        parent_id=m.parent_id,
+    )
+
+
 def snapshot_of(view: SessionView) -> Snapshot:
     conversations = []
     for conv in view.conversations.values():
@@ -310,24 +407,9 @@ def snapshot_of(view: SessionView) -> Snapshot:
                 conversation_id=conv.conversation_id,
                 title=conv.title,
                 started_at=conv.started_at,
-                messages=[
-                    MessageState(
-                        message_id=m.message_id,
-                        role=m.role,
-                        text=m.text,
-                        cursor=m.position,
-                        at=m.at,
-                        status=m.status,
-                        client_message_id=m.client_message_id,
-                        in_reply_to=m.in_reply_to,
-                        models=list(m.models),
-                        usage=m.usage,
-                        error_code=m.error_code,
-                        error=m.error,
-                    )
-                    for m in conv.messages
-                ],
+                messages=[message_state(m) for m in conv.messages],
                 pending=pending,
+                branches=[message_state(m) for m in conv.branches],
             )
         )
     if view.version is None:

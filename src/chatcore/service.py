@@ -21,7 +21,7 @@ from chatcore.errors import (
     SessionNotFound,
     UnknownConversation,
 )
-from chatcore.events import Event, Recorded
+from chatcore.events import ConversationDeleted, Event, Recorded, SessionDeleted
 from chatcore.ids import parse_position, position_after, validate_plain_id, validate_session_id
 from chatcore.ports import (
     Clock,
@@ -33,7 +33,7 @@ from chatcore.ports import (
     WorkQueue,
 )
 from chatcore.prompt import PromptSettings
-from chatcore.view import SessionView, project
+from chatcore.view import SessionView, fold, project
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,15 @@ class ChatService:
         view = SessionView()
         if cached is not None and cached.view.session_id == session_id:
             view = cached.view
+        elif cached is not None:
+            await self._drop_cached(session_id)  # another session's view: never ours to keep
         tail = await self.store.read(session_id, after=view.version)
         if not tail and view.version is not None:
-            # Trust a cache only if its version really is a position of this log.
+            # Trust a cache only if its version really is a position of this log (the log
+            # may also be gone: the session was deleted, or expired).
             last = await self.store.last_position(session_id)
             if last is None or position_after(view.version, last):
+                await self._drop_cached(session_id)
                 view = SessionView()
                 tail = await self.store.read(session_id)
         project(view, tail)
@@ -122,6 +126,17 @@ class ChatService:
         if tail:
             await self._remember(session_id, view)
         return view
+
+    async def _drop_cached(self, session_id: str) -> None:
+        """Remove a cache entry that must not be used (the cache refuses to replace a view
+        with an older one, so an entry "ahead of the log" would otherwise stay)."""
+        try:
+            await self.cache.delete(session_id)
+        except PortError as exc:
+            log.warning(
+                "could not delete an unusable cache entry",
+                extra={"session_id": session_id, "error": exc.code},
+            )
 
     async def _remember(self, session_id: str, view: SessionView) -> None:
         if view.partial:
@@ -165,8 +180,15 @@ class ChatService:
                 recorded = await self.store.append(
                     session_id, events, expected_version=view.version
                 )
-            except ConcurrencyConflict:
-                project(view, await self.store.read(session_id, after=view.version))
+            except ConcurrencyConflict as conflict:
+                newer = await self.store.read(session_id, after=view.version)
+                if not newer:
+                    # Nothing after the view's version, yet not at it: the log is gone (the
+                    # session was deleted or expired), or the view is not of this log.
+                    if await self.store.last_position(session_id) is None:
+                        raise SessionNotFound(session_id) from conflict
+                    raise
+                project(view, newer)
                 continue
             project(view, recorded)
             return recorded
@@ -203,10 +225,13 @@ class ChatService:
         view = await self.load(session_id)
         now = self.clock.now()
         interval = timedelta(seconds=self.settings.restore_record_interval)
+        limits = self.settings.limits
         await self.execute(
             session_id,
             view,
-            lambda v: decisions.restore_session(v, now, last_seen, min_interval=interval),
+            lambda v: decisions.restore_session(
+                v, now, last_seen, min_interval=interval, limits=limits
+            ),
         )
         await self.requeue_stalled(session_id, view)
         return view
@@ -217,7 +242,7 @@ class ChatService:
         for conv, turn in view.pending_turns():
             if turn.reply is not None:
                 continue  # a worker holds it; if that worker died, the queue reclaims its item
-            submitted = next(
+            submitted = turn.since or next(
                 (m.at for m in reversed(conv.messages) if m.message_id == turn.message_id), None
             )
             if submitted is None:
@@ -381,9 +406,201 @@ class ChatService:
         )
         return recorded
 
+    async def edit_message(
+        self,
+        session_id: str,
+        *,
+        conversation_id: str,
+        message_id: str,
+        client_message_id: str,
+        text: str,
+    ) -> SubmitResult:
+        """A new version of the user message ``message_id`` (a new branch from there, which
+        becomes the active path), answered like any message; once per ``client_message_id``
+        (I4), with the same intent bracket as :meth:`submit_message`."""
+        validate_session_id(session_id)
+        validate_plain_id("client message id", client_message_id)
+        view = await self.load(session_id)
+        if conversation_id not in view.conversations:
+            raise UnknownConversation(conversation_id)
+        now = self.clock.now()
+        new_id = self.ids.new_id("msg")
+        duplicate: list[Duplicate] = []
+
+        def decide(v: SessionView) -> list[Event]:
+            decided = decisions.edit_message(
+                v,
+                now,
+                conversation_id=conversation_id,
+                edit_of=message_id,
+                client_message_id=client_message_id,
+                message_id=new_id,
+                text=text,
+                limits=self.settings.limits,
+            )
+            if isinstance(decided, Duplicate):
+                duplicate.append(decided)
+                return []
+            return decided
+
+        await self.intents.record(session_id, client_message_id)
+        try:
+            recorded = await self.execute(session_id, view, decide)
+        except DomainError:
+            await self.intents.clear(session_id, client_message_id)
+            raise
+        if duplicate:
+            ref = duplicate[-1].ref
+            result = SubmitResult(
+                ref.conversation_id, ref.message_id, client_message_id, ref.position, True
+            )
+        else:
+            result = SubmitResult(
+                conversation_id, new_id, client_message_id, recorded[0].position, False
+            )
+        turn = view.find_turn(result.message_id)
+        if turn is not None and turn[1].reply is None:
+            await self._enqueue(session_id, result.conversation_id, result.message_id)
+        await self.intents.clear(session_id, client_message_id)
+        log.info(
+            "message edited",
+            extra={
+                "session_id": session_id,
+                "message_id": result.message_id,
+                "duplicate": result.duplicate,
+            },
+        )
+        return result
+
+    async def regenerate_reply(
+        self, session_id: str, *, conversation_id: str, message_id: str
+    ) -> list[Recorded]:
+        """Answer the user message ``message_id`` again (its earlier answers are kept as
+        other versions) and queue the work, bracketed by an intent like a message."""
+        view = await self.load(session_id)
+        conv = view.conversations.get(conversation_id)
+        if conv is None:
+            raise UnknownConversation(conversation_id)
+        question = conv.find(message_id)
+        client_message_id = question.client_message_id if question is not None else None
+        now = self.clock.now()
+
+        def decide(v: SessionView) -> list[Event]:
+            return decisions.regenerate_reply(
+                v,
+                now,
+                conversation_id=conversation_id,
+                message_id=message_id,
+                limits=self.settings.limits,
+            )
+
+        if client_message_id is None:  # not a user message: refused with its own error
+            return await self.execute(session_id, view, decide)
+        await self.intents.record(session_id, client_message_id)
+        try:
+            recorded = await self.execute(session_id, view, decide)
+        except DomainError:
+            await self.intents.clear(session_id, client_message_id)
+            raise
+        await self._enqueue(session_id, conversation_id, message_id)
+        await self.intents.clear(session_id, client_message_id)
+        log.info(
+            "reply regenerating",
+            extra={"session_id": session_id, "message_id": message_id},
+        )
+        return recorded
+
+    async def select_branch(
+        self, session_id: str, *, conversation_id: str, message_id: str
+    ) -> list[Recorded]:
+        """Make the version ``message_id`` part of the active path (every tab and device of
+        the session follows: it is an event). Nothing is recorded when it already is."""
+        view = await self.load(session_id)
+        now = self.clock.now()
+        return await self.execute(
+            session_id,
+            view,
+            lambda v: decisions.select_branch(
+                v,
+                now,
+                conversation_id=conversation_id,
+                message_id=message_id,
+                limits=self.settings.limits,
+            ),
+        )
+
+    async def delete_conversation(self, session_id: str, *, conversation_id: str) -> Recorded:
+        """Delete a conversation for good: its events are erased from the log and a
+        content-free tombstone (``conversation_deleted``) is appended in the same atomic step,
+        at the version the positions were read at; then the cache gets the view without it.
+
+        A reply in progress there stops at its next write (its turn is gone); the log's
+        other events keep their positions."""
+        validate_session_id(session_id)
+        validate_plain_id("conversation id", conversation_id)
+        for _ in range(self.settings.max_append_attempts):
+            log_now = await self.store.read(session_id)
+            view = fold(log_now)
+            if not view.opened:
+                raise SessionNotFound(session_id)
+            positions = [
+                r.position
+                for r in log_now
+                if getattr(r.event, "conversation_id", None) == conversation_id
+                and not isinstance(r.event, ConversationDeleted)
+            ]
+            tombstone = decisions.delete_conversation(
+                view, self.clock.now(), conversation_id=conversation_id, erased=len(positions)
+            )
+            assert view.version is not None  # (an opened session has events)
+            try:
+                (recorded,) = await self.store.erase(
+                    session_id, positions, tombstone=tombstone, expected_version=view.version
+                )
+            except ConcurrencyConflict:
+                continue
+            kept = set(positions)
+            after = fold([r for r in log_now if r.position not in kept] + [recorded])
+            await self._replace_cached(session_id, after)
+            log.info(
+                "conversation deleted",
+                extra={"session_id": session_id, "erased": len(positions)},
+            )
+            return recorded
+        raise ConcurrencyConflict(session_id, None, None)
+
+    async def _replace_cached(self, session_id: str, view: SessionView) -> None:
+        """Cache the view as it is after a deletion. The cache never replaces a newer view by
+        an older one, so a reader that folded the log before the deletion cannot put the
+        deleted text back; if the write fails, the entry is dropped instead."""
+        try:
+            await self.cache.put(session_id, view)
+        except PortError as exc:
+            log.warning(
+                "could not cache the view after a deletion; dropping the entry",
+                extra={"session_id": session_id, "error": exc.code},
+            )
+            await self.cache.delete(session_id)
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete a whole session for good: its log (live clients receive a last, content-free
+        ``session_deleted`` event) and its cache entry. Its tokens then meet
+        ``session_not_found``; leases and queued work of its replies find nothing to do."""
+        validate_session_id(session_id)
+        existed = await self.store.delete_session(
+            session_id, farewell=SessionDeleted(at=self.clock.now())
+        )
+        await self.cache.forget(session_id)
+        if not existed:
+            raise SessionNotFound(session_id)
+        log.info("session deleted", extra={"session_id": session_id})
+
     async def fail_undeliverable(self, item: WorkItem, *, reason: str) -> list[Recorded]:
         """Give up on a message (e.g. it failed too many deliveries): tell the user."""
-        view = await self.load(item.session_id)
+        try:
+            view = await self.load(item.session_id)
+        except SessionNotFound:
+            return []  # deleted meanwhile: nobody left to tell
         if view.find_turn(item.message_id) is None:
             return []
         now = self.clock.now()

@@ -5,6 +5,13 @@ the turn being answered in each, the user's profile, and ``version``, the positi
 event folded in. It is built only by :func:`apply`; the ``session:`` cache stores it together
 with that version, so reading a session is "cached view + the events after its version".
 
+A conversation is a tree of messages: editing a user message adds a sibling of it (a new
+branch), regenerating an answer adds a sibling of that answer. Nothing is overwritten. The
+conversation has one *active path* at a time, from its first message to a leaf:
+``Conversation.messages`` is that path (what a reader before branches read, and what a prompt
+is built from), ``Conversation.branches`` every other message. Each message names its
+``parent_id``, so the tree is the fold of the events, not a document stored anywhere.
+
 ``apply`` mutates the view it is given (folding 10,000 events must not copy 10,000 times);
 :func:`fold` starts from a copy, so callers that keep a view are never surprised.
 """
@@ -18,9 +25,12 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from chatcore.events import (
+    BranchSelected,
+    ConversationDeleted,
     ConversationRenamed,
     ConversationStarted,
     Event,
+    MessageEdited,
     MessageSubmitted,
     ProfileUpdated,
     Recorded,
@@ -31,11 +41,14 @@ from chatcore.events import (
     ReplyDelta,
     ReplyFailed,
     ReplyModelSwitched,
+    ReplyRequested,
     ReplyStarted,
+    SessionDeleted,
     SessionOpened,
     SessionRestored,
     Usage,
 )
+from chatcore.ids import parse_position
 
 MessageStatus = Literal["complete", "failed", "cancelled"]
 
@@ -59,6 +72,9 @@ class ChatMessage(_Model):
     usage: Usage | None = None
     error_code: str | None = None
     error: str | None = None
+    # The message this one follows in the conversation's tree (``None``: the first of a
+    # branch that starts at the beginning). An answer's parent is the message it answers.
+    parent_id: str | None = None
 
 
 class ReplyDraft(_Model):
@@ -89,6 +105,14 @@ class PendingTurn(_Model):
     reply: ReplyDraft | None = None
     cancel_requested: bool = False
     attempts: int = 0
+    # A regenerated answer (``reply_requested``), not the message's first one.
+    regenerated: bool = False
+    # When this turn was asked for (the message, its edit, or the regeneration).
+    since: datetime | None = None
+
+
+# The key of the start of a conversation in ``Conversation.selected`` (ids are never empty).
+START = ""
 
 
 class Conversation(_Model):
@@ -96,8 +120,52 @@ class Conversation(_Model):
     title: str
     started_at: datetime
     titled: bool = False
+    # The active path, oldest first: the messages a reader shows and a prompt is built from.
     messages: list[ChatMessage] = Field(default_factory=list)
+    # Every other message of the conversation (other versions and what follows them), in the
+    # order they were recorded.
+    branches: list[ChatMessage] = Field(default_factory=list)
+    # The last message of the active path (kept apart from ``messages`` so that a turns-only
+    # copy, which has no history, still knows what a new message follows).
+    leaf_id: str | None = None
+    # For each message (``START`` for the beginning), its child last on the active path:
+    # selecting a version follows these down to a leaf.
+    selected: dict[str, str] = Field(default_factory=dict)
     pending: PendingTurn | None = None
+    # Events of this conversation folded into the view: what its deletion takes off the
+    # session's count (a view cached before a deletion counted exactly these).
+    event_count: int = 0
+
+    def find(self, message_id: str) -> ChatMessage | None:
+        """The message ``message_id`` of this conversation, on the active path or not."""
+        for msg in reversed(self.messages):
+            if msg.message_id == message_id:
+                return msg
+        for msg in self.branches:
+            if msg.message_id == message_id:
+                return msg
+        return None
+
+    def siblings(self, message_id: str) -> list[ChatMessage]:
+        """The versions of a message: every message with its parent, in recorded order (the
+        message itself included; ``[]`` for an unknown id)."""
+        msg = self.find(message_id)
+        if msg is None:
+            return []
+        same = [m for m in (*self.messages, *self.branches) if m.parent_id == msg.parent_id]
+        return sorted(same, key=lambda m: parse_position(m.position))
+
+    def descend(self, message_id: str) -> str:
+        """The leaf reached from ``message_id`` by following, at each step, the child last on
+        the active path (the leaf a ``branch_selected`` of ``message_id`` makes active)."""
+        known = {m.message_id for m in (*self.messages, *self.branches)}
+        leaf, seen = message_id, {message_id}
+        while (child := self.selected.get(leaf)) is not None and child in known:
+            if child in seen:  # (never: parents come before children; a guard, not a rule)
+                break
+            seen.add(child)
+            leaf = child
+        return leaf
 
 
 class Profile(_Model):
@@ -114,7 +182,8 @@ class MessageRef(_Model):
 
 
 class SessionView(_Model):
-    SNAPSHOT_VERSION: ClassVar[int] = 2
+    # 3: conversations are trees (branches, leaf_id, selected; parent_id on messages).
+    SNAPSHOT_VERSION: ClassVar[int] = 3
 
     session_id: str | None = None
     opened_at: datetime | None = None
@@ -156,7 +225,9 @@ class SessionView(_Model):
                     title=conv.title,
                     started_at=conv.started_at,
                     titled=conv.titled,
+                    leaf_id=conv.leaf_id,
                     pending=conv.pending.model_copy(deep=True) if conv.pending else None,
+                    event_count=conv.event_count,
                 )
                 for cid, conv in self.conversations.items()
             },
@@ -179,7 +250,8 @@ class SessionView(_Model):
         return None
 
     def is_answered(self, message_id: str) -> bool:
-        """True once ``message_id`` has its terminal reply."""
+        """True once ``message_id`` has its terminal reply on its conversation's active path
+        (a regenerated answer in progress: not yet)."""
         for conv in self.conversations.values():
             for msg in conv.messages:
                 if msg.in_reply_to == message_id:
@@ -214,6 +286,11 @@ def apply(view: SessionView, record: Recorded) -> SessionView:
     handler(view, event, record.position)
     view.version = record.position
     view.event_count += 1
+    conversation_id = getattr(event, "conversation_id", None)
+    if conversation_id is not None and not isinstance(event, ConversationDeleted):
+        conv = view.conversations.get(conversation_id)
+        if conv is not None:
+            conv.event_count += 1
     return view
 
 
@@ -293,6 +370,57 @@ def _conversation_renamed(view: SessionView, e: Event, pos: str) -> None:
     conv.titled = True
 
 
+def _append_on_path(conv: Conversation, msg: ChatMessage) -> None:
+    """``msg`` (whose parent is the active leaf) joins the end of the active path."""
+    conv.messages.append(msg)
+    conv.selected[msg.parent_id or START] = msg.message_id
+    conv.leaf_id = msg.message_id
+
+
+def _activate(view: SessionView, conv: Conversation, leaf_id: str | None) -> bool:
+    """Make the path from the start to ``leaf_id`` the active one (``None``: an empty path,
+    before a new first message). A turns-only view has no history to rearrange: it only
+    remembers the leaf. False (an anomaly) when ``leaf_id`` or an ancestor is unknown."""
+    if view.partial:
+        conv.messages = []
+        conv.leaf_id = leaf_id
+        return True
+    if leaf_id == conv.leaf_id:
+        return True
+    by_id = {m.message_id: m for m in (*conv.messages, *conv.branches)}
+    path: list[ChatMessage] = []
+    at = leaf_id
+    while at is not None:
+        msg = by_id.get(at)
+        if msg is None or len(path) > len(by_id):
+            view.anomalies += 1
+            return False
+        path.append(msg)
+        at = msg.parent_id
+    path.reverse()
+    on_path = {m.message_id for m in path}
+    rest = [m for m in by_id.values() if m.message_id not in on_path]
+    rest.sort(key=lambda m: parse_position(m.position))
+    conv.messages, conv.branches, conv.leaf_id = path, rest, leaf_id
+    for msg in path:
+        conv.selected[msg.parent_id or START] = msg.message_id
+    return True
+
+
+def _user_message(
+    e: MessageSubmitted | MessageEdited, pos: str, parent_id: str | None
+) -> ChatMessage:
+    return ChatMessage(
+        message_id=e.message_id,
+        role="user",
+        text=e.text,
+        position=pos,
+        at=e.at,
+        client_message_id=e.client_message_id,
+        parent_id=parent_id,
+    )
+
+
 @_on(MessageSubmitted)
 def _message_submitted(view: SessionView, e: Event, pos: str) -> None:
     assert isinstance(e, MessageSubmitted)
@@ -300,20 +428,85 @@ def _message_submitted(view: SessionView, e: Event, pos: str) -> None:
     if conv is None or e.client_message_id in view.client_messages:
         view.anomalies += 1
         return
-    conv.messages.append(
-        ChatMessage(
-            message_id=e.message_id,
-            role="user",
-            text=e.text,
-            position=pos,
-            at=e.at,
-            client_message_id=e.client_message_id,
-        )
+    _append_on_path(conv, _user_message(e, pos, conv.leaf_id))
+    conv.pending = PendingTurn(
+        message_id=e.message_id, client_message_id=e.client_message_id, since=e.at
     )
-    conv.pending = PendingTurn(message_id=e.message_id, client_message_id=e.client_message_id)
     view.client_messages[e.client_message_id] = MessageRef(
         conversation_id=e.conversation_id, message_id=e.message_id, position=pos
     )
+
+
+@_on(MessageEdited)
+def _message_edited(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, MessageEdited)
+    conv = view.conversations.get(e.conversation_id)
+    if conv is None or e.client_message_id in view.client_messages or conv.pending is not None:
+        view.anomalies += 1
+        return
+    if not view.partial and conv.find(e.edit_of) is None:
+        view.anomalies += 1
+        return
+    if not _activate(view, conv, e.parent_id):
+        return
+    _append_on_path(conv, _user_message(e, pos, e.parent_id))
+    conv.pending = PendingTurn(
+        message_id=e.message_id, client_message_id=e.client_message_id, since=e.at
+    )
+    view.client_messages[e.client_message_id] = MessageRef(
+        conversation_id=e.conversation_id, message_id=e.message_id, position=pos
+    )
+
+
+@_on(ReplyRequested)
+def _reply_requested(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ReplyRequested)
+    conv = view.conversations.get(e.conversation_id)
+    if conv is None or conv.pending is not None:
+        view.anomalies += 1
+        return
+    if not _activate(view, conv, e.in_reply_to):
+        return
+    conv.pending = PendingTurn(
+        message_id=e.in_reply_to,
+        client_message_id=e.client_message_id,
+        regenerated=True,
+        since=e.at,
+    )
+
+
+@_on(BranchSelected)
+def _branch_selected(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, BranchSelected)
+    conv = view.conversations.get(e.conversation_id)
+    if conv is None or conv.pending is not None:
+        view.anomalies += 1
+        return
+    _activate(view, conv, e.leaf_id)
+
+
+@_on(ConversationDeleted)
+def _conversation_deleted(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, ConversationDeleted)
+    # A view folded from the log as it is now never saw the conversation (its events were
+    # erased); one cached before the deletion holds what it had folded of it, and lets go of
+    # exactly that here. Both end equal.
+    conv = view.conversations.pop(e.conversation_id, None)
+    if conv is not None:
+        view.event_count -= conv.event_count
+    view.client_messages = {
+        key: ref
+        for key, ref in view.client_messages.items()
+        if ref.conversation_id != e.conversation_id
+    }
+
+
+@_on(SessionDeleted)
+def _session_deleted(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, SessionDeleted)
+    view.session_id = None
+    view.conversations.clear()
+    view.client_messages.clear()
 
 
 @_on(ReplyStarted)
@@ -385,9 +578,10 @@ def _close_turn(
         view.anomalies += 1
         return
     body = text if text is not None else (draft.text if draft is not None else "")
-    conv.messages.append(
+    _append_on_path(
+        conv,
         ChatMessage(
-            message_id=e.reply_id or f"{e.in_reply_to}.reply",
+            message_id=e.reply_id or answer_id(e.in_reply_to, pos, regenerated=turn.regenerated),
             role="assistant",
             text=body,
             position=pos,
@@ -398,9 +592,17 @@ def _close_turn(
             usage=e.usage if isinstance(e, ReplyCompleted) else None,
             error_code=e.code if isinstance(e, ReplyFailed) else None,
             error=e.reason if isinstance(e, ReplyFailed) else None,
-        )
+            parent_id=e.in_reply_to,
+        ),
     )
     conv.pending = None
+
+
+def answer_id(in_reply_to: str, position: str, *, regenerated: bool) -> str:
+    """The id of an answer closed before any attempt of it started (its terminal event has no
+    ``reply_id``): ``<message>.reply``, or ``<message>.reply.<position>`` for a regenerated
+    one (a message may then have several)."""
+    return f"{in_reply_to}.reply.{position}" if regenerated else f"{in_reply_to}.reply"
 
 
 @_on(ReplyCompleted)

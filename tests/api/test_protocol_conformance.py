@@ -159,8 +159,12 @@ def test_the_documented_frames_and_events_are_the_ones_on_the_wire() -> None:
 def test_every_setting_the_document_names_is_a_real_setting() -> None:
     named = set(re.findall(r"CHATCORE_([A-Z_]+)", DOC.read_text()))
     assert {"TOKEN_TTL", "IDLE_TIMEOUT", "MAX_REPLAY_EVENTS", "RESTORE_RECORD_INTERVAL"} <= named
+    assert {"RETENTION__IDLE_TTL", "RETENTION__MAX_EVENTS"} <= named
     for name in named:
-        assert name.lower() in ApiSettings.model_fields, f"CHATCORE_{name} is not a setting"
+        model: Any = ApiSettings
+        for part in name.lower().split("__"):  # nested settings: CHATCORE_GROUP__FIELD
+            assert part in model.model_fields, f"CHATCORE_{name} is not a setting"
+            model = model.model_fields[part].annotation
 
 
 # --- 1. caught_up carries the cursor the client is at ------------------------------------------
@@ -460,6 +464,20 @@ def _messages(**params: Any) -> Callable[[httpx.AsyncClient, dict[str, Any]], An
     return call
 
 
+def _export(
+    conversation_id: str | None = None, params: dict[str, str] | None = None
+) -> Callable[[httpx.AsyncClient, dict[str, Any]], Any]:
+    def call(http: httpx.AsyncClient, s: dict[str, Any]) -> Any:
+        cid = conversation_id or s["conversation_id"]
+        return http.get(
+            f"/api/sessions/{s['session_id']}/conversations/{cid}/export",
+            params=params,
+            headers=bearer(s["token"]),
+        )
+
+    return call
+
+
 def _session_with(
     headers: Callable[[dict[str, Any]], dict[str, str]],
 ) -> Callable[[httpx.AsyncClient, dict[str, Any]], Any]:
@@ -509,6 +527,25 @@ REST_ERRORS = {
         422,
         "invalid_profile",
         lambda http, s: http.post("/api/sessions", json={"display_name": ""}),
+    ),
+    "export-unknown-conversation": RestCase(404, "unknown_conversation", _export("nope")),
+    "export-format": RestCase(422, "bad_request", _export(params={"format": "pdf"})),
+    "export-tree-as-markdown": RestCase(
+        422, "bad_request", _export(params={"format": "markdown", "tree": "true"})
+    ),
+    "delete-unknown-conversation": RestCase(
+        404,
+        "unknown_conversation",
+        lambda http, s: http.delete(
+            f"/api/sessions/{s['session_id']}/conversations/nope", headers=bearer(s["token"])
+        ),
+    ),
+    "delete-other-session": RestCase(
+        403,
+        "forbidden",
+        lambda http, s: http.delete(
+            f"/api/sessions/{s['session_id']}", headers=bearer(s["other"]["token"])
+        ),
     ),
 }
 

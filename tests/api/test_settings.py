@@ -101,6 +101,12 @@ def test_environment_variables_set_nested_values() -> None:
         ({"CHATCORE_LLM__FALLBACKS": '[{"model": "groq/x"}]'}, ["llm", "fallbacks"]),
         ({"CHATCORE_REDIS__RECLAIM_AFTER": "2"}, ["keepalive_interval", "reclaim_after"]),
         ({"CHATCORE_WORKER__LEASE_TTL": "8"}, ["keepalive_interval", "lease_ttl"]),
+        ({"CHATCORE_RETENTION__IDLE_TTL": "soon"}, ["retention.idle_ttl"]),
+        ({"CHATCORE_RETENTION__IDLE_TTL": "3600"}, ["retention.idle_ttl", "token_ttl"]),
+        (
+            {"CHATCORE_RETENTION__MAX_EVENTS": "500", "CHATCORE_RETENTION__REPLY_RESERVE": "500"},
+            ["reply_reserve", "max_events"],
+        ),
     ],
 )
 def test_a_malformed_setting_fails_with_a_message_naming_it(
@@ -111,6 +117,17 @@ def test_a_malformed_setting_fails_with_a_message_naming_it(
     message = str(failed.value)
     for name in names:
         assert name in message, message
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("864000", 864000.0), ("P10D", 864000.0), ("null", None), ("never", None), ("", None)],
+)
+def test_retention_is_seconds_an_iso_duration_or_never(value: str, seconds: float | None) -> None:
+    settings = load_settings(environ={"CHATCORE_RETENTION__IDLE_TTL": value})
+    assert settings.retention.idle_ttl == seconds
+    assert settings.service_settings.limits.max_events == 100_000
+    assert settings.cache_ttl == settings.redis.cache_ttl  # (an hour: shorter than both)
 
 
 def test_an_empty_web_dir_turns_the_web_client_off() -> None:

@@ -14,20 +14,28 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from chatcore.errors import ConcurrencyConflict, InvalidIdentifier
 from chatcore.events import (
+    BranchSelected,
+    ConversationDeleted,
     ConversationRenamed,
+    ConversationStarted,
     Event,
+    MessageEdited,
     ProfileUpdated,
+    Recorded,
     ReplyAbandoned,
     ReplyCancelled,
     ReplyCancelRequested,
     ReplyCompleted,
+    ReplyDelta,
     ReplyFailed,
     ReplyModelSwitched,
+    ReplyRequested,
     ReplyStarted,
+    SessionDeleted,
     SessionRestored,
     Usage,
 )
-from chatcore.ids import parse_position
+from chatcore.ids import parse_position, position_after
 from chatcore.ports import Appended, EventStore
 from tests.support.factories import EPOCH, HOSTILE_SESSION_IDS, delta, message, opening, session_id
 
@@ -67,6 +75,19 @@ def every_event_type() -> list[Event]:
             model="demo",
             usage=Usage(prompt_tokens=3, completion_tokens=5, cost_usd=0.25),
         ),
+        ReplyRequested(at=EPOCH, conversation_id="c1", in_reply_to="m3", client_message_id="cm3"),
+        MessageEdited(
+            at=EPOCH,
+            conversation_id="c1",
+            message_id="m4",
+            client_message_id="cm4",
+            text="à nouveau",
+            edit_of="m1",
+            parent_id=None,
+        ),
+        BranchSelected(at=EPOCH, conversation_id="c1", message_id="m1", leaf_id="r3"),
+        ConversationDeleted(at=EPOCH, conversation_id="c2", erased=7),
+        SessionDeleted(at=EPOCH),
     ]
 
 
@@ -101,12 +122,48 @@ class Pushes:
         return self.heard[taken:]
 
 
+SECRET = "the-secret-text-of-a-deleted-conversation"
+
+
+def two_conversations(sid: str) -> list[Event]:
+    """A session whose conversation c1 holds the secret and c2 does not."""
+    return [
+        *opening(sid),
+        ConversationStarted(at=EPOCH, conversation_id="c2", title="other"),
+        message(1, "c1"),
+        message(2, "c2"),
+        ReplyStarted(at=EPOCH, conversation_id="c1", reply_id="r1", in_reply_to="m1", model="d"),
+        ReplyDelta(at=EPOCH, conversation_id="c1", reply_id="r1", text=SECRET),
+        message(3, "c2"),
+    ]
+
+
+def of_conversation(records: list[Recorded], conversation_id: str) -> list[str]:
+    return [
+        r.position for r in records if getattr(r.event, "conversation_id", None) == conversation_id
+    ]
+
+
+def tombstone(conversation_id: str = "c1", erased: int = 0) -> list[Event]:
+    return [ConversationDeleted(at=EPOCH, conversation_id=conversation_id, erased=erased)]
+
+
 class EventStoreContract:
-    async def make_store(self) -> EventStore:
+    async def make_store(self, *, retention: float | None = None) -> EventStore:
         raise NotImplementedError
 
     async def close_store(self, store: EventStore) -> None:
         return None
+
+    async def stored_bytes(self, store: EventStore, session_id: str) -> bytes:
+        """Everything the store holds of the session's log, as it would persist it (to show
+        that erased text is gone from storage, not hidden)."""
+        raise NotImplementedError
+
+    async def wait(self, seconds: float) -> None:
+        """Let ``seconds`` of the adapter's own time pass: real time by default (Redis keeps
+        time itself); an adapter built on a clock the test holds advances that instead."""
+        await asyncio.sleep(seconds)
 
     @pytest.fixture
     async def store(self) -> AsyncIterator[EventStore]:
@@ -321,6 +378,156 @@ class EventStoreContract:
             await store.read(hostile)
         with pytest.raises(InvalidIdentifier):
             await store.last_position(hostile)
+
+    # --- deletion ---------------------------------------------------------------------------
+
+    async def test_erase_removes_the_events_and_appends_the_tombstone(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        before = await store.append(sid, two_conversations(sid), expected_version=None)
+        doomed = of_conversation(before, "c1")
+        (dead,) = await store.erase(
+            sid,
+            doomed,
+            tombstone=tombstone(erased=len(doomed)),
+            expected_version=before[-1].position,
+        )
+        kept = [r for r in before if r.position not in doomed]
+        assert await store.read(sid) == [*kept, dead]  # every other event keeps its position
+        assert position_after(dead.position, before[-1].position)
+        assert await store.last_position(sid) == dead.position
+        assert await store.read(sid, after=doomed[-1]) == [
+            r for r in [*kept, dead] if position_after(r.position, doomed[-1])
+        ]
+        more = await store.append(sid, [message(9, "c2")], expected_version=dead.position)
+        assert (await store.read(sid))[-1] == more[-1]
+
+    async def test_erased_text_is_gone_from_storage_not_hidden(self, store: EventStore) -> None:
+        sid = session_id()
+        before = await store.append(sid, two_conversations(sid), expected_version=None)
+        assert SECRET.encode() in await self.stored_bytes(store, sid)
+        doomed = of_conversation(before, "c1")
+        await store.erase(sid, doomed, tombstone=tombstone(), expected_version=before[-1].position)
+        stored = await self.stored_bytes(store, sid)
+        assert SECRET.encode() not in stored and b"hello 1" not in stored
+        assert b"hello 2" in stored  # (the other conversation's text is there to be found)
+
+    async def test_erasing_the_newest_events_still_puts_the_tombstone_after_them(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        base = await store.append(sid, opening(sid), expected_version=None)
+        tail = await store.append(
+            sid, [message(1), delta(1), delta(2)], expected_version=base[-1].position
+        )
+        (dead,) = await store.erase(
+            sid,
+            [r.position for r in [base[-1], *tail]],
+            tombstone=tombstone(),
+            expected_version=tail[-1].position,
+        )
+        assert position_after(dead.position, tail[-1].position)
+        assert await store.read(sid) == [base[0], dead]
+
+    async def test_erase_at_a_stale_version_is_a_conflict_and_changes_nothing(
+        self, store: EventStore
+    ) -> None:
+        sid = session_id()
+        before = await store.append(sid, two_conversations(sid), expected_version=None)
+        for stale in (before[-2].position, "99999999999999-0"):
+            with pytest.raises(ConcurrencyConflict):
+                await store.erase(
+                    sid,
+                    of_conversation(before, "c1"),
+                    tombstone=tombstone(),
+                    expected_version=stale,
+                )
+        with pytest.raises(ConcurrencyConflict):
+            await store.erase(session_id(), [], tombstone=tombstone(), expected_version="1-0")
+        assert await store.read(sid) == before
+
+    async def test_erasing_every_event_is_refused(self, store: EventStore) -> None:
+        sid = session_id()
+        before = await store.append(sid, opening(sid), expected_version=None)
+        with pytest.raises(ValueError, match="every event"):
+            await store.erase(
+                sid,
+                [r.position for r in before],
+                tombstone=tombstone(),
+                expected_version=before[-1].position,
+            )
+        assert await store.read(sid) == before
+
+    async def test_unknown_positions_are_ignored_by_erase(self, store: EventStore) -> None:
+        sid = session_id()
+        before = await store.append(sid, opening(sid), expected_version=None)
+        (dead,) = await store.erase(
+            sid, ["1-0", "77-7"], tombstone=tombstone(), expected_version=before[-1].position
+        )
+        assert await store.read(sid) == [*before, dead]
+
+    async def test_subscribers_receive_the_tombstone_as_an_append(self, store: EventStore) -> None:
+        sid = session_id()
+        heard = Pushes()
+        sub = store.subscribe(heard)
+        try:
+            await sub.follow(sid)
+            before = await store.append(sid, two_conversations(sid), expected_version=None)
+            recorded = await store.erase(
+                sid,
+                of_conversation(before, "c1"),
+                tombstone=tombstone(),
+                expected_version=before[-1].position,
+            )
+            got = await heard.until(len(before) + 1)
+            assert (got[-1].after, list(got[-1].records)) == (before[-1].position, recorded)
+        finally:
+            await sub.close()
+
+    async def test_delete_session_removes_the_whole_log_and_says_farewell_live(
+        self, store: EventStore
+    ) -> None:
+        sid, other = session_id(), session_id()
+        heard = Pushes()
+        sub = store.subscribe(heard)
+        try:
+            await sub.follow(sid)
+            before = await store.append(sid, two_conversations(sid), expected_version=None)
+            kept = await store.append(other, opening(other), expected_version=None)
+            assert await store.delete_session(sid, farewell=SessionDeleted(at=EPOCH)) is True
+            got = await heard.until(len(before) + 1)
+            (farewell,) = got[-1].records
+            assert got[-1].after == before[-1].position
+            assert farewell.event == SessionDeleted(at=EPOCH)
+            assert position_after(farewell.position, before[-1].position)
+        finally:
+            await sub.close()
+        assert await store.read(sid) == []
+        assert await store.last_position(sid) is None
+        assert SECRET.encode() not in await self.stored_bytes(store, sid)
+        with pytest.raises(ConcurrencyConflict):  # nothing brings any of it back
+            await store.append(sid, [message(9)], expected_version=before[-1].position)
+        assert await store.delete_session(sid) is False
+        assert await store.read(other) == kept
+
+    async def test_a_log_without_appends_for_its_retention_time_is_deleted(self) -> None:
+        store = await self.make_store(retention=1.5)
+        try:
+            sid, quiet = session_id(), session_id()
+            first = await store.append(sid, opening(sid), expected_version=None)
+            await store.append(quiet, opening(quiet), expected_version=None)
+            await self.wait(0.9)
+            again = await store.append(sid, [message(1)], expected_version=first[-1].position)
+            await self.wait(0.9)  # 1.8 s after the first append, 0.9 s after the last
+            assert await store.read(sid) == first + again
+            assert await store.read(quiet) == []
+            assert await store.last_position(quiet) is None
+            await self.wait(1.0)
+            assert await store.read(sid) == []
+            assert await store.last_position(sid) is None
+        finally:
+            await self.close_store(store)
 
     def test_interleaved_writers_never_lose_duplicate_or_reorder(self) -> None:
         """Two writers append from their own (possibly stale) view of the version: every

@@ -19,6 +19,12 @@ def sample_view(sid: str) -> SessionView:
     return fold(Recorded(position=f"5-{n}", event=e) for n, e in enumerate(events))
 
 
+def at_version(sid: str, version: str) -> SessionView:
+    view = sample_view(sid)
+    view.version = version
+    return view
+
+
 class SessionCacheContract:
     ttl: float = 0.6
 
@@ -99,6 +105,55 @@ class SessionCacheContract:
             await self.wait(self.ttl / 2)
             assert await cache.get(sid) is not None
 
+    async def test_an_older_view_never_replaces_a_newer_one(self, cache: SessionCache) -> None:
+        """Versions compare as positions: (ms, seq) as integers, not as strings."""
+        sid = session_id()
+        for older, newer in [
+            ("5-3", "6-0"),
+            ("9-5", "10-0"),
+            ("1795884255665-9", "1795884255665-12"),
+        ]:
+            await cache.put(sid, at_version(sid, newer))
+            await cache.put(sid, at_version(sid, older))
+            got = await cache.get(sid)
+            assert got is not None and got.version == newer, (older, newer)
+        await cache.put(sid, at_version(sid, "1795884255665-12"))  # the same again: kept
+        newest = at_version(sid, "1795884255666-0")
+        await cache.put(sid, newest)
+        got = await cache.get(sid)
+        assert got is not None and got.view == newest
+
+    async def test_after_delete_any_view_may_be_stored_again(self, cache: SessionCache) -> None:
+        sid = session_id()
+        await cache.put(sid, at_version(sid, "9-0"))
+        await cache.delete(sid)
+        await cache.put(sid, at_version(sid, "3-0"))
+        got = await cache.get(sid)
+        assert got is not None and got.version == "3-0"
+
+    async def test_an_unreadable_entry_is_replaced_by_any_view(self, cache: SessionCache) -> None:
+        sid = session_id()
+        await self.plant_raw(cache, sid, b"not json")
+        await cache.put(sid, at_version(sid, "1-0"))
+        got = await cache.get(sid)
+        assert got is not None and got.version == "1-0"
+
+    async def test_a_forgotten_session_is_not_cached_again_for_the_idle_time(
+        self, cache: SessionCache
+    ) -> None:
+        sid, other = session_id(), session_id()
+        await cache.put(sid, at_version(sid, "5-0"))
+        await cache.put(other, at_version(other, "5-0"))
+        await cache.forget(sid)
+        assert await cache.get(sid) is None
+        await cache.put(sid, at_version(sid, "6-0"))  # a reader racing the deletion
+        assert await cache.get(sid) is None
+        assert await cache.get(other) is not None
+        await self.wait(self.ttl + 0.6)
+        await cache.put(sid, at_version(sid, "7-0"))
+        got = await cache.get(sid)
+        assert got is not None and got.version == "7-0"
+
     @pytest.mark.parametrize("hostile", HOSTILE_SESSION_IDS)
     async def test_hostile_ids_are_rejected(self, cache: SessionCache, hostile: str) -> None:
         with pytest.raises(InvalidIdentifier):
@@ -107,3 +162,5 @@ class SessionCacheContract:
             await cache.put(hostile, SessionView())
         with pytest.raises(InvalidIdentifier):
             await cache.delete(hostile)
+        with pytest.raises(InvalidIdentifier):
+            await cache.forget(hostile)

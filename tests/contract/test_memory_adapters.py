@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chatcore.ports import EventStore, Heartbeats, IntentJournal, Leases, SessionCache
+from chatcore_adapters.codec import encode_event
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
@@ -25,11 +26,6 @@ from tests.contract.work_queue_contract import DeadLetteringQueue, WorkQueueCont
 from tests.support.factories import ManualClock
 
 
-class TestMemoryEventStore(EventStoreContract):
-    async def make_store(self) -> EventStore:
-        return MemoryEventStore(SystemClock())
-
-
 class _OnManualClock:
     clock: ManualClock
 
@@ -39,6 +35,18 @@ class _OnManualClock:
 
     async def wait(self, seconds: float) -> None:
         self.clock.advance(seconds)
+
+
+class TestMemoryEventStore(_OnManualClock, EventStoreContract):
+    async def make_store(self, *, retention: float | None = None) -> EventStore:
+        return MemoryEventStore(self.clock, retention=retention)
+
+    async def stored_bytes(self, store: EventStore, session_id: str) -> bytes:
+        # Everything the store object references for the session, as the codec would write it.
+        assert isinstance(store, MemoryEventStore)
+        stream = store._streams.get(session_id)
+        records = stream.records if stream is not None else []
+        return b"".join(encode_event(r.event) for r in records)
 
 
 class TestMemorySessionCache(_OnManualClock, SessionCacheContract):

@@ -88,8 +88,25 @@ class _OnReplicatedCluster(_OnRedis):
 
 
 class _Store(_OnRedis, EventStoreContract):
-    async def make_store(self) -> EventStore:
-        return RedisEventStore(self.connect())
+    async def make_store(self, *, retention: float | None = None) -> EventStore:
+        return RedisEventStore(self.connect(), retention=retention)
+
+    async def stored_bytes(self, store: EventStore, session_id: str) -> bytes:
+        # DUMP: the key's value serialised as an RDB snapshot persists it (uncompressed here,
+        # so that text inside it can be looked for).
+        assert isinstance(store, RedisEventStore)
+        client = store.conn.client
+        every: dict[str, Any] = (
+            {"target_nodes": RedisCluster.ALL_NODES} if store.conn.cluster else {}
+        )
+        await client.config_set("rdbcompression", "no", **every)
+        try:
+            dumped = await client.dump(store.conn.keys.events(session_id))
+        finally:
+            await client.config_set("rdbcompression", "yes", **every)
+        scratch = await store.conn.client.exists(store.conn.keys.rewrite(session_id))
+        assert scratch == 0  # the rewrite's scratch key never outlives its script
+        return bytes(dumped or b"")
 
     async def close_store(self, store: EventStore) -> None:
         assert isinstance(store, RedisEventStore)
@@ -344,7 +361,7 @@ async def test_a_retried_append_is_applied_once(conn: RedisConnection) -> None:
     sid = session_id()
     base = await store.append(sid, opening(sid), expected_version=None)
     key = conn.keys.events(sid)
-    args: list[bytes | str] = [base[-1].position, "token-1", conn.keys.live(sid)]
+    args: list[bytes | str] = [base[-1].position, "token-1", conn.keys.live(sid), "0"]
     args += [encode_event(message(1)), encode_event(delta(1))]
     script = store._append_script
     first = await script(keys=[key], args=args)

@@ -54,8 +54,16 @@ class _OnSqlite:
 
 
 class TestSqliteEventStore(_OnSqlite, EventStoreContract):
-    async def make_store(self) -> EventStore:
-        return SqliteEventStore(self.open_db(), SystemClock())
+    async def make_store(self, *, retention: float | None = None) -> EventStore:
+        return SqliteEventStore(self.open_db(), SystemClock(), retention=retention)
+
+    async def stored_bytes(self, store: EventStore, session_id: str) -> bytes:
+        # Every byte of the database's files as they are on disk now (the file and its
+        # write-ahead log), whatever session or table it belongs to.
+        assert isinstance(store, SqliteEventStore)
+        path = store.db.path
+        files = [path, path.with_name(path.name + "-wal")]
+        return b"".join(f.read_bytes() for f in files if f.exists())
 
     async def close_store(self, store: EventStore) -> None:
         assert isinstance(store, SqliteEventStore)

@@ -1,4 +1,6 @@
-"""Properties of the pure core, over random sessions driven through the decisions."""
+"""Properties of the pure core, over random sessions driven through the decisions: messages,
+replies, Stops, and the conversation lifecycle (regenerate, edit, branch switches, deletion
+with its erasure of the log)."""
 
 from __future__ import annotations
 
@@ -20,13 +22,18 @@ from chatcore import decisions
 from chatcore.errors import DomainError
 from chatcore.events import (
     TERMINAL_REPLY_EVENTS,
+    ConversationDeleted,
     Event,
+    MessageEdited,
     MessageSubmitted,
     Recorded,
+    ReplyRequested,
     ReplyStarted,
     Usage,
 )
-from chatcore.view import SessionView, apply, fold, project
+from chatcore.ids import position_after
+from chatcore.prompt import PromptSettings, _as_prompt, build_prompt
+from chatcore.view import ChatMessage, Conversation, SessionView, apply, fold, project
 from chatcore_adapters.codec import decode_view, encode_view
 from tests.support.factories import EPOCH
 
@@ -46,23 +53,87 @@ command = st.one_of(
     st.tuples(st.just("conversation"), st.integers(0, 2)),
     st.tuples(st.just("restore")),
     st.tuples(st.just("profile"), st.sampled_from([None, "Ada", "  Grace  Hopper "])),
+    st.tuples(st.just("regenerate"), st.integers(0, 2), st.integers(0, 9)),
+    st.tuples(st.just("edit"), st.integers(0, 2), st.integers(0, 9), st.integers(0, 6)),
+    st.tuples(st.just("select"), st.integers(0, 2), st.integers(0, 19)),
+    st.tuples(st.just("delete"), st.integers(0, 2)),
+)
+
+# The same commands, weighted towards conversations that live long enough to branch: messages
+# that are answered, then regenerated, edited and switched between. Conversation c1 comes and
+# goes (started, deleted); c0 stays.
+_said = st.text(alphabet="abc ", min_size=1, max_size=6)
+_conv = st.sampled_from([0, 0, 0, 1])
+_kinds = st.sampled_from(
+    ["submit"] * 3
+    + ["answer"] * 3
+    + ["start", "delta", "complete", "cancel", "fail", "conversation", "delete"]
+    + ["regenerate"] * 2
+    + ["edit"] * 2
+    + ["select"] * 3
 )
 
 
+@st.composite
+def lifecycle(draw: st.DrawFn) -> tuple[object, ...]:
+    kind = draw(_kinds)
+    if kind == "delete":
+        return ("delete", 1)
+    if kind == "conversation":
+        return ("conversation", 1)
+    n = draw(_conv)
+    if kind == "submit":
+        return ("submit", n, draw(st.integers(0, 9)), draw(_said))
+    if kind in ("delta", "answer"):
+        return (kind, n, draw(_said))
+    if kind == "edit":
+        return ("edit", n, draw(st.integers(0, 9)), draw(st.integers(0, 9)))
+    if kind in ("regenerate", "select"):
+        return (kind, n, draw(st.integers(0, 19)))
+    return (kind, n)
+
+
 class Simulator:
-    """Turns commands into a valid log, keeping the folded view alongside."""
+    """Turns commands into a valid log, keeping the folded view alongside. A deletion erases
+    the conversation's events from the log, as the store does, while the view kept alongside
+    only folds the tombstone: the two must agree."""
 
     def __init__(self) -> None:
         self.view = SessionView()
         self.log: list[Recorded] = []
         self.ids = itertools.count(1)
+        self.positions = itertools.count(1)
         self.record(decisions.open_session(SID, "c0", EPOCH))
 
     def record(self, events: list[Event]) -> None:
         for event in events:
-            rec = Recorded(position=f"{len(self.log) + 1}-0", event=event)
+            rec = Recorded(position=f"{next(self.positions)}-0", event=event)
             self.log.append(rec)
             apply(self.view, rec)
+
+    def every_message(self, n: int) -> list[ChatMessage]:
+        conv = self.view.conversations.get(self.conv(n))
+        if conv is None:
+            return []
+        return sorted((*conv.messages, *conv.branches), key=lambda m: int(m.position[:-2]))
+
+    def user_message(self, n: int, pick: int) -> str:
+        users = [m for m in self.every_message(n) if m.role == "user"]
+        return users[pick % len(users)].message_id if users else "m-none"
+
+    def erase(self, n: int) -> list[Event]:
+        cid = self.conv(n)
+        doomed = {
+            r.position
+            for r in self.log
+            if getattr(r.event, "conversation_id", None) == cid
+            and not isinstance(r.event, ConversationDeleted)
+        }
+        tombstone = decisions.delete_conversation(
+            self.view, EPOCH, conversation_id=cid, erased=len(doomed)
+        )
+        self.log = [r for r in self.log if r.position not in doomed]
+        return tombstone
 
     def conv(self, n: int) -> str:
         return f"c{n}"
@@ -74,6 +145,11 @@ class Simulator:
         return conv.pending.message_id, conv.pending.reply.reply_id
 
     def run(self, cmd: tuple[object, ...]) -> None:
+        if cmd[0] == "answer":  # a worker's whole reply: start, some text, complete
+            n = cmd[1]
+            for step in (("start", n), ("delta", n, cmd[2]), ("complete", n)):
+                self.run(step)
+            return
         with contextlib.suppress(DomainError):
             self.record(self._decide(cmd))
 
@@ -103,6 +179,34 @@ class Simulator:
             )
         n = int(cmd[1])  # type: ignore[call-overload]
         conv = v.conversations.get(self.conv(n))
+        if kind == "delete":
+            return self.erase(n)
+        if kind == "regenerate":
+            return decisions.regenerate_reply(
+                v,
+                EPOCH,
+                conversation_id=self.conv(n),
+                message_id=self.user_message(n, int(cmd[2])),  # type: ignore[call-overload]
+            )
+        if kind == "edit":
+            out = decisions.edit_message(
+                v,
+                EPOCH,
+                conversation_id=self.conv(n),
+                edit_of=self.user_message(n, int(cmd[2])),  # type: ignore[call-overload]
+                client_message_id=f"cm{cmd[3]}",
+                message_id=f"m{next(self.ids)}",
+                text=f"edit {next(self.ids)}",
+            )
+            return [] if isinstance(out, decisions.Duplicate) else out
+        if kind == "select":
+            every = self.every_message(n)
+            if not every:
+                return []
+            chosen = every[int(cmd[2]) % len(every)]  # type: ignore[call-overload]
+            return decisions.select_branch(
+                v, EPOCH, conversation_id=self.conv(n), message_id=chosen.message_id
+            )
         if kind == "cancel":
             return decisions.request_cancel(v, EPOCH, conversation_id=self.conv(n))
         if kind == "start":
@@ -162,7 +266,7 @@ def test_folding_all_at_once_equals_folding_one_by_one(commands: list[tuple[obje
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(command, max_size=60), st.data())
+@given(st.lists(st.one_of(command, lifecycle()), max_size=60), st.data())
 def test_a_cached_view_plus_the_tail_equals_a_full_replay_at_every_cache_point(
     commands: list[tuple[object, ...]], data: st.DataObject
 ) -> None:
@@ -207,10 +311,12 @@ class SessionMachine(RuleBasedStateMachine):
     @initialize()
     def open(self) -> None:
         self.sim = Simulator()
+        self.snapshots: list[bytes] = []
 
-    @rule(cmd=command)
+    @rule(cmd=st.one_of(command, lifecycle()))
     def act(self, cmd: tuple[object, ...]) -> None:
         self.sim.run(cmd)
+        self.snapshots.append(encode_view(self.sim.view))
 
     @precondition(lambda self: len(self.sim.log) > 2)
     @rule(data=st.data())
@@ -225,13 +331,22 @@ class SessionMachine(RuleBasedStateMachine):
         assert self.sim.view.anomalies == 0
 
     @invariant()
-    def every_message_has_at_most_one_terminal_reply(self) -> None:
-        terminals = [
-            r.event.in_reply_to  # type: ignore[attr-defined]
-            for r in self.sim.log
-            if isinstance(r.event, TERMINAL_REPLY_EVENTS)
-        ]
-        assert len(terminals) == len(set(terminals))
+    def every_turn_has_at_most_one_terminal_reply(self) -> None:
+        """A message is asked for an answer once per turn (sent, edited into being, or
+        regenerated); each turn ends at most once."""
+        for turn, ends in turns(self.sim.log).items():
+            assert len(ends["terminal"]) <= 1, turn
+
+    @invariant()
+    def each_conversation_has_exactly_one_active_path(self) -> None:
+        for conv in self.sim.view.conversations.values():
+            check_one_active_path(conv)
+
+    @invariant()
+    def a_pending_reply_is_prompted_with_its_own_path_only(self) -> None:
+        for conv in self.sim.view.conversations.values():
+            if conv.pending is not None:
+                check_prompt_follows_the_tree(conv, conv.pending.message_id, self.sim.view)
 
     @invariant()
     def a_conversation_waits_on_at_most_its_last_user_message(self) -> None:
@@ -245,12 +360,23 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def replies_start_only_for_pending_messages(self) -> None:
-        starts = [r.event for r in self.sim.log if isinstance(r.event, ReplyStarted)]
-        attempts: dict[str, list[int]] = {}
-        for s in starts:
-            attempts.setdefault(s.in_reply_to, []).append(s.attempt)
-        for seq in attempts.values():
-            assert seq == list(range(1, len(seq) + 1))
+        """Within a turn, the attempts are numbered from 1 (a regeneration is a new turn)."""
+        for ends in turns(self.sim.log).values():
+            assert ends["attempts"] == list(range(1, len(ends["attempts"]) + 1))
+
+    @rule(data=st.data())
+    def a_view_cached_at_any_earlier_point_catches_up_with_the_log(
+        self, data: st.DataObject
+    ) -> None:
+        """I2 across deletions: a view cached at any moment of the session's life (also before
+        a conversation's events were erased), plus the events after its version in the log as
+        it is now, is the fold of that log."""
+        if not self.snapshots:
+            return
+        cached = decode_view(data.draw(st.sampled_from(self.snapshots)))
+        assert cached is not None
+        tail = [r for r in self.sim.log if position_after(r.position, cached.version)]
+        assert project(cached, tail) == fold(self.sim.log) == self.sim.view
 
 
 TestSessionMachine = SessionMachine.TestCase
@@ -329,3 +455,103 @@ def test_the_fold_has_a_handler_for_every_event_type() -> None:
     from chatcore.view import _HANDLERS
 
     assert set(_HANDLERS) == set(EVENT_TYPES.values())
+
+
+# --- the conversation's tree ------------------------------------------------------------------
+
+
+def turns(log: list[Recorded]) -> dict[tuple[str, int], dict[str, list[int]]]:
+    """Each turn of the log ((message, n): the n-th time the message was asked to be answered)
+    with its attempt numbers and its terminal events."""
+    asked: dict[str, int] = {}
+    out: dict[tuple[str, int], dict[str, list[int]]] = {}
+    for rec in log:
+        e = rec.event
+        if isinstance(e, MessageSubmitted | MessageEdited):
+            asked[e.message_id] = asked.get(e.message_id, 0) + 1
+            out[e.message_id, asked[e.message_id]] = {"attempts": [], "terminal": []}
+        elif isinstance(e, ReplyRequested):
+            asked[e.in_reply_to] = asked.get(e.in_reply_to, 0) + 1
+            out[e.in_reply_to, asked[e.in_reply_to]] = {"attempts": [], "terminal": []}
+        elif isinstance(e, ReplyStarted):
+            out[e.in_reply_to, asked[e.in_reply_to]]["attempts"].append(e.attempt)
+        elif isinstance(e, TERMINAL_REPLY_EVENTS):
+            mid = e.in_reply_to  # type: ignore[attr-defined]
+            out[mid, asked[mid]]["terminal"].append(int(rec.position[:-2]))
+    return out
+
+
+def check_one_active_path(conv: Conversation) -> None:
+    """``messages`` is one chain from the start, ending at ``leaf_id``; every other message of
+    the tree is in ``branches``, each message once, each parent known; the chain ends at a
+    leaf of the tree, or at the message a pending turn answers."""
+    path = conv.messages
+    for i, msg in enumerate(path):
+        assert msg.parent_id == (path[i - 1].message_id if i else None)
+    assert conv.leaf_id == (path[-1].message_id if path else None)
+    every = [*path, *conv.branches]
+    ids = [m.message_id for m in every]
+    assert len(ids) == len(set(ids))
+    assert all(m.parent_id is None or m.parent_id in ids for m in every)
+    for msg in every:
+        if msg.role == "assistant":
+            assert msg.parent_id == msg.in_reply_to
+    if conv.pending is not None:
+        assert path and path[-1].message_id == conv.pending.message_id
+    elif path:
+        assert not any(m.parent_id == path[-1].message_id for m in every)
+
+
+def check_prompt_follows_the_tree(conv: Conversation, message_id: str, view: SessionView) -> None:
+    """The prompt answering ``message_id`` is built from the chain of its ancestors (followed
+    by parent ids, not by the active path): its messages are the last ones of that chain."""
+    by_id = {m.message_id: m for m in (*conv.messages, *conv.branches)}
+    chain: list[ChatMessage] = []
+    at: str | None = message_id
+    while at is not None:
+        chain.append(by_id[at])
+        at = by_id[at].parent_id
+    chain.reverse()
+    request = build_prompt(conv, message_id, view.profile, PromptSettings(max_prompt_tokens=200))
+    said = [(m.role, m.content) for m in request.messages[1:]]
+    own = [(p.role, p.content) for m in chain[:-1] if (p := _as_prompt(m)) is not None]
+    question = (chain[-1].role, chain[-1].text)
+    assert said[-1][0] == "user" and question[1].endswith(said[-1][1])
+    assert said[:-1] == own[len(own) - len(said) + 1 :] if len(said) > 1 else True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(lifecycle(), min_size=20, max_size=80))
+def test_every_turn_answered_is_prompted_with_its_own_path_only(
+    commands: list[tuple[object, ...]],
+) -> None:
+    """Whenever a turn is waiting for its answer (a message, an edit, a regeneration), the
+    prompt a worker would build holds that message's own path and nothing of a sibling."""
+    sim = Simulator()
+    for cmd in commands:
+        sim.run(cmd)
+        for conv in sim.view.conversations.values():
+            check_one_active_path(conv)
+            if conv.pending is not None:
+                check_prompt_follows_the_tree(conv, conv.pending.message_id, sim.view)
+    assert fold(sim.log) == sim.view
+    assert sim.view.anomalies == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(lifecycle(), min_size=20, max_size=80))
+def test_a_deleted_conversation_leaves_nothing_but_its_tombstone(
+    commands: list[tuple[object, ...]],
+) -> None:
+    """After any history, deleting a conversation leaves no event of it in the log but the
+    tombstones, none of its client message ids in the view, and the view counts the log."""
+    sim = simulate(commands)
+    for n in range(3):
+        sim.run(("delete", n))
+        cid = sim.conv(n)
+        assert cid not in sim.view.conversations
+        left = [r.event for r in sim.log if getattr(r.event, "conversation_id", None) == cid]
+        assert all(isinstance(e, ConversationDeleted) for e in left)
+        assert all(ref.conversation_id != cid for ref in sim.view.client_messages.values())
+    assert sim.view.event_count == len(sim.log)
+    assert fold(sim.log) == sim.view

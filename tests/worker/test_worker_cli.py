@@ -123,7 +123,7 @@ async def test_serve_with_workers_runs_worker_processes_beside_the_api(
 def test_serve_with_workers_needs_redis() -> None:
     result = run_cli("serve", "--workers", "2", env={})
     assert result.returncode == 2
-    assert "workers need Redis" in result.stderr
+    assert "--workers needs Redis (CHATCORE_REDIS_URL)" in result.stderr
 
 
 async def test_dead_letters_are_listed_for_the_operator(

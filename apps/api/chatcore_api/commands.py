@@ -13,11 +13,17 @@ from chatcore.protocol import (
     Ack,
     Cancel,
     ClientFrame,
+    CloseCode,
+    DeleteConversation,
+    DeleteSession,
+    Edit,
     ErrorCode,
     Hello,
     Ping,
     Pong,
+    Regenerate,
     RenameConversation,
+    SelectBranch,
     Send,
     SetProfile,
     StartConversation,
@@ -53,6 +59,15 @@ class Commands:
 
     async def handle(self, frame: ClientFrame) -> None:
         request_id = getattr(frame, "request_id", None)
+        if isinstance(frame, DeleteSession):
+            # The session's farewell closes its connections; this one answers first.
+            self._out.defer_close()
+        try:
+            await self._handle(frame, request_id)
+        finally:
+            self._out.release_close()
+
+    async def _handle(self, frame: ClientFrame, request_id: str | None) -> None:
         try:
             await self._dispatch(frame)
         except InvalidIdentifier as exc:
@@ -116,17 +131,46 @@ class Commands:
                 language=frame.language if "language" in given else KEEP,
             )
             self._ack(frame, recorded[0].position if recorded else None, None)
+        elif isinstance(frame, Edit):
+            await self._edit(frame)
+        elif isinstance(frame, Regenerate):
+            wait = self._limiter.try_acquire(sid)  # a new answer costs what a message does
+            if wait > 0:
+                self._refuse_rate(frame.request_id, wait)
+                return
+            recorded = await service.regenerate_reply(
+                sid, conversation_id=frame.conversation_id, message_id=frame.message_id
+            )
+            self._ack(
+                frame,
+                recorded[0].position if recorded else None,
+                frame.conversation_id,
+                message_id=frame.message_id,
+            )
+        elif isinstance(frame, SelectBranch):
+            recorded = await service.select_branch(
+                sid, conversation_id=frame.conversation_id, message_id=frame.message_id
+            )
+            self._ack(
+                frame,
+                recorded[0].position if recorded else None,
+                frame.conversation_id,
+                message_id=frame.message_id,
+            )
+        elif isinstance(frame, DeleteConversation):
+            tombstone = await service.delete_conversation(
+                sid, conversation_id=frame.conversation_id
+            )
+            self._ack(frame, tombstone.position, frame.conversation_id)
+        elif isinstance(frame, DeleteSession):
+            await service.delete_session(sid)
+            self._ack(frame, None, None)
+            self._out.push_close(CloseCode.UNAUTHORIZED, "the session was deleted")
 
     async def _send(self, frame: Send) -> None:
         wait = self._limiter.try_acquire(self._session_id)
         if wait > 0:
-            self._metrics.rate_limited.labels("message").inc()
-            self._out.push_error(
-                ErrorCode.RATE_LIMITED,
-                f"too many messages; at most {self._messages_per_minute} a minute",
-                frame.request_id,
-                retry_after=math.ceil(wait * 10) / 10,
-            )
+            self._refuse_rate(frame.request_id, wait)
             return
         result = await self._service.submit_message(
             self._session_id,
@@ -147,11 +191,55 @@ class Commands:
             )
         )
 
+    async def _edit(self, frame: Edit) -> None:
+        # An edit is a new message: it counts against the same rate limit as a send.
+        wait = self._limiter.try_acquire(self._session_id)
+        if wait > 0:
+            self._refuse_rate(frame.request_id, wait)
+            return
+        result = await self._service.edit_message(
+            self._session_id,
+            conversation_id=frame.conversation_id,
+            message_id=frame.message_id,
+            client_message_id=frame.client_message_id,
+            text=frame.text,
+        )
+        self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
+        self._out.push_frame(
+            Ack(
+                request_id=frame.request_id,
+                for_type="edit",
+                cursor=result.position,
+                conversation_id=result.conversation_id,
+                client_message_id=result.client_message_id,
+                message_id=result.message_id,
+                duplicate=result.duplicate,
+            )
+        )
+
+    def _refuse_rate(self, request_id: str | None, wait: float) -> None:
+        self._metrics.rate_limited.labels("message").inc()
+        self._out.push_error(
+            ErrorCode.RATE_LIMITED,
+            f"too many messages; at most {self._messages_per_minute} a minute",
+            request_id,
+            retry_after=math.ceil(wait * 10) / 10,
+        )
+
     def _ack(
         self,
-        frame: Cancel | StartConversation | RenameConversation | SetProfile,
+        frame: Cancel
+        | StartConversation
+        | RenameConversation
+        | SetProfile
+        | Regenerate
+        | SelectBranch
+        | DeleteConversation
+        | DeleteSession,
         cursor: str | None,
         conversation_id: str | None,
+        *,
+        message_id: str | None = None,
     ) -> None:
         self._out.push_frame(
             Ack(
@@ -159,5 +247,6 @@ class Commands:
                 for_type=frame.type,
                 cursor=cursor,
                 conversation_id=conversation_id,
+                message_id=message_id,
             )
         )

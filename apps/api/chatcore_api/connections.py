@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from chatcore.events import Recorded
-from chatcore.protocol import EventFrame
+from chatcore.events import Recorded, SessionDeleted
+from chatcore.protocol import CloseCode, EventFrame
 from chatcore_api.feed import SessionFeed, Watch
 from chatcore_api.metrics import ApiMetrics
 
@@ -41,6 +41,10 @@ class LiveConnection(Protocol):
 
     def deliver(self, events: Sequence[OutEvent]) -> None:
         """Queue live events (without waiting); overflowing closes the connection."""
+        ...
+
+    def close_after(self, code: int, reason: str) -> None:
+        """Close once what was delivered so far has been written."""
         ...
 
     async def shutdown(self, code: int, reason: str) -> None: ...
@@ -84,8 +88,11 @@ class ConnectionManager:
         if not peers:
             return
         events = [event_frame(r) for r in records]
+        deleted = any(isinstance(r.event, SessionDeleted) for r in records)
         for conn in list(peers):
             conn.deliver(events)
+            if deleted:  # the session's last event: its tokens are worth nothing now
+                conn.close_after(CloseCode.UNAUTHORIZED, "the session was deleted")
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every socket (server shutdown); clients resume elsewhere from their cursor."""

@@ -111,6 +111,9 @@ class WebSocketHandler:
     def deliver(self, events: Sequence[OutEvent]) -> None:
         self._out.deliver(events)
 
+    def close_after(self, code: int, reason: str) -> None:
+        self._out.push_close(code, reason)
+
     async def shutdown(self, code: int, reason: str) -> None:
         await self._out.close(code, reason)
 

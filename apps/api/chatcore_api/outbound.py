@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -30,6 +31,14 @@ class SendFailed(Exception):
     """The client cannot be written to any more (gone, or not reading)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """Queued: close the connection once everything queued before has been written."""
+
+    code: int
+    reason: str
+
+
 class Outbound:
     def __init__(
         self,
@@ -43,7 +52,7 @@ class Outbound:
         self._metrics = metrics
         self._queue_limit = queue_limit
         self._send_timeout = send_timeout
-        self._queue: deque[OutEvent | tuple[str, str]] = deque()
+        self._queue: deque[OutEvent | tuple[str, str] | _Close] = deque()
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
@@ -52,6 +61,9 @@ class Outbound:
         self.overflowed = False
         self.closed = False
         self.session_id = ""  # (for log lines)
+        self._close_queued = False
+        self._deferring = False
+        self._deferred: _Close | None = None
 
     # --- queued frames ----------------------------------------------------------------------
 
@@ -88,6 +100,28 @@ class Outbound:
             Error(code=code, message=message, request_id=request_id, retry_after=retry_after)
         )
 
+    def push_close(self, code: int, reason: str) -> None:
+        """Close the connection after what is queued now (and nothing queued later)."""
+        if self.overflowed or self.closed or self._close_queued:
+            return
+        if self._deferring:
+            self._deferred = self._deferred or _Close(code, reason)
+            return
+        self._close_queued = True
+        self._queue.append(_Close(code, reason))
+        self._wake.set()
+
+    def defer_close(self) -> None:
+        """Hold back any close pushed from now on until :meth:`release_close` (a command
+        whose own effect closes the connection is answered first)."""
+        self._deferring = True
+
+    def release_close(self) -> None:
+        self._deferring = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            self.push_close(deferred.code, deferred.reason)
+
     def _overflow(self) -> None:
         """Too far behind: stop writing now (even mid-send); the caller closes with 1013."""
         self.overflowed = True
@@ -110,7 +144,9 @@ class Outbound:
                 return  # the connection closes with 1013
             while self._queue and not self.overflowed and not self.closed:
                 item = self._queue.popleft()
-                if isinstance(item, OutEvent):
+                if isinstance(item, _Close):
+                    await self.close(item.code, item.reason)
+                elif isinstance(item, OutEvent):
                     if not position_after(item.cursor, self.cursor):
                         continue  # already sent in the backlog (or by an earlier batch)
                     await self.send_text(item.text, "event")

@@ -1,4 +1,5 @@
-"""The REST side: create a session, read its profile, conversations and history.
+"""The REST side: create a session, read its profile, conversations and history, export a
+conversation, delete a conversation or the whole session.
 
 Reading needs ``Authorization: Bearer <token>``, and the token's session must be the one in
 the path: a token for session A can never read session B. Errors are JSON
@@ -8,13 +9,15 @@ the path: a token for session A can never read session B. Errors are JSON
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatcore.errors import InvalidIdentifier, UnknownConversation
+from chatcore.export import ExportedConversation, export_json, export_markdown
 from chatcore.ids import parse_position, position_after
 from chatcore.protocol import MessageState, PendingState, ProfileState, snapshot_of
 from chatcore.view import SessionView
@@ -79,6 +82,11 @@ class ConversationList(BaseModel):
     conversations: list[ConversationSummary]
 
 
+class ConversationDeletedBody(BaseModel):
+    conversation_id: str
+    cursor: str = Field(description="Position of the conversation_deleted event (its tombstone).")
+
+
 class MessagePage(BaseModel):
     conversation_id: str
     messages: list[MessageState]
@@ -96,6 +104,15 @@ bearer = HTTPBearer(
 
 SessionIdPath = Annotated[
     str, Path(min_length=1, max_length=100, description="The session id from POST /api/sessions.")
+]
+ConversationIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=80,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="A conversation of the session.",
+    ),
 ]
 
 
@@ -218,3 +235,81 @@ async def list_messages(
         pending=conv.pending,
         next_after=page[-1].cursor if len(newer) > limit else None,
     )
+
+
+@router.get(
+    "/sessions/{session_id}/conversations/{conversation_id}/export",
+    response_model=ExportedConversation,
+    responses={
+        200: {
+            "content": {"text/markdown": {"schema": {"type": "string"}}},
+            "description": "The conversation as JSON, or as Markdown with format=markdown.",
+        },
+        422: {"model": ErrorBody, "description": "A query that does not fit"},
+    },
+)
+async def export_conversation(
+    session_id: SessionDep,
+    runtime: RuntimeDep,
+    conversation_id: ConversationIdPath,
+    format: Annotated[
+        Literal["markdown", "json"], Query(description="markdown (the active path) or json.")
+    ] = "json",
+    tree: Annotated[
+        bool,
+        Query(description="json only: every version of every message, not just the active path."),
+    ] = False,
+) -> Response:
+    """Export a conversation: its active path as Markdown or JSON, or its whole tree as JSON."""
+    view = await runtime.service.load(session_id)
+    conv = view.conversations.get(conversation_id)
+    if conv is None:
+        raise UnknownConversation(conversation_id)
+    now = runtime.service.clock.now()
+    suffix = "md" if format == "markdown" else "json"
+    disposition = f'attachment; filename="{conversation_id}.{suffix}"'
+    if format == "markdown":
+        if tree:  # answered like any query that does not fit: bad_request, with details
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", "tree"),
+                        "msg": "tree=true is for format=json; Markdown holds the active path",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        return Response(
+            export_markdown(conv, exported_at=now),
+            media_type="text/markdown; charset=utf-8",
+            headers={"content-disposition": disposition},
+        )
+    exported = export_json(conv, exported_at=now, tree=tree)
+    return Response(
+        exported.model_dump_json(),
+        media_type="application/json",
+        headers={"content-disposition": disposition},
+    )
+
+
+@router.delete(
+    "/sessions/{session_id}/conversations/{conversation_id}",
+    response_model=ConversationDeletedBody,
+)
+async def delete_conversation(
+    session_id: SessionDep, runtime: RuntimeDep, conversation_id: ConversationIdPath
+) -> ConversationDeletedBody:
+    """Delete a conversation for good: its text leaves the log and the cache; connected
+    clients receive its conversation_deleted event."""
+    tombstone = await runtime.service.delete_conversation(
+        session_id, conversation_id=conversation_id
+    )
+    return ConversationDeletedBody(conversation_id=conversation_id, cursor=tombstone.position)
+
+
+@router.delete("/sessions/{session_id}", status_code=204, response_class=Response)
+async def delete_session(session_id: SessionDep, runtime: RuntimeDep) -> Response:
+    """Delete the whole session for good. Its connections are closed with 4001; its token
+    then gets 404 session_not_found."""
+    await runtime.service.delete_session(session_id)
+    return Response(status_code=204)

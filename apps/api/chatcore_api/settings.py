@@ -217,6 +217,17 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
             raise ValueError("token_ttl must be between one minute and 400 days")
         return value
 
+    @model_validator(mode="after")
+    def _sessions_outlive_their_tokens(self) -> ApiSettings:
+        idle = self.retention.idle_ttl
+        if idle is not None and idle < self.token_ttl.total_seconds():
+            raise ValueError(
+                f"retention.idle_ttl ({idle:g}s) must be at least token_ttl "
+                f"({self.token_ttl.total_seconds():g}s): a session must not be deleted while "
+                "a token for it is still valid"
+            )
+        return self
+
     @field_validator("web_dir", mode="before")
     @classmethod
     def _web_dir_empty_is_none(cls, value: Any) -> Any:

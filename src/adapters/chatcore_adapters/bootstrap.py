@@ -206,8 +206,8 @@ def bootstrap(
             redis = owned = on_redis.connect(
                 redis_settings(settings, client_name=client_name, max_block=max_block)
             )
-        store = store or on_redis.RedisEventStore(redis)
-        cache = cache or on_redis.RedisSessionCache(redis, ttl=settings.redis.cache_ttl)
+        store = store or on_redis.RedisEventStore(redis, retention=settings.retention.idle_ttl)
+        cache = cache or on_redis.RedisSessionCache(redis, ttl=settings.cache_ttl)
         if queue is None:
             redis_queue = on_redis.RedisWorkQueue(
                 redis,
@@ -245,8 +245,10 @@ def bootstrap(
                 lock.release()
 
         closers.append(close_db)
-        store = store or on_sqlite.SqliteEventStore(db, clock)
-        cache = cache or on_sqlite.SqliteSessionCache(db, clock, ttl=settings.redis.cache_ttl)
+        store = store or on_sqlite.SqliteEventStore(
+            db, clock, retention=settings.retention.idle_ttl
+        )
+        cache = cache or on_sqlite.SqliteSessionCache(db, clock, ttl=settings.cache_ttl)
         queue = queue or on_sqlite.SqliteWorkQueue(
             db, clock, reclaim_after=settings.redis.reclaim_after
         )
@@ -254,8 +256,8 @@ def bootstrap(
         leases = leases or on_sqlite.SqliteLeases(db, clock)
         heartbeats = heartbeats or on_sqlite.SqliteHeartbeats(db, clock)
     else:
-        store = store or MemoryEventStore(clock)
-        cache = cache or MemorySessionCache(clock)
+        store = store or MemoryEventStore(clock, retention=settings.retention.idle_ttl)
+        cache = cache or MemorySessionCache(clock, ttl=settings.cache_ttl)
         queue = queue or MemoryWorkQueue(clock, reclaim_after=settings.redis.reclaim_after)
         intents = intents or MemoryIntentJournal(clock)
         leases = leases or MemoryLeases(clock)

@@ -10,11 +10,20 @@ code, which builds these models directly.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from chatcore.decisions import CommandLimits
 from chatcore.generation import GenerationSettings
@@ -23,6 +32,7 @@ from chatcore.worker import WorkerSettings
 from chatcore_adapters.llm.settings import LLMSettings
 
 _DEFAULT_LIMITS = CommandLimits()
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 _DEFAULT_SERVICE = ServiceSettings()
 
 
@@ -141,6 +151,58 @@ class SqliteOptions(BaseModel):
 Storage = Literal["memory", "sqlite", "redis"]
 
 
+class RetentionOptions(BaseModel):
+    """How long sessions are kept and how large their logs may grow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_ttl: float | None = Field(
+        default=30 * 86_400.0,
+        ge=1,
+        le=3650 * 86_400,
+        description="Seconds (or an ISO 8601 duration such as P30D) after a session's last "
+        "event before the whole session is deleted by itself (a client connecting records an "
+        "event at most once per restore_record_interval, so a session in use stays). At least "
+        "the API's token_ttl. null (or never): sessions are never deleted by age.",
+    )
+    max_events: int = Field(
+        default=_DEFAULT_LIMITS.max_events,
+        ge=10,
+        le=100_000_000,
+        description="Most events a session's log may hold. A reply that reaches it ends with "
+        "reply_failed (session_full).",
+    )
+    reply_reserve: int = Field(
+        default=_DEFAULT_LIMITS.reply_reserve,
+        ge=0,
+        le=100_000_000,
+        description="Events kept free below max_events for replies in progress: a new message "
+        "(or any other command that grows the log) is refused with session_full once fewer "
+        "are left.",
+    )
+
+    @field_validator("idle_ttl", mode="before")
+    @classmethod
+    def _idle_ttl_from_text(cls, value: Any) -> Any:
+        """Seconds, an ISO 8601 duration (``P30D``), or null/none/never (an environment
+        variable cannot say null otherwise)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.lower() in {"", "null", "none", "never"}:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            return _DURATION.validate_python(text).total_seconds()
+
+    @model_validator(mode="after")
+    def _reserve_below_the_cap(self) -> RetentionOptions:
+        if self.reply_reserve >= self.max_events:
+            raise ValueError("retention.reply_reserve must be less than retention.max_events")
+        return self
+
+
 class ChatcoreSettings(BaseModel):
     """Everything :func:`~chatcore_adapters.bootstrap.bootstrap` builds a chatcore from."""
 
@@ -170,6 +232,7 @@ class ChatcoreSettings(BaseModel):
     redis: RedisOptions = Field(default_factory=RedisOptions)
     worker: WorkerOptions = Field(default_factory=WorkerOptions)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    retention: RetentionOptions = Field(default_factory=RetentionOptions)
     max_message_chars: int = Field(
         default=_DEFAULT_LIMITS.max_message_chars,
         ge=1,
@@ -233,9 +296,19 @@ class ChatcoreSettings(BaseModel):
         """The use cases' settings (the ones these settings name; the others keep the core's
         defaults)."""
         return ServiceSettings(
-            limits=CommandLimits(max_message_chars=self.max_message_chars),
+            limits=CommandLimits(
+                max_message_chars=self.max_message_chars,
+                max_events=self.retention.max_events,
+                reply_reserve=self.retention.reply_reserve,
+            ),
             restore_record_interval=self.restore_record_interval,
         )
+
+    @property
+    def cache_ttl(self) -> float:
+        """How long a cached view lives: never longer than the session itself."""
+        idle = self.retention.idle_ttl
+        return self.redis.cache_ttl if idle is None else min(self.redis.cache_ttl, idle)
 
     @property
     def redis_url_display(self) -> str | None:

@@ -9,7 +9,19 @@
 /**
  * Any client-to-server frame.
  */
-export type ClientFrame = Hello | Send | Cancel | StartConversation | RenameConversation | SetProfile | Ping;
+export type ClientFrame =
+  | Hello
+  | Send
+  | Cancel
+  | StartConversation
+  | RenameConversation
+  | SetProfile
+  | Ping
+  | Regenerate
+  | Edit
+  | SelectBranch
+  | DeleteConversation
+  | DeleteSession;
 
 /**
  * First frame of every connection: prove the session, say where to resume from.
@@ -60,6 +72,54 @@ export interface Ping {
   type: "ping";
   request_id?: string | null;
   nonce?: string | null;
+}
+/**
+ * Answer the user message ``message_id`` again; its earlier answers are kept as other
+ * versions (``reply_requested``, then the reply's events as for any message).
+ */
+export interface Regenerate {
+  type: "regenerate";
+  request_id?: string | null;
+  conversation_id: string;
+  message_id: string;
+}
+/**
+ * A new version of the user message ``message_id`` with ``text``: a new branch from
+ * there, answered like a ``send`` (idempotent per ``client_message_id`` in the same way).
+ */
+export interface Edit {
+  type: "edit";
+  request_id?: string | null;
+  conversation_id: string;
+  message_id: string;
+  client_message_id: string;
+  text: string;
+}
+/**
+ * Make the version ``message_id`` (a user message or an answer) part of the active path,
+ * for every tab and device of the session (``branch_selected``).
+ */
+export interface SelectBranch {
+  type: "select_branch";
+  request_id?: string | null;
+  conversation_id: string;
+  message_id: string;
+}
+/**
+ * Delete a conversation for good (``conversation_deleted``).
+ */
+export interface DeleteConversation {
+  type: "delete_conversation";
+  request_id?: string | null;
+  conversation_id: string;
+}
+/**
+ * Delete the whole session for good; the server then closes every connection of it with
+ * 4001.
+ */
+export interface DeleteSession {
+  type: "delete_session";
+  request_id?: string | null;
 }
 
 /**
@@ -115,12 +175,17 @@ export interface ProfileState {
   display_name: string | null;
   language: string | null;
 }
+/**
+ * ``messages`` is the active path; ``branches`` every other message of the conversation
+ * (other versions and what follows them), in the order recorded.
+ */
 export interface ConversationState {
   conversation_id: string;
   title: string;
   started_at: string;
   messages: MessageState[];
   pending: PendingState | null;
+  branches?: MessageState[];
 }
 export interface MessageState {
   message_id: string;
@@ -135,6 +200,7 @@ export interface MessageState {
   usage?: Usage | null;
   error_code?: string | null;
   error?: string | null;
+  parent_id?: string | null;
 }
 export interface Usage {
   prompt_tokens: number;
@@ -167,6 +233,11 @@ export interface EventFrame {
     | ConversationStarted
     | ConversationRenamed
     | MessageSubmitted
+    | MessageEdited
+    | BranchSelected
+    | ConversationDeleted
+    | SessionDeleted
+    | ReplyRequested
     | ReplyStarted
     | ReplyDelta
     | ReplyModelSwitched
@@ -213,6 +284,9 @@ export interface ConversationRenamed {
   conversation_id: string;
   title: string;
 }
+/**
+ * A user message, following the end of the conversation's active path.
+ */
 export interface MessageSubmitted {
   at: string;
   type: "message_submitted";
@@ -220,6 +294,61 @@ export interface MessageSubmitted {
   message_id: string;
   client_message_id: string;
   text: string;
+}
+/**
+ * A new version of the user message ``edit_of``: a sibling of it (the same ``parent_id``,
+ * ``None`` at the start of the conversation) that starts a new branch and becomes the end of
+ * the active path; it is answered like any message. The earlier branch is kept.
+ */
+export interface MessageEdited {
+  at: string;
+  type: "message_edited";
+  conversation_id: string;
+  message_id: string;
+  client_message_id: string;
+  text: string;
+  edit_of: string;
+  parent_id: string | null;
+}
+/**
+ * The conversation's active path now runs through ``message_id`` and ends at
+ * ``leaf_id`` (below ``message_id``, each step follows the child last on the path).
+ */
+export interface BranchSelected {
+  at: string;
+  type: "branch_selected";
+  conversation_id: string;
+  message_id: string;
+  leaf_id: string;
+}
+/**
+ * The conversation was deleted: its ``erased`` events are gone from the log, and this
+ * content-free tombstone is what remains of it.
+ */
+export interface ConversationDeleted {
+  at: string;
+  type: "conversation_deleted";
+  conversation_id: string;
+  erased: number;
+}
+/**
+ * The session was deleted with its whole log. It is the last event a live client of the
+ * session receives; it is not kept (nothing of the session is).
+ */
+export interface SessionDeleted {
+  at: string;
+  type: "session_deleted";
+}
+/**
+ * Regenerate: a new answer to the user message ``in_reply_to``, which already has one or
+ * more. The earlier answers stay (as other branches); this one follows like any reply.
+ */
+export interface ReplyRequested {
+  at: string;
+  type: "reply_requested";
+  conversation_id: string;
+  in_reply_to: string;
+  client_message_id: string;
 }
 /**
  * A worker began answering ``in_reply_to``; ``attempt`` counts takeovers from 1.
@@ -320,7 +449,17 @@ export interface CaughtUp {
 export interface Ack {
   type: "ack";
   request_id?: string | null;
-  for_type: "send" | "cancel" | "start_conversation" | "rename_conversation" | "set_profile";
+  for_type:
+    | "send"
+    | "cancel"
+    | "start_conversation"
+    | "rename_conversation"
+    | "set_profile"
+    | "regenerate"
+    | "edit"
+    | "select_branch"
+    | "delete_conversation"
+    | "delete_session";
   cursor: string | null;
   conversation_id?: string | null;
   client_message_id?: string | null;

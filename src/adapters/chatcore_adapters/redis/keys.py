@@ -46,6 +46,11 @@ class KeySpace:
         """The session's event log: ``chat:{<session_id>}``."""
         return f"{self.prefix}chat:{{{validate_session_id(session_id)}}}"
 
+    def rewrite(self, session_id: str) -> str:
+        """Scratch space for rewriting the session's log (erasing a conversation), in its
+        slot: ``chat:{<session_id>}:rewrite``. It exists only inside one script."""
+        return f"{self.events(session_id)}:rewrite"
+
     def live(self, session_id: str) -> str:
         """The pub/sub channel of the session's appends: ``live:{<session_id>}``."""
         return f"{self.prefix}live:{{{validate_session_id(session_id)}}}"

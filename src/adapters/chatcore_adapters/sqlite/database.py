@@ -35,6 +35,12 @@ then survives a power loss too, on a disk that honours ``fsync``, at the cost of
 per transaction (group commit shares it between the appends waiting together;
 ``docs/benchmarks.md`` has the figures).
 
+**Deleted content.** ``secure_delete`` is on: SQLite overwrites with zeros what a delete or an
+update frees, instead of leaving it in free pages. The write-ahead log still holds the pages
+as they were written, text included, until it is reset; :meth:`SqliteDatabase.scrub` (after
+a conversation or a session is deleted) checkpoints it into the file and truncates it, so
+the deleted text is in neither file afterwards.
+
 **Errors.** No ``sqlite3`` exception leaves this module: see
 :mod:`chatcore_adapters.sqlite.errors`.
 """
@@ -131,6 +137,8 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     on_commit: Callable[[Any], None] | None
+    # Run by the writer alone, outside any transaction (a checkpoint).
+    bare: bool = False
 
 
 # (job, succeeded, its value or its exception)
@@ -161,6 +169,7 @@ class SqliteDatabase:
         # Counters for tests and benchmarks: write transactions, and jobs they carried.
         self.transactions = 0
         self.jobs = 0
+        self._scrub_later: asyncio.Task[None] | None = None
         self._writer.start()
         for reader in self._readers:
             reader.start()
@@ -233,7 +242,12 @@ class SqliteDatabase:
         conn = self._writer_conn
         try:
             while (batch := self._next_batch()) is not None:
-                self._deliver(self._run_guarded(conn, batch))
+                for part in _split_bare(batch):
+                    if part[0].bare:
+                        self._deliver([self._run_bare(conn, part[0])])
+                    else:
+                        self._deliver(self._run_guarded(conn, part))
+                del part
                 # Hold nothing of a delivered batch while waiting for the next one: a job
                 # leads to its future, and so to its result (10,000 events, a whole view).
                 del batch
@@ -259,6 +273,14 @@ class SqliteDatabase:
                 break
             batch.append(job)
         return batch
+
+    def _run_bare(self, conn: sqlite3.Connection, job: _Job) -> _Outcome:
+        try:
+            return (job, True, job.fn(conn))
+        except sqlite3.Error as exc:
+            return (job, False, translate(exc, self.path, job.operation))
+        except Exception as exc:  # noqa: BLE001 - the job's own failure, for its caller
+            return (job, False, exc)
 
     def _run_guarded(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[_Outcome]:
         try:
@@ -348,6 +370,45 @@ class SqliteDatabase:
 
     # --- maintenance --------------------------------------------------------------------------
 
+    async def scrub(self) -> bool:
+        """Move the write-ahead log into the file and truncate it (a ``TRUNCATE`` checkpoint,
+        by the writer between transactions), so no page of it keeps deleted content; then
+        again about a second later, for the writes that follow a deletion (the cache's new
+        view). ``False`` when a reader kept the checkpoint from finishing (the log is then
+        reset by a later scrub or checkpoint)."""
+        done = await self._checkpoint()
+        loop = asyncio.get_running_loop()
+        if self._scrub_later is None or self._scrub_later.done():
+            self._scrub_later = loop.create_task(self._scrub_again(), name="chatcore-sqlite-scrub")
+        return done
+
+    async def _scrub_again(self) -> None:
+        await asyncio.sleep(1.0)
+        if not self._closed:
+            try:
+                await self._checkpoint()
+            except StoreUnavailable:
+                log.warning("sqlite scrub failed", extra={"path": str(self.path)}, exc_info=True)
+
+    async def _checkpoint(self) -> bool:
+        if self._closed:
+            raise StoreUnavailable(f"sqlite checkpoint failed on {self.path}: it is closed")
+
+        def checkpoint(conn: sqlite3.Connection) -> bool:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return not busy
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put(_Job(checkpoint, "checkpoint", loop, future, None, bare=True))
+        done = bool(await future)
+        if not done:
+            log.warning(
+                "sqlite checkpoint could not finish: a reader held the log",
+                extra={"path": str(self.path)},
+            )
+        return done
+
     async def backup(self, target: str | os.PathLike[str]) -> None:
         """Write a consistent copy of the database to ``target`` (a new file) while it is in
         use, with ``VACUUM INTO``: a snapshot as of one moment, compacted; writers go on
@@ -374,12 +435,25 @@ class SqliteDatabase:
         if self._closed:
             return
         self._closed = True
+        if self._scrub_later is not None:
+            self._scrub_later.cancel()
         self._jobs.put(None)
         for _ in self._readers:
             self._reads.put(None)
         loop = asyncio.get_running_loop()
         for thread in (self._writer, *self._readers):
             await loop.run_in_executor(None, thread.join)
+
+
+def _split_bare(batch: list[_Job]) -> list[list[_Job]]:
+    """The batch in order, as runs of transactional jobs and bare jobs one by one."""
+    parts: list[list[_Job]] = []
+    for job in batch:
+        if job.bare or not parts or parts[-1][0].bare:
+            parts.append([job])
+        else:
+            parts[-1].append(job)
+    return parts
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
@@ -417,6 +491,8 @@ def _configure_writer(conn: sqlite3.Connection, path: Path, settings: SqliteSett
     if str(mode).lower() != "wal":
         raise DatabaseUnusable(path, f"it cannot be switched to WAL mode (it stays {mode!r})")
     conn.execute(f"PRAGMA synchronous = {settings.synchronous.upper()}")
+    # What a delete frees is overwritten with zeros (a deleted conversation leaves no text).
+    conn.execute("PRAGMA secure_delete = ON")
     if settings.max_bytes is not None:
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         conn.execute(f"PRAGMA max_page_count = {max(1, settings.max_bytes // page_size)}")

@@ -12,13 +12,25 @@ An append is one job of the writer thread: read the session's newest position, c
 with the expected version, insert every event and move the newest position, all in the
 writer's transaction, so a batch is all-or-nothing and two appends at one version cannot both
 succeed (I3). Appends queued together share one commit (see :mod:`.database`).
+
+Erasing deletes the rows (``secure_delete`` zeroes what they held) and appends the tombstone
+after the newest position, which ``streams`` keeps whatever was erased; deleting a session
+deletes its rows and its ``streams`` row. Both then :meth:`~.database.SqliteDatabase.scrub`
+the write-ahead log, so the text is in neither file.
+
+With a retention time, a log whose newest position is older than that reads as gone at
+once; an append to it starts a new log (the old rows are deleted in the same transaction),
+and a sweep during appends (at most every tenth of the retention time, and every minute)
+deletes up to :data:`SWEEP_BATCH` such logs at a time, oldest first.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chatcore.errors import ConcurrencyConflict
 from chatcore.events import Event, Recorded
@@ -27,6 +39,8 @@ from chatcore.ports import Appended, AppendListener, Clock
 from chatcore_adapters.codec import decode_records, encode_event
 from chatcore_adapters.sqlite.database import SqliteDatabase, epoch_ms
 from chatcore_adapters.sqlite.live import LocalPushes, SqliteLiveSubscription
+
+log = logging.getLogger(__name__)
 
 # SQLite integers are signed 64-bit; a position may name up to 2**64 - 1 (parse_position).
 # No stored event is beyond this bound, so clamping a cursor to it changes no answer.
@@ -38,15 +52,23 @@ _MOVE = "UPDATE streams SET last_ms = ?, last_seq = ? WHERE stream = ?"
 _INSERT = "INSERT INTO events (stream, ms, seq, body) VALUES (?, ?, ?, ?)"
 _READ = (
     "SELECT ms, seq, body FROM events "
-    "WHERE stream = (SELECT stream FROM streams WHERE session_id = ?) "
+    "WHERE stream = (SELECT stream FROM streams WHERE session_id = ? AND last_ms > ?) "
     "ORDER BY ms, seq LIMIT ?"
 )
 _READ_AFTER = (
     "SELECT ms, seq, body FROM events "
-    "WHERE stream = (SELECT stream FROM streams WHERE session_id = ?) AND (ms, seq) > (?, ?) "
-    "ORDER BY ms, seq LIMIT ?"
+    "WHERE stream = (SELECT stream FROM streams WHERE session_id = ? AND last_ms > ?) "
+    "AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT ?"
 )
-_LAST = "SELECT last_ms, last_seq FROM streams WHERE session_id = ?"
+_LAST = "SELECT last_ms, last_seq FROM streams WHERE session_id = ? AND last_ms > ?"
+_DROP_EVENTS = "DELETE FROM events WHERE stream = ?"
+_DROP_STREAM = "DELETE FROM streams WHERE stream = ?"
+_ERASE_ONE = "DELETE FROM events WHERE stream = ? AND ms = ? AND seq = ?"
+_EXPIRED = "SELECT stream FROM streams WHERE last_ms <= ? ORDER BY last_ms LIMIT ?"
+_REMAINING = "SELECT 1 FROM events WHERE stream = ? LIMIT 1"
+
+# The most expired logs one sweep deletes (one write transaction).
+SWEEP_BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,26 +78,82 @@ class _Committed:
 
 
 def _select(
-    conn: sqlite3.Connection, session_id: str, after: tuple[int, int] | None, limit: int
+    conn: sqlite3.Connection,
+    session_id: str,
+    after: tuple[int, int] | None,
+    limit: int,
+    expired: int,
 ) -> list[Recorded]:
     if after is None:
-        rows = conn.execute(_READ, (session_id, limit)).fetchall()
+        rows = conn.execute(_READ, (session_id, expired, limit)).fetchall()
     else:
         ms, seq = min(after[0], _MAX), min(after[1], _MAX)
-        rows = conn.execute(_READ_AFTER, (session_id, ms, seq, limit)).fetchall()
+        rows = conn.execute(_READ_AFTER, (session_id, expired, ms, seq, limit)).fetchall()
     return decode_records((f"{ms}-{seq}", body) for ms, seq, body in rows)
+
+
+def _drop(conn: sqlite3.Connection, stream: int) -> None:
+    conn.execute(_DROP_EVENTS, (stream,))
+    conn.execute(_DROP_STREAM, (stream,))
+
+
+def _next_key(ms: int, last: tuple[int, int] | None) -> tuple[int, int]:
+    return (last[0], last[1] + 1) if last is not None and ms <= last[0] else (ms, 0)
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    stream: int,
+    last: tuple[int, int] | None,
+    events: Sequence[Event],
+    bodies: list[bytes],
+    now_ms: int,
+) -> list[Recorded]:
+    """Insert ``events`` after ``last`` and make the newest of them the stream's position."""
+    ms = max(0, now_ms)
+    keys: list[tuple[int, int]] = []
+    for _ in events:
+        last = _next_key(ms, last)
+        keys.append(last)
+    conn.executemany(
+        _INSERT, [(stream, k[0], k[1], body) for k, body in zip(keys, bodies, strict=True)]
+    )
+    conn.execute(_MOVE, (keys[-1][0], keys[-1][1], stream))
+    return [
+        Recorded(position=f"{k[0]}-{k[1]}", event=event)
+        for k, event in zip(keys, events, strict=True)
+    ]
 
 
 class SqliteEventStore:
     """The :class:`chatcore.ports.EventStore` on an SQLite file."""
 
-    def __init__(self, db: SqliteDatabase, clock: Clock) -> None:
+    def __init__(self, db: SqliteDatabase, clock: Clock, *, retention: float | None = None) -> None:
+        if retention is not None and retention <= 0:
+            raise ValueError("retention must be positive")
         self.db = db
+        self.retention = retention
         self._clock = clock
         self._pushes = LocalPushes()
+        self._retention_ms = None if retention is None else max(1, int(retention * 1000))
+        self._next_sweep = 0.0
 
     def subscribe(self, listener: AppendListener) -> SqliteLiveSubscription:
         return self._pushes.subscribe(listener)
+
+    def _expired_before(self) -> int:
+        """Logs whose newest position is at or before this are gone (-1: none is)."""
+        if self._retention_ms is None:
+            return -1
+        return epoch_ms(self._clock) - self._retention_ms
+
+    def _live(self, conn: sqlite3.Connection, session_id: str, expired: int) -> Any:
+        """The session's ``streams`` row, or ``None``; an expired log is deleted here."""
+        row = conn.execute(_STREAM, (session_id,)).fetchone()
+        if row is not None and row[1] <= expired:
+            _drop(conn, row[0])
+            return None
+        return row
 
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
@@ -86,39 +164,110 @@ class SqliteEventStore:
         batch = tuple(events)
         bodies = [encode_event(event) for event in batch]
         clock = self._clock
+        expired = self._expired_before()
 
         def append(conn: sqlite3.Connection) -> _Committed:
-            row = conn.execute(_STREAM, (session_id,)).fetchone()
+            row = self._live(conn, session_id, expired)
             actual = None if row is None else f"{row[1]}-{row[2]}"
             if actual != expected_version:
                 raise ConcurrencyConflict(session_id, expected_version, actual)
-            ms = max(0, epoch_ms(clock))
+            last: tuple[int, int] | None = None
             if row is None:
-                last: tuple[int, int] | None = None
-                stream = conn.execute(_NEW_STREAM, (session_id, 0, 0)).lastrowid
+                stream = int(conn.execute(_NEW_STREAM, (session_id, 0, 0)).lastrowid or 0)
             else:
                 stream, last = row[0], (row[1], row[2])
-            keys: list[tuple[int, int]] = []
-            for _ in batch:
-                key = (last[0], last[1] + 1) if last is not None and ms <= last[0] else (ms, 0)
-                keys.append(key)
-                last = key
-            conn.executemany(
-                _INSERT,
-                [(stream, k[0], k[1], body) for k, body in zip(keys, bodies, strict=True)],
-            )
-            conn.execute(_MOVE, (keys[-1][0], keys[-1][1], stream))
-            records = [
-                Recorded(position=f"{k[0]}-{k[1]}", event=event)
-                for k, event in zip(keys, batch, strict=True)
-            ]
+            records = _insert(conn, stream, last, batch, bodies, epoch_ms(clock))
             return _Committed(records, Appended(session_id, actual, records))
 
         committed = await self.db.write(append, operation="append", on_commit=self._announce)
+        await self._sweep_if_due()
         return committed.records
 
     def _announce(self, committed: _Committed) -> None:
         self._pushes.publish(committed.appended)
+
+    async def erase(
+        self,
+        session_id: str,
+        positions: Sequence[str],
+        *,
+        tombstone: Sequence[Event],
+        expected_version: str,
+    ) -> list[Recorded]:
+        validate_session_id(session_id)
+        if not tombstone:
+            raise ValueError("an erase appends at least one event")
+        gone = sorted({parse_position(p) for p in positions})
+        batch = tuple(tombstone)
+        bodies = [encode_event(event) for event in batch]
+        clock = self._clock
+        expired = self._expired_before()
+
+        def erase(conn: sqlite3.Connection) -> _Committed:
+            row = self._live(conn, session_id, expired)
+            actual = None if row is None else f"{row[1]}-{row[2]}"
+            if row is None or actual != expected_version:
+                raise ConcurrencyConflict(session_id, expected_version, actual)
+            stream = row[0]
+            conn.executemany(
+                _ERASE_ONE,
+                [(stream, ms, seq) for ms, seq in gone if ms <= _MAX and seq <= _MAX],
+            )
+            if conn.execute(_REMAINING, (stream,)).fetchone() is None:
+                # (rolled back with this job: nothing was erased)
+                raise ValueError("erasing every event of a log is refused; delete the session")
+            records = _insert(conn, stream, (row[1], row[2]), batch, bodies, epoch_ms(clock))
+            return _Committed(records, Appended(session_id, actual, records))
+
+        committed = await self.db.write(erase, operation="erase", on_commit=self._announce)
+        await self.db.scrub()
+        return committed.records
+
+    async def delete_session(self, session_id: str, *, farewell: Event | None = None) -> bool:
+        validate_session_id(session_id)
+        clock = self._clock
+        expired = self._expired_before()
+
+        def delete(conn: sqlite3.Connection) -> _Committed | None:
+            row = self._live(conn, session_id, expired)
+            if row is None:
+                return None
+            _drop(conn, row[0])
+            if farewell is None:
+                return _Committed([], Appended(session_id, None, []))
+            key = _next_key(max(0, epoch_ms(clock)), (row[1], row[2]))
+            record = Recorded(position=f"{key[0]}-{key[1]}", event=farewell)
+            return _Committed([record], Appended(session_id, f"{row[1]}-{row[2]}", [record]))
+
+        def announce(committed: _Committed | None) -> None:
+            if committed is not None and committed.records:
+                self._pushes.publish(committed.appended)
+
+        deleted = await self.db.write(delete, operation="delete session", on_commit=announce)
+        if deleted is None:
+            return False
+        await self.db.scrub()
+        return True
+
+    async def _sweep_if_due(self) -> None:
+        """Delete logs past their retention time, a batch at a time (see the module)."""
+        if self._retention_ms is None:
+            return
+        now = self._clock.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(self._retention_ms / 10_000, 60.0)
+        expired = self._expired_before()
+
+        def sweep(conn: sqlite3.Connection) -> int:
+            streams = [r[0] for r in conn.execute(_EXPIRED, (expired, SWEEP_BATCH)).fetchall()]
+            for stream in streams:
+                _drop(conn, stream)
+            return len(streams)
+
+        swept = await self.db.write(sweep, operation="retention sweep")
+        if swept:
+            log.info("expired sessions deleted", extra={"sessions": swept})
 
     async def read(
         self, session_id: str, *, after: str | None = None, limit: int | None = None
@@ -128,17 +277,19 @@ class SqliteEventStore:
         if limit is not None and limit <= 0:
             return []
         want = -1 if limit is None else limit  # LIMIT -1: no limit
+        expired = self._expired_before()
 
         def read(conn: sqlite3.Connection) -> list[Recorded]:
-            return _select(conn, session_id, key, want)
+            return _select(conn, session_id, key, want, expired)
 
         return await self.db.read(read, operation="read")
 
     async def last_position(self, session_id: str) -> str | None:
         validate_session_id(session_id)
+        expired = self._expired_before()
 
         def last(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(_LAST, (session_id,)).fetchone()
+            row = conn.execute(_LAST, (session_id, expired)).fetchone()
             return None if row is None else f"{row[0]}-{row[1]}"
 
         return await self.db.read(last, operation="last_position")

@@ -108,7 +108,21 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = Migration(
+    2,
+    "retention and deletion: streams by age, cached views with their version",
+    (
+        # A log's age is its newest position's milliseconds (the time of its last append):
+        # the retention sweep walks this index from the oldest.
+        "CREATE INDEX streams_age ON streams (last_ms)",
+        # The version of the cached view (NULL: none or unknown), so a put never replaces a
+        # newer view by an older one. A zero-length view marks a forgotten session.
+        "ALTER TABLE session_cache ADD COLUMN version_ms INTEGER",
+        "ALTER TABLE session_cache ADD COLUMN version_seq INTEGER",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
