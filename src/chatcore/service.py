@@ -24,6 +24,7 @@ from chatcore.errors import (
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, position_after, validate_plain_id, validate_session_id
 from chatcore.ports import (
+    Charge,
     Clock,
     EventStore,
     IdGenerator,
@@ -232,13 +233,20 @@ class ChatService:
             )
         return count
 
-    async def _enqueue(self, session_id: str, conversation_id: str, message_id: str) -> None:
+    async def _enqueue(
+        self,
+        session_id: str,
+        conversation_id: str,
+        message_id: str,
+        charges: Sequence[Charge] = (),
+    ) -> None:
         await self.queue.enqueue(
             WorkItem(
                 session_id=session_id,
                 conversation_id=conversation_id,
                 message_id=message_id,
                 enqueued_at=self.clock.now(),
+                charges=tuple(charges),
             )
         )
 
@@ -295,11 +303,14 @@ class ChatService:
         conversation_id: str,
         client_message_id: str,
         text: str,
+        charges: Sequence[Charge] = (),
     ) -> SubmitResult:
         """Record a user message once per client message id (I4) and queue its answer.
 
         An intent marker brackets "append" and "enqueue": if this process dies between the two,
-        the sweeper (:meth:`sweep_intents`) finds the message and queues it.
+        the sweeper (:meth:`sweep_intents`) finds the message and queues it. ``charges`` are
+        the budgets the answer's tokens go to (a message queued again by the sweeper, or after
+        a restore, goes without them).
         """
         validate_session_id(session_id)
         validate_plain_id("client message id", client_message_id)
@@ -317,7 +328,7 @@ class ChatService:
         turn = view.find_turn(result.message_id)
         if turn is not None and turn[1].reply is None:
             # New, or a retry of a message whose work may never have been queued.
-            await self._enqueue(session_id, result.conversation_id, result.message_id)
+            await self._enqueue(session_id, result.conversation_id, result.message_id, charges)
         await self.intents.clear(session_id, client_message_id)
         log.info(
             "message accepted",

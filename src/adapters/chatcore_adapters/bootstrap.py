@@ -35,6 +35,7 @@ from chatcore.ports import (
     IdGenerator,
     IntentJournal,
     Leases,
+    RateLimits,
     SessionCache,
     WorkQueue,
 )
@@ -46,6 +47,7 @@ from chatcore_adapters.memory import (
     MemoryHeartbeats,
     MemoryIntentJournal,
     MemoryLeases,
+    MemoryRateLimits,
     MemorySessionCache,
     MemoryWorkQueue,
 )
@@ -69,6 +71,8 @@ class Chatcore:
     intents: IntentJournal
     leases: Leases
     heartbeats: Heartbeats
+    # Limits every process of the deployment shares (API admission, model-spend budgets).
+    rate_limits: RateLimits
     llm: LLM
     service: ChatService
     generator: ReplyGenerator
@@ -105,6 +109,7 @@ class Chatcore:
             intents=self.intents,
             leases=self.leases,
             heartbeats=self.heartbeats,
+            rate_limits=self.rate_limits,
             llm=llm or self.llm,
             service_settings=self.service.settings,
         )
@@ -173,6 +178,7 @@ def bootstrap(
     intents: IntentJournal | None = None,
     leases: Leases | None = None,
     heartbeats: Heartbeats | None = None,
+    rate_limits: RateLimits | None = None,
     llm: LLM | None = None,
     service_settings: ServiceSettings | None = None,
     redis: RedisConnection | None = None,
@@ -188,7 +194,7 @@ def bootstrap(
     clock = clock if clock is not None else SystemClock()
     ids = ids if ids is not None else RandomIds()
     owned: RedisConnection | None = None
-    missing = None in (store, cache, queue, intents, leases, heartbeats)
+    missing = None in (store, cache, queue, intents, leases, heartbeats, rate_limits)
     if (settings.backend == "redis" or redis is not None) and missing:
         from chatcore_adapters import redis as on_redis
 
@@ -204,6 +210,7 @@ def bootstrap(
         intents = intents or on_redis.RedisIntentJournal(redis)
         leases = leases or on_redis.RedisLeases(redis)
         heartbeats = heartbeats or on_redis.RedisHeartbeats(redis)
+        rate_limits = rate_limits or on_redis.RedisRateLimits(redis)
     else:
         store = store or MemoryEventStore(clock)
         cache = cache or MemorySessionCache(clock)
@@ -211,6 +218,7 @@ def bootstrap(
         intents = intents or MemoryIntentJournal(clock)
         leases = leases or MemoryLeases(clock)
         heartbeats = heartbeats or MemoryHeartbeats(clock)
+        rate_limits = rate_limits or MemoryRateLimits(clock)
     service = ChatService(
         store=store,
         cache=cache,
@@ -222,7 +230,13 @@ def bootstrap(
     )
     model = llm if llm is not None else load_llm(settings)
     generator = ReplyGenerator(
-        service=service, llm=model, leases=leases, clock=clock, ids=ids, settings=settings.worker
+        service=service,
+        llm=model,
+        leases=leases,
+        clock=clock,
+        ids=ids,
+        settings=settings.worker,
+        budgets=rate_limits,
     )
     return Chatcore(
         settings=settings,
@@ -234,6 +248,7 @@ def bootstrap(
         intents=intents,
         leases=leases,
         heartbeats=heartbeats,
+        rate_limits=rate_limits,
         llm=model,
         service=service,
         generator=generator,
