@@ -81,7 +81,7 @@ class TestMemoryRateLimits(_OnManualClock, RateLimitsContract):
             assert await limits.acquire(f"k{n}", rate) == 0.0
         self.clock.advance(5)
         assert await limits.acquire("new", rate) == 0.0
-        assert len(limits) == 1, "the ten refilled keys were forgotten"
+        assert limits.size == 1, "the ten refilled keys were forgotten"
 
     async def test_when_every_key_still_matters_the_oldest_quarter_goes(self) -> None:
         limits = MemoryRateLimits(self.clock, max_keys=8)
@@ -89,7 +89,7 @@ class TestMemoryRateLimits(_OnManualClock, RateLimitsContract):
         for n in range(8):
             await limits.acquire(f"k{n}", rate)
         await limits.acquire("new", rate)
-        assert len(limits) == 7
+        assert limits.size == 7
         assert await limits.acquire("k0", rate) == 0.0, "the oldest was forgotten"
         assert await limits.acquire("k7", rate) > 0.0, "a newer one was kept"
 

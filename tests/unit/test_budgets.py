@@ -59,7 +59,7 @@ async def test_a_reply_whose_item_names_no_budget_charges_nothing() -> None:
     _, item = await submit(h)
     assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
     assert isinstance(h.core.rate_limits, MemoryRateLimits)
-    assert len(h.core.rate_limits) == 0
+    assert h.core.rate_limits.size == 0
 
 
 async def test_a_cancelled_reply_charges_the_prompt_and_what_was_said() -> None:

@@ -5,7 +5,6 @@ documented code (``pong`` for ``ping``)."""
 from __future__ import annotations
 
 import logging
-import math
 
 from chatcore.decisions import KEEP
 from chatcore.errors import ConcurrencyConflict, DomainError, InvalidIdentifier, PortError
@@ -26,7 +25,7 @@ from chatcore.service import ChatService
 from chatcore_api.frames import wire_code
 from chatcore_api.metrics import ApiMetrics
 from chatcore_api.outbound import Outbound
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import FrameGuard
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +39,26 @@ class Commands:
         *,
         service: ChatService,
         out: Outbound,
-        limiter: RateLimiter,
-        messages_per_minute: int,
+        guard: FrameGuard,
         metrics: ApiMetrics,
     ) -> None:
         self._session_id = session_id
         self._service = service
         self._out = out
-        self._limiter = limiter
-        self._messages_per_minute = messages_per_minute
+        self._guard = guard
         self._metrics = metrics
 
     async def handle(self, frame: ClientFrame) -> None:
         request_id = getattr(frame, "request_id", None)
         try:
+            # Every frame goes through the connection's limits first (ratelimit.FrameGuard).
+            refusal = await self._guard.admit(frame)
+            if refusal is not None:
+                self._metrics.rate_limited.labels(refusal.what).inc()
+                self._out.push_error(
+                    refusal.code, refusal.message, request_id, retry_after=refusal.retry_after
+                )
+                return
             await self._dispatch(frame)
         except InvalidIdentifier as exc:
             # An id that breaks the pattern is a malformed frame (the frame models check the
@@ -118,21 +123,12 @@ class Commands:
             self._ack(frame, recorded[0].position if recorded else None, None)
 
     async def _send(self, frame: Send) -> None:
-        wait = self._limiter.try_acquire(self._session_id)
-        if wait > 0:
-            self._metrics.rate_limited.labels("message").inc()
-            self._out.push_error(
-                ErrorCode.RATE_LIMITED,
-                f"too many messages; at most {self._messages_per_minute} a minute",
-                frame.request_id,
-                retry_after=math.ceil(wait * 10) / 10,
-            )
-            return
         result = await self._service.submit_message(
             self._session_id,
             conversation_id=frame.conversation_id,
             client_message_id=frame.client_message_id,
             text=frame.text,
+            charges=self._guard.charges,
         )
         self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
         self._out.push_frame(

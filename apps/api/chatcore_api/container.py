@@ -8,7 +8,7 @@ application embedding the API) may override any port at the edge right after ``c
     app.state.container.llm.override(providers.Object(ScriptedLLM(delay=0.05)))
 
 The port providers (``clock``, ``store``, ``cache``, ``queue``, ``leases``, ``heartbeats``,
-``llm``) give ``None`` unless overridden: bootstrap then chooses from the settings.
+``rate_limits``, ``llm``) give ``None`` unless overridden: bootstrap then chooses from the settings.
 """
 
 from __future__ import annotations
@@ -17,14 +17,26 @@ import logging
 
 from dependency_injector import containers, providers
 
-from chatcore.ports import LLM, Clock, EventStore, Heartbeats, Leases, SessionCache, WorkQueue
+from chatcore.ports import (
+    LLM,
+    Clock,
+    EventStore,
+    Heartbeats,
+    Leases,
+    RateLimits,
+    SessionCache,
+    WorkQueue,
+)
 from chatcore.worker import WorkerLoop
 from chatcore_adapters.bootstrap import Chatcore, bootstrap, new_worker_id
+from chatcore_adapters.memory import MemoryRateLimits
+from chatcore_api.client_address import ClientKeys
+from chatcore_api.connection_caps import ConnectionCaps
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.feed import SessionFeed
 from chatcore_api.handler import ConnectionSettings
 from chatcore_api.metrics import ApiMetrics
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import ApiLimits
 from chatcore_api.sessions import SessionManager
 from chatcore_api.settings import ApiSettings, effective_secret
 from chatcore_api.tokens import TokenSigner
@@ -40,6 +52,7 @@ def _core(
     queue: WorkQueue | None,
     leases: Leases | None,
     heartbeats: Heartbeats | None,
+    rate_limits: RateLimits | None,
     llm: LLM | None,
 ) -> Chatcore:
     # The API sends no blocking Redis command (its live feed is pushed over pub/sub): a short
@@ -52,6 +65,7 @@ def _core(
         queue=queue,
         leases=leases,
         heartbeats=heartbeats,
+        rate_limits=rate_limits,
         llm=llm,
         client_name="chatcore-api",
         max_block=2.0,
@@ -85,15 +99,21 @@ def _connection_settings(settings: ApiSettings) -> ConnectionSettings:
     )
 
 
-def _message_limiter(settings: ApiSettings, clock: Clock) -> RateLimiter:
-    return RateLimiter.per_minute(
-        settings.messages_per_minute, settings.messages_burst, clock.monotonic
+def _limits(settings: ApiSettings, core: Chatcore) -> ApiLimits:
+    # Shared limits on the deployment's store; a connection's frames in this process.
+    return ApiLimits(settings, shared=core.rate_limits, local=MemoryRateLimits(core.clock))
+
+
+def _client_keys(tokens: TokenSigner) -> ClientKeys:
+    return ClientKeys(tokens.address_key)
+
+
+def _caps(settings: ApiSettings) -> ConnectionCaps:
+    return ConnectionCaps(
+        total=settings.max_connections,
+        per_client=settings.max_connections_per_ip,
+        per_session=settings.max_connections_per_session,
     )
-
-
-def _session_limiter(settings: ApiSettings, clock: Clock) -> RateLimiter:
-    burst = max(1, int(settings.sessions_per_minute // 4))
-    return RateLimiter.per_minute(settings.sessions_per_minute, burst, clock.monotonic)
 
 
 def _feed(store: EventStore, metrics: ApiMetrics) -> SessionFeed:
@@ -110,6 +130,7 @@ class Container(containers.DeclarativeContainer):
     queue: providers.Object[WorkQueue | None] = providers.Object(None)
     leases: providers.Object[Leases | None] = providers.Object(None)
     heartbeats: providers.Object[Heartbeats | None] = providers.Object(None)
+    rate_limits: providers.Object[RateLimits | None] = providers.Object(None)
     llm: providers.Object[LLM | None] = providers.Object(None)
 
     core = providers.Singleton(
@@ -121,6 +142,7 @@ class Container(containers.DeclarativeContainer):
         queue=queue,
         leases=leases,
         heartbeats=heartbeats,
+        rate_limits=rate_limits,
         llm=llm,
     )
     worker = providers.Singleton(_worker, core)
@@ -131,5 +153,6 @@ class Container(containers.DeclarativeContainer):
     feed = providers.Singleton(_feed, core.provided.store, metrics)
     connections = providers.Singleton(ConnectionManager, feed, metrics)
     connection_settings = providers.Callable(_connection_settings, settings)
-    message_limiter = providers.Singleton(_message_limiter, settings, core.provided.clock)
-    session_limiter = providers.Singleton(_session_limiter, settings, core.provided.clock)
+    limits = providers.Singleton(_limits, settings, core)
+    client_keys = providers.Singleton(_client_keys, tokens)
+    caps = providers.Singleton(_caps, settings)

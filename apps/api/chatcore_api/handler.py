@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,12 +49,13 @@ from chatcore.protocol import (
 )
 from chatcore.service import ChatService
 from chatcore_api.commands import Commands
+from chatcore_api.connection_caps import Admission, ConnectionCaps
 from chatcore_api.connections import ConnectionManager, OutEvent, event_frame
 from chatcore_api.errors import Unauthorized
 from chatcore_api.frames import FrameError, parse_client_frame
 from chatcore_api.metrics import ApiMetrics
 from chatcore_api.outbound import Outbound, SendFailed
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import ApiLimits, FrameGuard
 from chatcore_api.sessions import BadCursor, SessionManager
 
 log = logging.getLogger(__name__)
@@ -81,16 +83,25 @@ class WebSocketHandler:
         sessions: SessionManager,
         connections: ConnectionManager,
         service: ChatService,
-        limiter: RateLimiter,
+        limits: ApiLimits,
+        caps: ConnectionCaps,
+        client: str,
         metrics: ApiMetrics,
         settings: ConnectionSettings,
         model_name: str,
     ) -> None:
+        """``client`` is the key of the client's address (client_address.ClientKeys)."""
         self._ws = ws
         self._sessions = sessions
         self._connections = connections
         self._service = service
-        self._limiter = limiter
+        self._limits = limits
+        self._caps = caps
+        self._client = client
+        self._joined = False
+        self._guard = FrameGuard(
+            limits, connection=secrets.token_urlsafe(9), client=client, session_id=""
+        )
         self._metrics = metrics
         self._settings = settings
         self._model_name = model_name
@@ -117,7 +128,11 @@ class WebSocketHandler:
     # --- the connection ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        admission = self._caps.admit(self._client)
         await self._ws.accept()
+        if admission is not Admission.ADMITTED:
+            await self._turn_away(admission)
+            return
         self._metrics.connections_open.inc()
         self._metrics.connections_total.inc()
         try:
@@ -135,7 +150,29 @@ class WebSocketHandler:
             await self._out.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
         finally:
             self._connections.detach(self)
+            self._guard.close()
+            if self._joined:
+                self._caps.leave(self._session_id)
+            self._caps.release(self._client)
             self._metrics.connections_open.dec()
+
+    async def _turn_away(self, admission: Admission) -> None:
+        """No room for this connection: the process is full (1013, another process may have
+        room) or the client address holds too many (1008)."""
+        self._metrics.rate_limited.labels("connection").inc()
+        if admission is Admission.PROCESS_FULL:
+            log.warning("connection refused: this process holds max_connections")
+            await self._out.refuse(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                "this server is full; try again later",
+                CloseCode.TRY_AGAIN_LATER,
+            )
+        else:
+            await self._out.refuse(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                "too many connections from this address",
+                CloseCode.POLICY_VIOLATION,
+            )
 
     async def _serve(self) -> None:
         hello = await self._await_hello()
@@ -147,6 +184,16 @@ class WebSocketHandler:
         except Unauthorized as exc:
             await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
             return
+        if not self._caps.join(self._session_id):
+            self._metrics.rate_limited.labels("connection").inc()
+            await out.refuse(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                "too many connections of this session",
+                CloseCode.POLICY_VIOLATION,
+            )
+            return
+        self._joined = True
+        self._guard.session_id = self._session_id
         ctx = {"session_id": self._session_id}
         try:
             # Live first, backlog second: the overlap is deduplicated, a gap is impossible.
@@ -223,8 +270,7 @@ class WebSocketHandler:
             self._session_id,
             service=self._service,
             out=self._out,
-            limiter=self._limiter,
-            messages_per_minute=self._settings.messages_per_minute,
+            guard=self._guard,
             metrics=self._metrics,
         )
         reader = asyncio.create_task(self._read_loop(commands), name=f"ws-read:{self._session_id}")

@@ -125,8 +125,10 @@ def authorised_session(
 SessionDep = Annotated[str, Depends(authorised_session)]
 
 
-def _client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _client_address(request: Request) -> str | None:
+    """The client's address (its proxies' X-Forwarded-For only when they are trusted:
+    client_address.ForwardedClient)."""
+    return request.client.host if request.client else None
 
 
 def _summaries(view: SessionView) -> list[ConversationSummary]:
@@ -153,10 +155,10 @@ async def create_session(
     body: Annotated[CreateSession | None, Body()] = None,
 ) -> SessionCreated:
     """Start an anonymous session. Keep the token: it is the only key to the session."""
-    wait = runtime.session_limiter.try_acquire(_client_key(request))
-    if wait > 0:
-        runtime.metrics.rate_limited.labels("session").inc()
-        raise RateLimited("too many new sessions from this address", retry_after=wait)
+    refusal = await runtime.limits.new_session(runtime.client_keys.key(_client_address(request)))
+    if refusal is not None:
+        runtime.metrics.rate_limited.labels(refusal.what).inc()
+        raise RateLimited(refusal.message, retry_after=refusal.retry_after)
     body = body or CreateSession()
     created = await runtime.sessions.create(display_name=body.display_name, language=body.language)
     runtime.metrics.sessions_created.inc()

@@ -36,6 +36,8 @@ from pydantic_settings import (
 )
 
 from chatcore_adapters.settings import ChatcoreSettings
+from chatcore_api.client_address import parse_networks
+from chatcore_api.limit_settings import LimitSettings
 from chatcore_api.settings_sources import SettingsInputs, given_sources, settings_inputs
 
 ENV_PREFIX = "CHATCORE_"
@@ -83,10 +85,28 @@ def normalise_origin(value: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
-class ApiSettings(ChatcoreSettings, BaseSettings):
+def normalise_host_pattern(value: str) -> str:
+    """An ``allowed_hosts`` entry in lower case: a host name or address, ``*.<domain>``, or
+    ``*``; ValueError for anything else (a scheme, a port, a path)."""
+    text = value.strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if text == "*":
+        return text
+    name = text.removeprefix("*.")
+    if not name or any(c in name for c in "/@?#*[] ") or name.count(":") == 1:
+        raise ValueError(
+            f"{value!r} is not a host name like chat.example.com, *.example.com or 127.0.0.1 "
+            "(no scheme, no port)"
+        )
+    return text
+
+
+class ApiSettings(ChatcoreSettings, LimitSettings, BaseSettings):
     """Everything ``chatcore serve`` can be told: a running chatcore's settings
-    (:class:`~chatcore_adapters.settings.ChatcoreSettings`: storage, model, worker) and what
-    only a server needs."""
+    (:class:`~chatcore_adapters.settings.ChatcoreSettings`: storage, model, worker), the
+    server's limits (:class:`~chatcore_api.limit_settings.LimitSettings`) and what only a
+    server needs."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -118,16 +138,35 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
         default_factory=list,
         description="Origins allowed besides the server's own (same-origin is always allowed).",
     )
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Host names this server answers to (the Host header of every HTTP and "
+        "WebSocket request; '*.example.com' for its subdomains, '*' for any). Unset: the names "
+        "of the address it binds to (localhost, 127.0.0.1 and ::1 on loopback; any host on "
+        "0.0.0.0 or ::, with a warning).",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (10.0.0.0/8) of the reverse proxies in front of the "
+        "server, whose X-Forwarded-For and X-Forwarded-Proto are believed. None by default: "
+        "the client is the TCP peer.",
+    )
 
-    # --- limits ---------------------------------------------------------------------------
+    # --- operations endpoints -------------------------------------------------------------
+    docs_enabled: bool = Field(
+        default=True,
+        description="Serve the OpenAPI description (/openapi.json) and its Swagger UI (/docs, "
+        "which loads its scripts from a CDN).",
+    )
+    metrics_enabled: bool = Field(default=True, description="Serve /metrics (Prometheus).")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="If set, /metrics needs 'Authorization: Bearer <token>' (environment "
+        "only: CHATCORE_METRICS_TOKEN).",
+    )
+
+    # --- limits (and limit_settings.LimitSettings) ----------------------------------------
     max_frame_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
-    messages_per_minute: int = Field(default=20, ge=1, le=100_000)
-    messages_burst: int = Field(
-        default=5, ge=1, le=10_000, description="Messages a session may send at once."
-    )
-    sessions_per_minute: float = Field(
-        default=60, gt=0, le=1_000_000, description="New sessions per client address."
-    )
     idle_timeout: float = Field(
         default=90.0,
         gt=0,
@@ -159,13 +198,23 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _origins_list(cls, value: Any) -> Any:
         try:
             return _split_origins(value)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"not a JSON list of origins: {exc}") from exc
+            raise ValueError(f"not a JSON list: {exc}") from exc
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_valid(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [normalise_host_pattern(host) for host in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_valid(cls, value: list[str]) -> list[str]:
+        return [str(network) for network in parse_networks(value)]
 
     @field_validator("allowed_origins")
     @classmethod

@@ -41,6 +41,9 @@ class TokenSigner:
         self._key = key
         self._ttl = ttl
         self._clock = clock
+        # What client addresses are hashed with (client_address.ClientKeys): derived from the
+        # signing key, never the key itself.
+        self.address_key = hmac.new(key, b"chatcore/client-address-key", hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return f"TokenSigner(ttl={self._ttl!r})"

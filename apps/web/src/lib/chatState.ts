@@ -546,7 +546,7 @@ function applyError(state: ChatState, frame: ErrorFrame, now: number): ChatState
     return { ...state, notice: nextNotice(state.notice, frame.message || frame.code) };
   }
   let updated: OutboxEntry;
-  if (frame.code === "rate_limited") {
+  if (frame.code === "rate_limited" || frame.code === "budget_exceeded") {
     const wait = Math.max(1, frame.retry_after ?? 5) * 1000;
     updated = { ...entry, notBefore: now + wait };
   } else if (frame.code === "reply_in_progress") {
@@ -557,10 +557,13 @@ function applyError(state: ChatState, frame: ErrorFrame, now: number): ChatState
   } else {
     updated = { ...entry, notBefore: now + Math.max(1, frame.retry_after ?? 3) * 1000 };
   }
+  const inSeconds = Math.ceil(((updated.notBefore ?? now) - now) / 1000);
   const notice =
     frame.code === "rate_limited"
-      ? nextNotice(state.notice, `Sending too fast: your message will go out in ${Math.ceil((updated.notBefore! - now) / 1000)} s.`)
-      : state.notice;
+      ? nextNotice(state.notice, `Sending too fast: your message will go out in ${inSeconds} s.`)
+      : frame.code === "budget_exceeded"
+        ? nextNotice(state.notice, `The assistant's budget is used up for now: your message will go out in ${inSeconds} s.`)
+        : state.notice;
   return { ...state, notice, outbox: state.outbox.map((e) => (e === entry ? updated : e)) };
 }
 

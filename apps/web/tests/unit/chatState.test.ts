@@ -198,6 +198,13 @@ describe("acks and errors for the outbox", () => {
     expect(s.notice?.text).toMatch(/7 s/);
   });
 
+  it("a spent budget delays the entry by retry_after and says why", () => {
+    const s = applyFrame(withEntry(), { type: "error", code: "budget_exceeded", message: "spent", request_id: "k1", retry_after: 42 }, NOW);
+    expect(s.outbox[0]!.notBefore).toBe(NOW + 42000);
+    expect(s.outbox[0]!.error).toBeNull();
+    expect(s.notice?.text).toMatch(/budget.*42 s/);
+  });
+
   it("a permanent refusal keeps the text and marks it failed", () => {
     const s = applyFrame(
       withEntry(),

@@ -22,7 +22,9 @@ class MemoryRateLimits:
         self._max_keys = max_keys
         self._tats: dict[str, float] = {}
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """How many keys are kept."""
         return len(self._tats)
 
     async def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> float:
