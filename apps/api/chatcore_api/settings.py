@@ -44,6 +44,8 @@ ENV_PREFIX = "CHATCORE_"
 CONFIG_ENV = "CHATCORE_CONFIG"
 SECRET_KEY_ENV = "CHATCORE_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 MIN_SECRET_CHARS = 32
+# Settings that are secrets: read from the environment only, never from the config file.
+ENV_ONLY = frozenset({"secret_key", "metrics_token"})
 
 
 def default_web_dir() -> Path | None:
@@ -307,10 +309,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"the config file {str(path)!r} is not valid: {exc}") from exc
     if not isinstance(data, dict):
         raise SettingsError(f"the config file {str(path)!r} must hold a table/object of settings")
-    if "secret_key" in data:
+    for name in sorted(ENV_ONLY & set(data)):
         raise SettingsError(
-            f"the config file {str(path)!r} sets secret_key: the signing key is read from the "
-            f"environment only ({SECRET_KEY_ENV}), so it never sits in a file next to the config"
+            f"the config file {str(path)!r} sets {name}: secrets are read from the environment "
+            f"only ({ENV_PREFIX}{name.upper()}), so they never sit in a file next to the config"
         )
     return data
 
