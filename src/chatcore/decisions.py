@@ -40,6 +40,7 @@ from chatcore.events import (
     ReplyStarted,
     SessionOpened,
     SessionRestored,
+    TokensRevoked,
     Usage,
 )
 from chatcore.ids import validate_plain_id
@@ -93,6 +94,12 @@ def restore_session(
     if view.last_restored_at is not None and now - view.last_restored_at < min_interval:
         return []
     return [SessionRestored(at=now, last_seen=last_seen)]
+
+
+def revoke_tokens(view: SessionView, now: datetime) -> list[Event]:
+    """Log the session out everywhere: tokens issued before are refused from now on."""
+    _require_open(view)
+    return [TokensRevoked(at=now, generation=view.token_generation + 1)]
 
 
 class Keep(Enum):

@@ -212,6 +212,15 @@ class ChatService:
         await self.requeue_stalled(session_id, view)
         return view
 
+    async def revoke_tokens(self, session_id: str) -> tuple[int, list[Recorded]]:
+        """Log the session out everywhere: records a new token generation (tokens of an older
+        one are refused by whoever checks them) and returns it."""
+        view = await self.load(session_id)
+        now = self.clock.now()
+        recorded = await self.execute(session_id, view, lambda v: decisions.revoke_tokens(v, now))
+        log.info("session tokens revoked", extra={"session_id": session_id})
+        return view.token_generation, recorded
+
     async def requeue_stalled(self, session_id: str, view: SessionView) -> int:
         now = self.clock.now()
         count = 0

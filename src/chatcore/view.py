@@ -34,6 +34,7 @@ from chatcore.events import (
     ReplyStarted,
     SessionOpened,
     SessionRestored,
+    TokensRevoked,
     Usage,
 )
 
@@ -125,6 +126,8 @@ class SessionView(_Model):
     event_count: int = 0
     restores: int = 0
     last_restored_at: datetime | None = None
+    # Tokens of a lower generation are refused (a TokensRevoked raised it; 0: never revoked).
+    token_generation: int = 0
     anomalies: int = 0
     _partial: bool = PrivateAttr(default=False)
 
@@ -164,6 +167,7 @@ class SessionView(_Model):
             event_count=self.event_count,
             restores=self.restores,
             last_restored_at=self.last_restored_at,
+            token_generation=self.token_generation,
             anomalies=self.anomalies,
         )
         slim._partial = True
@@ -263,6 +267,12 @@ def _session_restored(view: SessionView, e: Event, pos: str) -> None:
     assert isinstance(e, SessionRestored)
     view.restores += 1
     view.last_restored_at = e.at
+
+
+@_on(TokensRevoked)
+def _tokens_revoked(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, TokensRevoked)
+    view.token_generation = max(view.token_generation, e.generation)
 
 
 @_on(ProfileUpdated)

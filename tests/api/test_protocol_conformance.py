@@ -505,6 +505,11 @@ REST_ERRORS = {
         ),
     ),
     "limit-501": RestCase(422, "bad_request", _messages(limit=501)),
+    "foreign-host": RestCase(
+        400,
+        "bad_host",
+        lambda http, s: http.post("/api/sessions", headers={"Host": "rebind.attacker.example"}),
+    ),
     "no-conversation-id": RestCase(422, "bad_request", _messages(conversation_id=None)),
     "blank-name": RestCase(
         422,

@@ -36,6 +36,7 @@ from chatcore_api.container import Container
 from chatcore_api.errors import ApiError, RateLimited, Unauthorized
 from chatcore_api.handler import WebSocketHandler
 from chatcore_api.hosts import AllowedHosts, allowed_hosts
+from chatcore_api.logout import router as logout_router
 from chatcore_api.rest import get_runtime, router
 from chatcore_api.runtime import Runtime
 from chatcore_api.security import BodyLimit, SecurityHeaders, origin_allowed
@@ -183,6 +184,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     _install_error_handlers(app)
     app.include_router(router)
+    app.include_router(logout_router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)
     async def healthz() -> Health:

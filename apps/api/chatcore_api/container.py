@@ -38,7 +38,7 @@ from chatcore_api.handler import ConnectionSettings
 from chatcore_api.metrics import ApiMetrics
 from chatcore_api.ratelimit import ApiLimits
 from chatcore_api.sessions import SessionManager
-from chatcore_api.settings import ApiSettings, effective_secret
+from chatcore_api.settings import ApiSettings, signing_keys
 from chatcore_api.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,16 @@ def _worker(core: Chatcore) -> WorkerLoop:
 
 
 def _token_signer(settings: ApiSettings, clock: Clock) -> TokenSigner:
-    key, generated = effective_secret(settings)
+    keys, generated = signing_keys(settings)
     if generated:
         log.warning(
             "no CHATCORE_SECRET_KEY set: using a random key for this process; sessions will "
             "not survive a restart"
         )
-    return TokenSigner(key, ttl=settings.token_ttl, clock=clock)
+    signer = TokenSigner(keys, ttl=settings.token_ttl, clock=clock)
+    if len(keys) > 1:
+        log.info("token keys", extra={"signing": signer.key_ids[0], "verifying": signer.key_ids})
+    return signer
 
 
 def _connection_settings(settings: ApiSettings) -> ConnectionSettings:

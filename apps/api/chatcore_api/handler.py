@@ -51,7 +51,7 @@ from chatcore.service import ChatService
 from chatcore_api.commands import Commands
 from chatcore_api.connection_caps import Admission, ConnectionCaps
 from chatcore_api.connections import ConnectionManager, OutEvent, event_frame
-from chatcore_api.errors import Unauthorized
+from chatcore_api.errors import LOGGED_OUT, Unauthorized
 from chatcore_api.frames import FrameError, parse_client_frame
 from chatcore_api.metrics import ApiMetrics
 from chatcore_api.outbound import Outbound, SendFailed
@@ -73,6 +73,12 @@ class ConnectionSettings:
     send_queue_limit: int = 2000
     send_timeout: float = 30.0
     max_replay_events: int = 5000
+
+
+def _still_current(generation: int, current: int) -> None:
+    """A token checked before the backlog was read may have been revoked meanwhile."""
+    if current > generation:
+        raise Unauthorized(LOGGED_OUT)
 
 
 class WebSocketHandler:
@@ -180,10 +186,12 @@ class WebSocketHandler:
             return
         out = self._out
         try:
-            self._session_id = out.session_id = self._sessions.authenticate(hello.token)
+            grant = self._sessions.verify(hello.token)
         except Unauthorized as exc:
             await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
             return
+        self._session_id = out.session_id = grant.session_id
+        out.token_generation = grant.generation
         if not self._caps.join(self._session_id):
             self._metrics.rate_limited.labels("connection").inc()
             await out.refuse(
@@ -196,6 +204,7 @@ class WebSocketHandler:
         self._guard.session_id = self._session_id
         ctx = {"session_id": self._session_id}
         try:
+            await self._sessions.check_current(grant)  # not logged out since it was issued
             # Live first, backlog second: the overlap is deduplicated, a gap is impossible.
             await self._connections.attach(self)
             backlog = await self._sessions.restore(
@@ -203,6 +212,10 @@ class WebSocketHandler:
                 last_seen=hello.last_event_id,
                 max_events=self._settings.max_replay_events,
             )
+            _still_current(grant.generation, backlog.view.token_generation)
+        except Unauthorized as exc:
+            await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
+            return
         except BadCursor as exc:
             await out.refuse(ErrorCode.BAD_CURSOR, exc.message, CloseCode.BAD_CURSOR)
             return
@@ -224,7 +237,7 @@ class WebSocketHandler:
                 CloseCode.TRY_AGAIN_LATER,
             )
             return
-        issued = self._sessions.issue(self._session_id)
+        issued = self._sessions.issue(self._session_id, grant.generation)
         s = self._settings
         await out.send_frame(
             Welcome(
@@ -253,6 +266,9 @@ class WebSocketHandler:
                     break
                 frame = event_frame(record)
                 await out.send_event(frame.cursor, frame.text)
+                if out.revoked_by(frame):
+                    await out.log_out()
+                    return
         if out.overflowed:
             await out.close(CloseCode.TRY_AGAIN_LATER, _TOO_SLOW)
             return

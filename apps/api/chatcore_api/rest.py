@@ -109,16 +109,17 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def authorised_session(
+async def authorised_session(
     session_id: SessionIdPath,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> str:
     if credentials is None:
         raise Unauthorized("send the session token as 'Authorization: Bearer <token>'")
-    granted = runtime.sessions.authenticate(credentials.credentials)
-    if granted != session_id:
+    grant = runtime.sessions.verify(credentials.credentials)
+    if grant.session_id != session_id:
         raise Forbidden("this token is for another session")
+    await runtime.sessions.check_current(grant)  # not logged out since it was issued
     return session_id
 
 

@@ -45,7 +45,8 @@ CONFIG_ENV = "CHATCORE_CONFIG"
 SECRET_KEY_ENV = "CHATCORE_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 MIN_SECRET_CHARS = 32
 # Settings that are secrets: read from the environment only, never from the config file.
-ENV_ONLY = frozenset({"secret_key", "metrics_token"})
+ENV_ONLY = frozenset({"secret_key", "secret_keys", "metrics_token"})
+SECRET_KEYS_ENV = "CHATCORE_SECRET_KEYS"  # noqa: S105 - a variable name, not a secret
 
 
 def default_web_dir() -> Path | None:
@@ -104,6 +105,14 @@ def normalise_host_pattern(value: str) -> str:
     return text
 
 
+def _check_key(key: str) -> None:
+    if len(key) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"a secret key must have at least {MIN_SECRET_CHARS} characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+
+
 class ApiSettings(ChatcoreSettings, LimitSettings, BaseSettings):
     """Everything ``chatcore serve`` can be told: a running chatcore's settings
     (:class:`~chatcore_adapters.settings.ChatcoreSettings`: storage, model, worker), the
@@ -129,6 +138,12 @@ class ApiSettings(ChatcoreSettings, LimitSettings, BaseSettings):
         description="Key that signs session tokens (at least 32 characters; environment "
         "only: CHATCORE_SECRET_KEY). Required with redis_url; in embedded mode a random key is "
         "made per process.",
+    )
+    secret_keys: Annotated[list[SecretStr] | None, NoDecode] = Field(
+        default=None,
+        description="Keys of a rotation, comma-separated (environment only: "
+        "CHATCORE_SECRET_KEYS): the first signs new tokens, every one verifies. Instead of "
+        "secret_key, not with it.",
     )
     token_ttl: timedelta = Field(
         default=timedelta(days=7),
@@ -233,13 +248,29 @@ class ApiSettings(ChatcoreSettings, LimitSettings, BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_key(value.get_secret_value())
+        return value
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _keys_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys_valid(cls, value: list[SecretStr] | None) -> list[SecretStr] | None:
         if value is None:
             return None
-        if len(value.get_secret_value()) < MIN_SECRET_CHARS:
-            raise ValueError(
-                f"the secret key must have at least {MIN_SECRET_CHARS} characters "
-                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-            )
+        keys = [key.get_secret_value() for key in value]
+        if not keys:
+            raise ValueError("name at least one key")
+        for key in keys:
+            _check_key(key)
+        if len(set(keys)) != len(keys):
+            raise ValueError("the same key is listed twice")
         return value
 
     @field_validator("token_ttl", mode="before")
@@ -275,10 +306,15 @@ class ApiSettings(ChatcoreSettings, LimitSettings, BaseSettings):
 
     @model_validator(mode="after")
     def _secret_required_with_redis(self) -> ApiSettings:
-        if self.redis_url is not None and self.secret_key is None:
+        if self.secret_key is not None and self.secret_keys is not None:
             raise ValueError(
-                f"{SECRET_KEY_ENV} is required when redis_url is set: every API process must "
-                "verify the same session tokens"
+                f"set {SECRET_KEY_ENV} or {SECRET_KEYS_ENV}, not both ({SECRET_KEYS_ENV} lists "
+                "every key, the signing one first)"
+            )
+        if self.redis_url is not None and self.secret_key is None and self.secret_keys is None:
+            raise ValueError(
+                f"{SECRET_KEY_ENV} (or {SECRET_KEYS_ENV}) is required when redis_url is set: "
+                "every API process must verify the same session tokens"
             )
         return self
 
@@ -385,8 +421,11 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(found)
 
 
-def effective_secret(settings: ApiSettings) -> tuple[bytes, bool]:
-    """The token signing key, and whether it was generated for this process only."""
+def signing_keys(settings: ApiSettings) -> tuple[list[bytes], bool]:
+    """The token keys (the signing one first), and whether one was generated for this process
+    only (no key configured: the embedded mode)."""
+    if settings.secret_keys is not None:
+        return [key.get_secret_value().encode("utf-8") for key in settings.secret_keys], False
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value().encode("utf-8"), False
-    return secrets.token_bytes(32), True
+        return [settings.secret_key.get_secret_value().encode("utf-8")], False
+    return [secrets.token_bytes(32)], True

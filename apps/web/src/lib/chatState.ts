@@ -322,6 +322,7 @@ export function applyEvent(state: ChatState, event: ChatEvent, cursor: string): 
   switch (event.type) {
     case "session_opened":
     case "session_restored":
+    case "tokens_revoked": // the server closes this connection (4001) if its token is older
       return state;
     case "profile_updated":
       return {

@@ -81,6 +81,11 @@ export interface SessionRestored extends EventBase {
   type: "session_restored";
   last_seen?: string | null;
 }
+/** The session was logged out everywhere; a connection on an older token is closed with 4001. */
+export interface TokensRevoked extends EventBase {
+  type: "tokens_revoked";
+  generation: number;
+}
 export interface ProfileUpdated extends EventBase {
   type: "profile_updated";
   display_name: string | null;
@@ -182,7 +187,8 @@ export type ChatEvent =
   | ReplyFailed
   | ReplyCancelRequested
   | ReplyCancelled
-  | ReplyAbandoned;
+  | ReplyAbandoned
+  | TokensRevoked;
 
 // --- server to client ---------------------------------------------------------------------
 
@@ -337,6 +343,7 @@ const EVENT_TYPES: ReadonlySet<string> = new Set([
   "reply_cancel_requested",
   "reply_cancelled",
   "reply_abandoned",
+  "tokens_revoked",
 ]);
 
 type JsonObject = Record<string, unknown>;
@@ -365,6 +372,7 @@ const EVENT_REQUIRED: Record<string, readonly string[]> = {
   reply_cancel_requested: ["conversation_id", "in_reply_to"],
   reply_cancelled: ["conversation_id", "in_reply_to"],
   reply_abandoned: ["conversation_id", "reply_id", "in_reply_to"],
+  tokens_revoked: [],
 };
 
 function isEvent(value: unknown): value is ChatEvent {

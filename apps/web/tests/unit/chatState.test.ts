@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { activeConversation, applyFrame, initialState, reduce, type ChatState, type OutboxEntry } from "@/lib/chatState";
-import type { ServerFrame } from "@/lib/protocol";
+import { parseServerFrame, type ServerFrame } from "@/lib/protocol";
 import { AT, ev, welcome } from "./support/fakeSocket";
 
 const NOW = Date.parse("2025-01-01T12:00:00Z");
@@ -48,6 +48,15 @@ describe("folding events", () => {
     ]);
     expect(conv(s).pending).toBeNull();
     expect(s.cursor).toBe("4-0");
+  });
+
+  it("moves past a tokens_revoked event without changing the conversations", () => {
+    const before = fold(initialState, [...opening, ...turn]);
+    const frame = ev("5-0", { type: "tokens_revoked", generation: 1 });
+    expect(parseServerFrame(JSON.stringify(frame))).not.toBeNull();
+    const after = fold(before, [frame]);
+    expect(after.cursor).toBe("5-0");
+    expect(after.conversations).toEqual(before.conversations);
   });
 
   it("ignores any event at or below the last applied cursor (replays are harmless)", () => {
