@@ -13,17 +13,11 @@ http://127.0.0.1:8000. Settings also come from ``CHATCORE_*`` variables and a co
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from chatcore_api.settings import (
-    ApiSettings,
-    SettingsError,
-    load_settings,
-    unknown_environment,
-)
+from chatcore_api.settings import ApiSettings, SettingsError, load_settings
 from chatcore_api.worker_main import add_worker_arguments
 
 DEFAULT_SCHEMA_DIR = Path("docs/protocol")
@@ -103,10 +97,6 @@ def _serve(args: argparse.Namespace) -> int:
     from chatcore_api.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    for name in unknown_environment():
-        logging.getLogger("chatcore_api").warning(
-            "ignoring an environment variable that names no setting", extra={"variable": name}
-        )
     if args.workers is not None:
         from chatcore_api.worker_main import serve_with_workers
 

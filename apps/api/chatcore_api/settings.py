@@ -34,11 +34,18 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings import SettingsError as SourceError
 
 from chatcore_adapters.settings import ChatcoreSettings
 from chatcore_api.client_address import parse_networks
 from chatcore_api.limit_settings import LimitSettings
-from chatcore_api.settings_sources import SettingsInputs, given_sources, settings_inputs
+from chatcore_api.redaction import redact
+from chatcore_api.settings_sources import (
+    SettingsInputs,
+    given_sources,
+    settings_inputs,
+    undecodable_environment,
+)
 
 ENV_PREFIX = "CHATCORE_"
 CONFIG_ENV = "CHATCORE_CONFIG"
@@ -56,7 +63,11 @@ def default_web_dir() -> Path | None:
 
 
 class SettingsError(Exception):
-    """The settings are unusable; the message says which one and why."""
+    """The settings are unusable; the message says which one and why, with anything that
+    looks like a credential taken out (:func:`~chatcore_api.redaction.redact`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 def _split_origins(value: Any) -> Any:
@@ -373,9 +384,9 @@ def describe_errors(exc: ValidationError) -> str:
         if "input" in error and error["type"] not in {"missing"} and loc:
             value = error["input"]
             if not isinstance(value, dict | list) and not _sensitive(name):
-                text = repr(value)
+                text = redact(repr(value))
                 shown = f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
-        message = error["msg"].removeprefix("Value error, ")
+        message = redact(error["msg"].removeprefix("Value error, "))
         lines.append(f"- {where}: {message}{shown}")
     return "invalid settings:\n" + "\n".join(lines)
 
@@ -391,6 +402,16 @@ def load_settings(
     readable message on any problem.
     """
     env = os.environ if environ is None else environ
+    # Variables that cannot be right stop the start-up like any other bad setting: a misspelt
+    # top-level name (it would be ignored, and the server start on the defaults) and a value
+    # that must be JSON and is not (it would end in a traceback).
+    problems = [
+        f"- {name}: names no setting (nested settings take two underscores, e.g. "
+        f"{ENV_PREFIX}LLM__MODEL)"
+        for name in unknown_environment(env)
+    ] + undecodable_environment(env, ApiSettings, ENV_PREFIX)
+    if problems:
+        raise SettingsError("invalid settings:\n" + "\n".join(problems))
     path = config_file or env.get(CONFIG_ENV) or None
     data = read_config_file(Path(path)) if path else {}
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -399,15 +420,25 @@ def load_settings(
             return ApiSettings(**given)
     except ValidationError as exc:
         raise SettingsError(describe_errors(exc)) from None
+    except SourceError as exc:  # a value no check above foresaw
+        raise SettingsError(f"invalid settings:\n- {exc}") from None
 
 
 # CHATCORE_* variables that belong to other tools (the test suites, the config file path).
-_FOREIGN_ENV = ("CHATCORE_CONFIG", "CHATCORE_REQUIRE_", "CHATCORE_TEST_")
+_FOREIGN_ENV = (
+    "CHATCORE_CONFIG",
+    "CHATCORE_REQUIRE_",
+    "CHATCORE_TEST_",
+    "CHATCORE_E2E_",
+    "CHATCORE_PYTHON",
+    "CHATCORE_VENV",
+)
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     """``CHATCORE_*`` variables that name no setting (nested ones are checked by validation;
-    a misspelt top-level name would otherwise be ignored silently)."""
+    a misspelt top-level name would otherwise be ignored silently): :func:`load_settings`
+    refuses them."""
     env = os.environ if environ is None else environ
     known = {name.upper() for name in ApiSettings.model_fields}
     found = []
