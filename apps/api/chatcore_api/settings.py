@@ -324,7 +324,7 @@ class ApiSettings(ChatcoreSettings, LimitSettings, BaseSettings):
             )
         if self.redis_url is not None and self.secret_key is None and self.secret_keys is None:
             raise ValueError(
-                f"{SECRET_KEY_ENV} (or {SECRET_KEYS_ENV}) is required when redis_url is set: "
+                f"{SECRET_KEY_ENV} is required when redis_url is set (or {SECRET_KEYS_ENV}): "
                 "every API process must verify the same session tokens"
             )
         return self
