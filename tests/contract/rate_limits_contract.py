@@ -146,6 +146,10 @@ class RateLimitsContract:
     async def test_concurrent_takes_never_exceed_the_burst(self, limits: RateLimits) -> None:
         key = fresh("race")
         rate = Rate.per_minute(1, burst=3)
+        # One call first, as a running process's client has made many: redis-py 8.1's Cluster
+        # client can fail concurrent first commands on a fresh client with an AttributeError
+        # (its own race while connecting; any script-running adapter shows it).
+        await limits.check(fresh("warm"), rate)
         waits = await asyncio.gather(*(limits.acquire(key, rate) for _ in range(12)))
         assert sum(1 for w in waits if w == 0.0) == 3
 
