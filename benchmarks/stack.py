@@ -84,12 +84,25 @@ def chatcore_env(
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Settings of every chatcore process of a run: the benchmark model, limits raised for the
-    load clients (sessions and messages per minute, idle timeout), JSON logs at info level."""
+    load clients (sessions, messages, frames, budgets, connections, idle timeout), JSON logs at
+    info level."""
     env = {
         "CHATCORE_SECRET_KEY": secrets.token_urlsafe(48),
         "CHATCORE_SESSIONS_PER_MINUTE": "1000000",
         "CHATCORE_MESSAGES_PER_MINUTE": "100000",
         "CHATCORE_MESSAGES_BURST": "10000",
+        # Every load client comes from 127.0.0.1: the per-address limits, the budgets and the
+        # connection caps would measure the limits, not chatcore.
+        "CHATCORE_IP_MESSAGES_PER_MINUTE": "1000000",
+        "CHATCORE_IP_MESSAGES_BURST": "100000",
+        "CHATCORE_IP_TOKENS_PER_MINUTE": "0",
+        "CHATCORE_FRAMES_PER_MINUTE": "1000000",
+        "CHATCORE_FRAMES_BURST": "100000",
+        "CHATCORE_CONVERSATIONS_PER_MINUTE": "100000",
+        "CHATCORE_CONVERSATIONS_BURST": "10000",
+        "CHATCORE_MAX_CONNECTIONS": "100000",
+        "CHATCORE_MAX_CONNECTIONS_PER_IP": "100000",
+        "CHATCORE_MAX_CONNECTIONS_PER_SESSION": "10000",
         "CHATCORE_IDLE_TIMEOUT": "3600",
         "CHATCORE_HELLO_TIMEOUT": "60",
         "CHATCORE_MAX_REPLAY_EVENTS": "1000000",

@@ -46,6 +46,7 @@ from chatcore.events import (
     ReplyStarted,
     SessionOpened,
     SessionRestored,
+    TokensRevoked,
     Usage,
 )
 from chatcore.ids import validate_plain_id
@@ -136,6 +137,12 @@ def restore_session(
     if not has_room(view, 1, limits):
         return []
     return [SessionRestored(at=now, last_seen=last_seen)]
+
+
+def revoke_tokens(view: SessionView, now: datetime) -> list[Event]:
+    """Log the session out everywhere: tokens issued before are refused from now on."""
+    _require_open(view)
+    return [TokensRevoked(at=now, generation=view.token_generation + 1)]
 
 
 class Keep(Enum):

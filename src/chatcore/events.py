@@ -59,6 +59,14 @@ class ProfileUpdated(Event):
     language: str | None = None
 
 
+class TokensRevoked(Event):
+    """The session was logged out everywhere: every token issued before this event (of a lower
+    ``generation``) is refused from now on, and the connections holding one are closed."""
+
+    type: Literal["tokens_revoked"] = "tokens_revoked"
+    generation: int = Field(ge=1)
+
+
 # --- conversations ----------------------------------------------------------------------------
 
 
@@ -236,7 +244,8 @@ AnyEvent: TypeAlias = Annotated[
     | ReplyFailed
     | ReplyCancelRequested
     | ReplyCancelled
-    | ReplyAbandoned,
+    | ReplyAbandoned
+    | TokensRevoked,
     Field(discriminator="type"),
 ]
 
@@ -264,6 +273,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ReplyCancelRequested,
         ReplyCancelled,
         ReplyAbandoned,
+        TokensRevoked,
     )
 }
 

@@ -36,10 +36,16 @@ from chatcore.ports import (
     Leases,
     LLMChunk,
     ModelSwitch,
+    RateLimits,
     UsageReport,
     WorkItem,
 )
-from chatcore.prompt import PromptSettings, build_prompt, estimate_text_tokens
+from chatcore.prompt import (
+    PromptSettings,
+    build_prompt,
+    estimate_message_tokens,
+    estimate_text_tokens,
+)
 from chatcore.reply_inbox import END, ModelFailure, ReplyInbox
 from chatcore.service import ChatService
 from chatcore.view import SessionView, project
@@ -127,8 +133,12 @@ class ReplyGenerator:
         ids: IdGenerator,
         settings: GenerationSettings | None = None,
         prompt: PromptSettings | None = None,
+        budgets: RateLimits | None = None,
     ) -> None:
+        """``budgets`` is where a reply's tokens are charged to the budgets its work item
+        names (:attr:`WorkItem.charges`); ``None`` charges nothing."""
         self.service = service
+        self.budgets = budgets
         self.llm = llm
         self.leases = leases
         self.clock = clock
@@ -237,6 +247,7 @@ class _ReplyInProgress:
         self.last_keepalive = 0.0
         self.usage: Usage | None = None
         self.said: list[str] = []
+        self.prompt_tokens = 0  # estimated, for a reply that ends without a usage report
 
     @property
     def sid(self) -> str:
@@ -315,6 +326,10 @@ class _ReplyInProgress:
         it answers."""
         conv = self.view.conversations[self.item.conversation_id]
         request = build_prompt(conv, self.mid, self.view.profile, self.gen.prompt)
+        self.prompt_tokens = sum(
+            estimate_message_tokens(m.content, self.gen.prompt.chars_per_token)
+            for m in request.messages
+        )
         self.view = self.view.for_turns()
         return request
 
@@ -461,6 +476,7 @@ class _ReplyInProgress:
         )
         # The view held here is partial and is not cached: the next load folds the reply's
         # events into the cached view and caches that.
+        await self._charge(self.usage or self._estimated_usage())
         log.info(
             "reply completed",
             extra={
@@ -485,6 +501,7 @@ class _ReplyInProgress:
             )
         )
         log.info("reply cancelled", extra={"session_id": self.sid, "reply_id": self.reply_id})
+        await self._charge(self.usage or self._estimated_usage())
         return Outcome.CANCELLED
 
     async def _full(self, reply_id: str | None) -> Outcome:
@@ -530,4 +547,28 @@ class _ReplyInProgress:
             "reply failed",
             extra={"session_id": self.sid, "reply_id": self.reply_id, "kind": error.kind},
         )
+        if self.said:  # the model read the prompt and answered part of it
+            await self._charge(self.usage or self._estimated_usage())
         return Outcome.FAILED
+
+    def _estimated_usage(self) -> Usage:
+        """What a reply that ended without a usage report cost, as far as can be told: the
+        prompt sent and the text said."""
+        said = estimate_text_tokens("".join(self.said), self.gen.prompt.chars_per_token)
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=said)
+
+    async def _charge(self, usage: Usage) -> None:
+        """Charge the reply's tokens (prompt and completion) to the budgets its message named.
+        The API refuses new messages while one of them is spent. A budget that cannot be
+        reached is left uncharged: the reply stands."""
+        budgets, tokens = self.gen.budgets, usage.prompt_tokens + usage.completion_tokens
+        if budgets is None or tokens <= 0:
+            return
+        for charge in self.item.charges:
+            try:
+                await budgets.charge(charge.key, charge.rate, tokens)
+            except PortError as exc:
+                log.warning(
+                    "could not charge a reply's tokens to its budget",
+                    extra={"session_id": self.sid, "reply_id": self.reply_id, "error": exc.code},
+                )

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from chatcore.events import Event, Recorded, Usage
+from chatcore.gcra import Rate
 from chatcore.view import SessionView
 
 
@@ -163,15 +164,37 @@ class SessionCache(Protocol):
         ...
 
 
-class WorkItem(BaseModel):
-    """ "Answer message ``message_id`` of ``session_id``"."""
+class Charge(BaseModel):
+    """A model-spend budget to charge a reply's tokens to: the limit's key and its rate, as
+    the API that accepted the message knew them (a worker needs no budget settings)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
+    tokens_per_minute: float = Field(gt=0)
+    burst: float = Field(ge=1)
+
+    @property
+    def rate(self) -> Rate:
+        return Rate(limit=self.tokens_per_minute, period=60.0, burst=self.burst)
+
+
+class WorkItem(BaseModel):
+    """ "Answer message ``message_id`` of ``session_id``".
+
+    Work items are stored (a Redis stream), so an API and a worker of different versions may
+    meet over one: fields this code does not know are ignored (``extra="ignore"``), and a new
+    field must be optional. ``charges`` came in that way: the budgets the reply's tokens go
+    to; a queue writes it only when there is one (``model_dump_json(exclude_defaults=True)``),
+    so workers older than it still read the items that carry none."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     session_id: str
     conversation_id: str
     message_id: str
     enqueued_at: datetime
+    charges: tuple[Charge, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +288,30 @@ class Leases(Protocol):
 
     async def release(self, key: str, owner: str) -> None:
         """Give the lease up if ``owner`` still holds it."""
+        ...
+
+
+@runtime_checkable
+class RateLimits(Protocol):
+    """Limits kept per key with the generic cell rate algorithm (:mod:`chatcore.gcra`), in a
+    store every process shares (Redis), so N processes enforce the limit one would.
+
+    A key is 1 to 200 of ``A-Za-z0-9_.:-`` (:class:`~chatcore.errors.InvalidIdentifier`
+    otherwise). A key's state lasts only as long as it matters: one left alone until its
+    allowance is full again is forgotten, and behaves as a new one."""
+
+    async def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> float:
+        """Take ``cost`` units if they fit: 0.0 when allowed (and counted), else the seconds
+        until they would fit (nothing counted). ``ValueError`` if ``cost`` exceeds the burst."""
+        ...
+
+    async def check(self, key: str, rate: Rate, cost: float = 1.0) -> float:
+        """What :meth:`acquire` would answer, counting nothing."""
+        ...
+
+    async def charge(self, key: str, rate: Rate, cost: float) -> None:
+        """Count ``cost`` units whether they fit or not (post-paid usage: the key may go into
+        debt, and :meth:`acquire`/:meth:`check` refuse until it has run off)."""
         ...
 
 

@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     SESSION_NOT_FOUND = "session_not_found"
     BAD_CURSOR = "bad_cursor"
     RATE_LIMITED = "rate_limited"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     EMPTY_MESSAGE = "empty_message"
     MESSAGE_TOO_LONG = "message_too_long"
     UNKNOWN_CONVERSATION = "unknown_conversation"

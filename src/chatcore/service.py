@@ -24,6 +24,7 @@ from chatcore.errors import (
 from chatcore.events import ConversationDeleted, Event, Recorded, SessionDeleted
 from chatcore.ids import parse_position, position_after, validate_plain_id, validate_session_id
 from chatcore.ports import (
+    Charge,
     Clock,
     EventStore,
     IdGenerator,
@@ -236,6 +237,15 @@ class ChatService:
         await self.requeue_stalled(session_id, view)
         return view
 
+    async def revoke_tokens(self, session_id: str) -> tuple[int, list[Recorded]]:
+        """Log the session out everywhere: records a new token generation (tokens of an older
+        one are refused by whoever checks them) and returns it."""
+        view = await self.load(session_id)
+        now = self.clock.now()
+        recorded = await self.execute(session_id, view, lambda v: decisions.revoke_tokens(v, now))
+        log.info("session tokens revoked", extra={"session_id": session_id})
+        return view.token_generation, recorded
+
     async def requeue_stalled(self, session_id: str, view: SessionView) -> int:
         now = self.clock.now()
         count = 0
@@ -257,13 +267,20 @@ class ChatService:
             )
         return count
 
-    async def _enqueue(self, session_id: str, conversation_id: str, message_id: str) -> None:
+    async def _enqueue(
+        self,
+        session_id: str,
+        conversation_id: str,
+        message_id: str,
+        charges: Sequence[Charge] = (),
+    ) -> None:
         await self.queue.enqueue(
             WorkItem(
                 session_id=session_id,
                 conversation_id=conversation_id,
                 message_id=message_id,
                 enqueued_at=self.clock.now(),
+                charges=tuple(charges),
             )
         )
 
@@ -320,11 +337,14 @@ class ChatService:
         conversation_id: str,
         client_message_id: str,
         text: str,
+        charges: Sequence[Charge] = (),
     ) -> SubmitResult:
         """Record a user message once per client message id (I4) and queue its answer.
 
         An intent marker brackets "append" and "enqueue": if this process dies between the two,
-        the sweeper (:meth:`sweep_intents`) finds the message and queues it.
+        the sweeper (:meth:`sweep_intents`) finds the message and queues it. ``charges`` are
+        the budgets the answer's tokens go to (a message queued again by the sweeper, or after
+        a restore, goes without them).
         """
         validate_session_id(session_id)
         validate_plain_id("client message id", client_message_id)
@@ -342,7 +362,7 @@ class ChatService:
         turn = view.find_turn(result.message_id)
         if turn is not None and turn[1].reply is None:
             # New, or a retry of a message whose work may never have been queued.
-            await self._enqueue(session_id, result.conversation_id, result.message_id)
+            await self._enqueue(session_id, result.conversation_id, result.message_id, charges)
         await self.intents.clear(session_id, client_message_id)
         log.info(
             "message accepted",
@@ -414,6 +434,7 @@ class ChatService:
         message_id: str,
         client_message_id: str,
         text: str,
+        charges: Sequence[Charge] = (),
     ) -> SubmitResult:
         """A new version of the user message ``message_id`` (a new branch from there, which
         becomes the active path), answered like any message; once per ``client_message_id``
@@ -460,7 +481,7 @@ class ChatService:
             )
         turn = view.find_turn(result.message_id)
         if turn is not None and turn[1].reply is None:
-            await self._enqueue(session_id, result.conversation_id, result.message_id)
+            await self._enqueue(session_id, result.conversation_id, result.message_id, charges)
         await self.intents.clear(session_id, client_message_id)
         log.info(
             "message edited",
@@ -473,10 +494,16 @@ class ChatService:
         return result
 
     async def regenerate_reply(
-        self, session_id: str, *, conversation_id: str, message_id: str
+        self,
+        session_id: str,
+        *,
+        conversation_id: str,
+        message_id: str,
+        charges: Sequence[Charge] = (),
     ) -> list[Recorded]:
         """Answer the user message ``message_id`` again (its earlier answers are kept as
-        other versions) and queue the work, bracketed by an intent like a message."""
+        other versions) and queue the work, bracketed by an intent like a message; ``charges``
+        as for :meth:`submit_message`."""
         view = await self.load(session_id)
         conv = view.conversations.get(conversation_id)
         if conv is None:
@@ -502,7 +529,7 @@ class ChatService:
         except DomainError:
             await self.intents.clear(session_id, client_message_id)
             raise
-        await self._enqueue(session_id, conversation_id, message_id)
+        await self._enqueue(session_id, conversation_id, message_id, charges)
         await self.intents.clear(session_id, client_message_id)
         log.info(
             "reply regenerating",

@@ -46,6 +46,7 @@ from chatcore.events import (
     SessionDeleted,
     SessionOpened,
     SessionRestored,
+    TokensRevoked,
     Usage,
 )
 from chatcore.ids import parse_position
@@ -194,6 +195,8 @@ class SessionView(_Model):
     event_count: int = 0
     restores: int = 0
     last_restored_at: datetime | None = None
+    # Tokens of a lower generation are refused (a TokensRevoked raised it; 0: never revoked).
+    token_generation: int = 0
     anomalies: int = 0
     _partial: bool = PrivateAttr(default=False)
 
@@ -235,6 +238,7 @@ class SessionView(_Model):
             event_count=self.event_count,
             restores=self.restores,
             last_restored_at=self.last_restored_at,
+            token_generation=self.token_generation,
             anomalies=self.anomalies,
         )
         slim._partial = True
@@ -340,6 +344,12 @@ def _session_restored(view: SessionView, e: Event, pos: str) -> None:
     assert isinstance(e, SessionRestored)
     view.restores += 1
     view.last_restored_at = e.at
+
+
+@_on(TokensRevoked)
+def _tokens_revoked(view: SessionView, e: Event, pos: str) -> None:
+    assert isinstance(e, TokensRevoked)
+    view.token_generation = max(view.token_generation, e.generation)
 
 
 @_on(ProfileUpdated)

@@ -29,6 +29,7 @@ from chatcore_adapters.memory import (
     MemoryHeartbeats,
     MemoryIntentJournal,
     MemoryLeases,
+    MemoryRateLimits,
     MemorySessionCache,
     MemoryWorkQueue,
 )
@@ -44,13 +45,30 @@ SECRET = "test-secret-" + "k" * 40
 WAIT = 10.0
 
 
+# Limits per client address and per connection out of the way: every test client comes from
+# 127.0.0.1. A test of a limit names its own.
+GENEROUS: dict[str, Any] = {
+    "sessions_per_minute": 100_000,
+    "ip_messages_per_minute": 1_000_000,
+    "ip_messages_burst": 100_000,
+    "ip_tokens_per_minute": 0,
+    "frames_per_minute": 1_000_000,
+    "frames_burst": 100_000,
+    "conversations_per_minute": 100_000,
+    "conversations_burst": 10_000,
+    "max_connections_per_ip": 100_000,
+    "max_connections_per_session": 10_000,
+}
+
+
 def settings_for(**overrides: Any) -> ApiSettings:
-    """Settings for a test server: the defaults, with no web client and an explicit key."""
+    """Settings for a test server: the defaults, with no web client and an explicit key, and
+    the :data:`GENEROUS` limits."""
     base: dict[str, Any] = {
         "secret_key": SECRET,
         "web_dir": None,
         "log_format": "text",
-        "sessions_per_minute": 100_000,
+        **GENEROUS,
     }
     base.update(overrides)
     if "redis_url" not in base:
@@ -73,6 +91,7 @@ class SharedMemory:
         self.intents = MemoryIntentJournal(self.clock)
         self.leases = MemoryLeases(self.clock)
         self.heartbeats = MemoryHeartbeats(self.clock)
+        self.rate_limits = MemoryRateLimits(self.clock)
 
     def attach(self, container: Container) -> None:
         container.clock.override(providers.Object(self.clock))
@@ -82,6 +101,7 @@ class SharedMemory:
         container.intents.override(providers.Object(self.intents))
         container.leases.override(providers.Object(self.leases))
         container.heartbeats.override(providers.Object(self.heartbeats))
+        container.rate_limits.override(providers.Object(self.rate_limits))
 
 
 class SharedSqlite:
@@ -107,6 +127,8 @@ class SharedSqlite:
         self.intents = SqliteIntentJournal(self.db, self.clock)
         self.leases = SqliteLeases(self.db, self.clock)
         self.heartbeats = SqliteHeartbeats(self.db, self.clock)
+        # The embedded mode's limits live in its one process (bootstrap does the same).
+        self.rate_limits = MemoryRateLimits(self.clock)
 
     def attach(self, container: Container) -> None:
         container.clock.override(providers.Object(self.clock))
@@ -116,6 +138,7 @@ class SharedSqlite:
         container.intents.override(providers.Object(self.intents))
         container.leases.override(providers.Object(self.leases))
         container.heartbeats.override(providers.Object(self.heartbeats))
+        container.rate_limits.override(providers.Object(self.rate_limits))
 
     async def close(self) -> None:
         await self.db.close()

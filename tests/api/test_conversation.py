@@ -29,7 +29,7 @@ async def test_a_conversation_goes_hello_snapshot_send_ack_then_the_streamed_rep
         assert welcome["resume"] == "snapshot"
         assert welcome["model"] == "scripted"
         assert welcome["limits"]["max_frame_bytes"] == 65536
-        assert welcome["token"].startswith("v1.")
+        assert welcome["token"].startswith("v2.")
         snapshot, caught_up = frames
         assert snapshot["type"] == "snapshot"
         assert snapshot["profile"] == {"display_name": "Ada", "language": "English"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatcore_api.logs import JsonFormatter
+from chatcore_api.settings import SettingsError, load_settings
 from tests.api.support import Start, is_terminal, send_frame, serve, settings_for
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -148,6 +149,37 @@ async def test_the_openapi_docs_are_served(start: Start) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert "/api/sessions" in schema["paths"]
     assert "/api/sessions/{session_id}/messages" in schema["paths"]
+
+
+async def test_a_deployment_can_turn_the_docs_and_the_metrics_off(start: Start) -> None:
+    api = await start(docs_enabled=False, metrics_enabled=False)
+    async with api.client() as http:
+        for path in ("/docs", "/openapi.json", "/metrics"):
+            response = await http.get(path)
+            assert response.status_code == 404, path
+            assert "swagger" not in response.text.lower()
+            assert "chatcore_" not in response.text
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_metrics_token_puts_the_metrics_behind_a_bearer_token(start: Start) -> None:
+    token = "metrics-" + "t" * 40
+    api = await start(metrics_token=token)
+    async with api.client() as http:
+        anonymous = await http.get("/metrics")
+        wrong = await http.get("/metrics", headers={"Authorization": "Bearer nope"})
+        right = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert anonymous.status_code == wrong.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    assert "chatcore_" not in anonymous.text + wrong.text
+    assert right.status_code == 200 and "chatcore_ws_connections_open" in right.text
+
+
+def test_the_metrics_token_is_read_from_the_environment_only(tmp_path: Path) -> None:
+    config = tmp_path / "chatcore.toml"
+    config.write_text('metrics_token = "' + "t" * 40 + '"\n')
+    with pytest.raises(SettingsError, match="environment only"):
+        load_settings(config, environ={})
 
 
 # --- the static web client -------------------------------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 
 import chatcore_api.commands
 import chatcore_api.handler
+import chatcore_api.ratelimit
 from chatcore.errors import DomainError
 from chatcore.events import EVENT_TYPES
 from chatcore.protocol import ClientFrame, CloseCode, ErrorCode, ServerFrame
@@ -120,10 +121,10 @@ def test_every_refusal_of_a_command_has_a_documented_code() -> None:
 
 
 def test_every_documented_error_code_has_a_place_in_the_server_that_sends_it() -> None:
-    # The connection's modules: the handler and the commands it dispatches to.
+    # The connection's modules: the handler, the commands it dispatches to, their limits.
     handler = "".join(
         Path(module.__file__).read_text()
-        for module in (chatcore_api.handler, chatcore_api.commands)
+        for module in (chatcore_api.handler, chatcore_api.commands, chatcore_api.ratelimit)
         if module.__file__ is not None
     )
     raised = {cls.code for cls in all_subclasses(DomainError)} | {
@@ -522,6 +523,11 @@ REST_ERRORS = {
         ),
     ),
     "limit-501": RestCase(422, "bad_request", _messages(limit=501)),
+    "foreign-host": RestCase(
+        400,
+        "bad_host",
+        lambda http, s: http.post("/api/sessions", headers={"Host": "rebind.attacker.example"}),
+    ),
     "no-conversation-id": RestCase(422, "bad_request", _messages(conversation_id=None)),
     "blank-name": RestCase(
         422,

@@ -59,7 +59,8 @@ async def test_creating_a_session_returns_its_id_conversation_and_a_signed_token
     assert empty.status_code == named.status_code == 201
     body = named.json()
     assert set(body) == {"session_id", "conversation_id", "token", "expires_at"}
-    assert body["token"].startswith(f"v1.{body['session_id']}.")
+    assert body["token"].startswith("v2.")
+    assert body["token"].split(".")[2:4] == [body["session_id"], "0"]
     assert datetime.fromisoformat(body["expires_at"]) > datetime.now(UTC) + timedelta(days=6)
     assert named.headers["cache-control"] == "no-store"
     assert empty.json()["session_id"] != body["session_id"]

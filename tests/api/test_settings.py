@@ -12,8 +12,8 @@ import pytest
 from chatcore_api.cli import main
 from chatcore_api.settings import (
     SettingsError,
-    effective_secret,
     load_settings,
+    signing_keys,
     unknown_environment,
 )
 
@@ -55,15 +55,20 @@ def test_the_embedded_default_keeps_its_signing_key_in_the_data_directory(
     tmp_path: Path,
 ) -> None:
     settings = load_settings(environ={"CHATCORE_DATA_DIR": str(tmp_path)})
-    key, per_process = effective_secret(settings)
+    (key,), per_process = signing_keys(settings)
     assert per_process is False and len(key) >= 32
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
-    assert effective_secret(settings) == (key, False)  # the same key next time
+    assert signing_keys(settings) == ([key], False)  # the same key next time
     (tmp_path / "secret_key").chmod(0o644)
     with pytest.raises(SettingsError, match="may be read by other users"):
-        effective_secret(settings)
+        signing_keys(settings)
     memory = load_settings(environ={"CHATCORE_STORAGE": "memory"})
-    assert effective_secret(memory)[1] is True  # a key per process: sessions die with it
+    assert signing_keys(memory)[1] is True  # a key per process: sessions die with it
+    given = "k" * 40
+    rotated = load_settings(
+        environ={"CHATCORE_DATA_DIR": str(tmp_path), "CHATCORE_SECRET_KEYS": f"{given},{'j' * 40}"}
+    )
+    assert signing_keys(rotated) == ([given.encode(), b"j" * 40], False)  # the file is unused
 
 
 def test_environment_variables_set_nested_values() -> None:
@@ -207,7 +212,7 @@ def test_the_cli_rejects_malformed_flags() -> None:
     assert exited.value.code == 2
 
 
-def test_misspelt_top_level_variables_are_found_for_a_warning() -> None:
+def test_misspelt_top_level_variables_are_found() -> None:
     environ = {
         "CHATCORE_PROT": "9000",
         "CHATCORE_PORT": "9000",
@@ -215,6 +220,89 @@ def test_misspelt_top_level_variables_are_found_for_a_warning() -> None:
         "CHATCORE_CONFIG": "x.toml",
         "CHATCORE_REQUIRE_REDIS": "1",
         "CHATCORE_TEST_REDIS_URL": "redis://x",
+        "CHATCORE_E2E_URL": "http://127.0.0.1:1",
         "HOME": "/root",
     }
     assert unknown_environment(environ) == ["CHATCORE_PROT"]
+
+
+def test_a_misspelt_top_level_variable_stops_the_start_up_naming_it() -> None:
+    # One underscore instead of two: it would have been ignored and the demo model served.
+    with pytest.raises(SettingsError) as failed:
+        load_settings(environ={"CHATCORE_LLM_MODEL": "openai/gpt-4o-mini"})
+    lines = str(failed.value).splitlines()
+    assert lines[0] == "invalid settings:"
+    assert len(lines) == 2 and "CHATCORE_LLM_MODEL" in lines[1]
+    assert "CHATCORE_LLM__MODEL" in lines[1], "it says how a nested setting is spelt"
+
+
+@pytest.mark.parametrize("value", ["notjson", "[{'model': 'groq/x'}]", "groq/x, openai/y"])
+def test_a_value_that_must_be_json_and_is_not_stops_the_start_up_naming_it(value: str) -> None:
+    with pytest.raises(SettingsError) as failed:
+        load_settings(
+            environ={"CHATCORE_LLM__MODEL": "openai/gpt-4o-mini", "CHATCORE_LLM__FALLBACKS": value}
+        )
+    lines = str(failed.value).splitlines()
+    assert len(lines) == 2
+    assert "llm.fallbacks (CHATCORE_LLM__FALLBACKS): not valid JSON" in lines[1]
+
+
+def test_the_serve_command_stops_on_both_with_one_line_each(tmp_path: Path) -> None:
+    from tests.support.worker_processes import run_cli
+
+    done = run_cli(
+        "serve",
+        "--port",
+        "0",
+        env={"CHATCORE_LLM_MODEL": "openai/gpt-4o-mini", "CHATCORE_LLM__FALLBACKS": "nope"},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "chatcore: invalid settings:",
+        "- CHATCORE_LLM_MODEL: names no setting (nested settings take two underscores, e.g. "
+        "CHATCORE_LLM__MODEL)",
+        "- llm.fallbacks (CHATCORE_LLM__FALLBACKS): not valid JSON (Expecting value at "
+        "character 0)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("environ", "secrets"),
+    [
+        ({"CHATCORE_LLM__API_BASE": "http://bob:secret@host"}, ["bob", "secret"]),
+        (
+            {
+                "CHATCORE_LLM__MODEL": "openai/x",
+                "CHATCORE_LLM__FALLBACKS": json.dumps(
+                    [{"model": "y", "api_base": "https://carol:pa55word@proxy.example/v1"}]
+                ),
+            },
+            ["carol", "pa55word"],
+        ),
+        ({"CHATCORE_LLM__MODEL": "sk-proj-abcdefghijklmnop1234 x"}, ["abcdefghijklmnop1234"]),
+        ({"CHATCORE_LLM__API_BASE": "ftp://host/?api_key=live-7f3a9c"}, ["live-7f3a9c"]),
+        ({"CHATCORE_ALLOWED_ORIGINS": "https://dave:hunter2@app.example"}, ["hunter2"]),
+    ],
+)
+def test_a_settings_error_never_prints_a_credential(
+    environ: dict[str, str], secrets: list[str]
+) -> None:
+    with pytest.raises(SettingsError) as failed:
+        load_settings(environ=environ)
+    message = str(failed.value)
+    assert "invalid settings" in message
+    for secret in secrets:
+        assert secret not in message, message
+
+
+def test_redaction_keeps_what_is_not_a_credential() -> None:
+    from chatcore_api.redaction import redact
+
+    text = "llm.model: the model name must not contain spaces (got 'anthropic/claude-3-5-haiku')"
+    assert redact(text) == text
+    assert redact("http://bob:secret@host:8000/v1") == "http://***@host:8000/v1"
+    assert redact("Authorization: Bearer abcdefghijklmnop") == "Authorization: Bearer ***"
+    assert redact("key " + "Ab1" * 12) == "key ***"
+    assert redact("x" * 40) == "x" * 40, "a run without digits is not a key"

@@ -11,12 +11,15 @@ from typing import Any
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
+from chatcore_adapters.memory import MemoryRateLimits
+from chatcore_api.connection_caps import ConnectionCaps
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.handler import ConnectionSettings, WebSocketHandler
 from chatcore_api.metrics import ApiMetrics
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import ApiLimits
 from chatcore_api.sessions import SessionManager
 from chatcore_api.tokens import TokenSigner
+from tests.api.support import settings_for
 from tests.api.test_feed import eventually, world
 from tests.support.factories import ManualClock
 
@@ -77,7 +80,13 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_holds_up_nobo
                 sessions=sessions,
                 connections=connections,
                 service=w.service,
-                limiter=RateLimiter(rate=100, burst=100, now=w.clock.monotonic),
+                limits=ApiLimits(
+                    settings_for(),
+                    shared=MemoryRateLimits(w.clock),
+                    local=MemoryRateLimits(w.clock),
+                ),
+                caps=ConnectionCaps(total=10, per_client=10, per_session=10),
+                client="ip:test",
                 metrics=metrics,
                 settings=ConnectionSettings(send_queue_limit=16),
                 model_name="test",

@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.ports import EventStore, Heartbeats, IntentJournal, Leases, SessionCache
+from chatcore.gcra import Rate
+from chatcore.ports import (
+    EventStore,
+    Heartbeats,
+    IntentJournal,
+    Leases,
+    RateLimits,
+    SessionCache,
+)
 from chatcore_adapters.codec import encode_event
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
     MemoryIntentJournal,
     MemoryLeases,
+    MemoryRateLimits,
     MemorySessionCache,
     MemoryWorkQueue,
 )
@@ -21,6 +30,7 @@ from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.intent_journal_contract import IntentJournalContract
 from tests.contract.leases_contract import LeasesContract
+from tests.contract.rate_limits_contract import RateLimitsContract
 from tests.contract.session_cache_contract import SessionCacheContract
 from tests.contract.work_queue_contract import DeadLetteringQueue, WorkQueueContract
 from tests.support.factories import ManualClock
@@ -66,6 +76,30 @@ class TestMemoryWorkQueue(_OnManualClock, WorkQueueContract):
 class TestMemoryLeases(_OnManualClock, LeasesContract):
     async def make_leases(self) -> Leases:
         return MemoryLeases(self.clock)
+
+
+class TestMemoryRateLimits(_OnManualClock, RateLimitsContract):
+    async def make_limits(self) -> RateLimits:
+        return MemoryRateLimits(self.clock)
+
+    async def test_full_keys_forget_the_ones_as_good_as_new(self) -> None:
+        limits = MemoryRateLimits(self.clock, max_keys=10)
+        rate = Rate(limit=1, period=1.0, burst=1)
+        for n in range(10):
+            assert await limits.acquire(f"k{n}", rate) == 0.0
+        self.clock.advance(5)
+        assert await limits.acquire("new", rate) == 0.0
+        assert limits.size == 1, "the ten refilled keys were forgotten"
+
+    async def test_when_every_key_still_matters_the_oldest_quarter_goes(self) -> None:
+        limits = MemoryRateLimits(self.clock, max_keys=8)
+        rate = Rate(limit=1, period=60.0, burst=1)
+        for n in range(8):
+            await limits.acquire(f"k{n}", rate)
+        await limits.acquire("new", rate)
+        assert limits.size == 7
+        assert await limits.acquire("k0", rate) == 0.0, "the oldest was forgotten"
+        assert await limits.acquire("k7", rate) > 0.0, "a newer one was kept"
 
 
 class TestMemoryHeartbeats(_OnManualClock, HeartbeatsContract):

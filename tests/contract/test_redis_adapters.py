@@ -15,7 +15,16 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from chatcore.errors import ConcurrencyConflict, CorruptRecord
-from chatcore.ports import EventStore, Heartbeats, IntentJournal, Leases, SessionCache, WorkItem
+from chatcore.gcra import Rate
+from chatcore.ports import (
+    EventStore,
+    Heartbeats,
+    IntentJournal,
+    Leases,
+    RateLimits,
+    SessionCache,
+    WorkItem,
+)
 from chatcore_adapters.codec import encode_event
 from chatcore_adapters.redis import (
     KeySpace,
@@ -24,6 +33,7 @@ from chatcore_adapters.redis import (
     RedisHeartbeats,
     RedisIntentJournal,
     RedisLeases,
+    RedisRateLimits,
     RedisSessionCache,
     RedisSettings,
     RedisWorkQueue,
@@ -33,6 +43,7 @@ from tests.contract.event_store_contract import EventStoreContract, Pushes
 from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.intent_journal_contract import IntentJournalContract
 from tests.contract.leases_contract import LeasesContract
+from tests.contract.rate_limits_contract import RateLimitsContract
 from tests.contract.session_cache_contract import SessionCacheContract
 from tests.contract.work_queue_contract import DeadLetteringQueue, WorkQueueContract
 from tests.support.factories import EPOCH, delta, message, opening, session_id
@@ -170,6 +181,25 @@ class _Leases(_OnRedis, LeasesContract):
         await leases.conn.aclose()
 
 
+class _RateLimits(_OnRedis, RateLimitsContract):
+    async def make_limits(self) -> RateLimits:
+        return RedisRateLimits(self.connect())
+
+    async def close_limits(self, limits: RateLimits) -> None:
+        assert isinstance(limits, RedisRateLimits)
+        await limits.conn.aclose()
+
+    async def test_a_key_expires_once_its_allowance_is_full_again(self) -> None:
+        limits = RedisRateLimits(self.connect())
+        try:
+            await limits.acquire("expiring", Rate(limit=5, period=1.0, burst=2))
+            key = limits.conn.keys.rate("expiring")
+            ttl = await limits.conn.client.pttl(key)
+            assert 0 < ttl <= 201, "the state lives one interval (0.2 s), no longer"
+        finally:
+            await limits.conn.aclose()
+
+
 class _Heartbeats(_OnRedis, HeartbeatsContract):
     async def make_heartbeats(self) -> Heartbeats:
         return RedisHeartbeats(self.connect())
@@ -219,6 +249,10 @@ class TestRedisShardedIntentJournal(_Intents):
 
 
 class TestRedisLeases(_Leases):
+    pass
+
+
+class TestRedisRateLimits(_RateLimits):
     pass
 
 
@@ -273,6 +307,11 @@ class TestClusterLeases(_OnCluster, _Leases):
 
 
 @pytest.mark.cluster
+@pytest.mark.cluster
+class TestClusterRateLimits(_OnCluster, _RateLimits):
+    pass
+
+
 class TestClusterHeartbeats(_OnCluster, _Heartbeats):
     pass
 

@@ -184,6 +184,9 @@ class Session:
         last = self.records[-1].position if self.records else None
         return self.record(decisions.restore_session(self.view, self.now, last))
 
+    def revoke_tokens(self) -> Session:
+        return self.record(decisions.revoke_tokens(self.view, self.now))
+
     def profile(self, *, name: ProfileChange = KEEP, language: ProfileChange = KEEP) -> Session:
         events = decisions.update_profile(self.view, self.now, display_name=name, language=language)
         return self.record(events)
@@ -376,6 +379,7 @@ def cases() -> list[Session]:
         .stream("m1", "r1", "Direct ")
         .stream("m2", "r2", "Try ")
         .restore()
+        .revoke_tokens()
         .stream("m1", "r1", "flights leave at 9.")
         .stream("m2", "r2", "risotto.")
         .checkpoint()

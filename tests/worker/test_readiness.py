@@ -53,7 +53,9 @@ async def test_readyz_counts_the_worker_processes_beating_on_time(
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as client,
     ):
         assert isinstance(app.state.container.core().heartbeats, RedisHeartbeats)
 

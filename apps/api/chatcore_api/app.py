@@ -8,6 +8,7 @@ lifespan turns into a running :class:`~chatcore_api.runtime.Runtime` (``app.stat
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,9 +31,12 @@ from chatcore.errors import (
     SessionNotFound,
     UnknownConversation,
 )
+from chatcore_api.client_address import ForwardedClient, parse_networks
 from chatcore_api.container import Container
-from chatcore_api.errors import ApiError, RateLimited
+from chatcore_api.errors import ApiError, RateLimited, Unauthorized
 from chatcore_api.handler import WebSocketHandler
+from chatcore_api.hosts import AllowedHosts, allowed_hosts
+from chatcore_api.logout import router as logout_router
 from chatcore_api.rest import get_runtime, router
 from chatcore_api.runtime import Runtime
 from chatcore_api.security import BodyLimit, SecurityHeaders, origin_allowed
@@ -155,9 +159,9 @@ def create_app(
         version=_version(),
         summary="Real-time AI chat: sessions over REST, conversations over the /ws protocol.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     app.state.container = container
@@ -173,9 +177,14 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    # (the last added runs first: hosts are checked before anything else, then the client's
+    # address is settled for everything after)
+    app.add_middleware(ForwardedClient, trusted=parse_networks(settings.trusted_proxies))
+    app.add_middleware(AllowedHosts, hosts=allowed_hosts(settings.allowed_hosts, settings.host))
     app.add_middleware(SecurityHeaders)
     _install_error_handlers(app)
     app.include_router(router)
+    app.include_router(logout_router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)
     async def healthz() -> Health:
@@ -219,11 +228,21 @@ def create_app(
         )
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    async def metrics(request: Request) -> Response:
-        """Prometheus metrics of this process."""
-        runtime = get_runtime(request)
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_enabled:
+        metrics_token = settings.metrics_token
+
+        @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+        async def metrics(request: Request) -> Response:
+            """Prometheus metrics of this process (``Authorization: Bearer <metrics_token>``
+            when the server has one)."""
+            if metrics_token is not None:
+                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                expected = metrics_token.get_secret_value()
+                if not hmac.compare_digest(given.encode(), expected.encode()):
+                    raise Unauthorized("send the metrics token as 'Authorization: Bearer <token>'")
+            runtime = get_runtime(request)
+            registry = runtime.metrics.registry
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
@@ -243,7 +262,9 @@ def create_app(
             sessions=runtime.sessions,
             connections=runtime.connections,
             service=runtime.service,
-            limiter=runtime.message_limiter,
+            limits=runtime.limits,
+            caps=runtime.caps,
+            client=runtime.client_keys.key(ws.client.host if ws.client else None),
             metrics=runtime.metrics,
             settings=runtime.connection_settings,
             model_name=runtime.model_name,

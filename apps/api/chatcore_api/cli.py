@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from chatcore_api.extras import missing_extras
-from chatcore_api.settings import (
-    ApiSettings,
-    SettingsError,
-    effective_secret,
-    load_settings,
-    unknown_environment,
-)
+from chatcore_api.settings import ApiSettings, SettingsError, load_settings, signing_keys
 from chatcore_api.worker_main import add_worker_arguments
 
 DEFAULT_SCHEMA_DIR = Path("docs/protocol")
@@ -112,10 +105,6 @@ def _serve(args: argparse.Namespace) -> int:
     from chatcore_api.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    for name in unknown_environment():
-        logging.getLogger("chatcore_api").warning(
-            "ignoring an environment variable that names no setting", extra={"variable": name}
-        )
     if args.workers is not None:
         from chatcore_api.worker_main import serve_with_workers
 
@@ -164,7 +153,7 @@ def _sqlite_problems(settings: ApiSettings) -> list[str]:
     finally:
         lock.release()
     try:
-        effective_secret(settings)
+        signing_keys(settings)
     except SettingsError as exc:
         return [str(exc)]
     return []

@@ -5,7 +5,6 @@ documented code (``pong`` for ``ping``)."""
 from __future__ import annotations
 
 import logging
-import math
 
 from chatcore.decisions import KEEP
 from chatcore.errors import ConcurrencyConflict, DomainError, InvalidIdentifier, PortError
@@ -32,7 +31,7 @@ from chatcore.service import ChatService
 from chatcore_api.frames import wire_code
 from chatcore_api.metrics import ApiMetrics
 from chatcore_api.outbound import Outbound
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import FrameGuard
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +45,13 @@ class Commands:
         *,
         service: ChatService,
         out: Outbound,
-        limiter: RateLimiter,
-        messages_per_minute: int,
+        guard: FrameGuard,
         metrics: ApiMetrics,
     ) -> None:
         self._session_id = session_id
         self._service = service
         self._out = out
-        self._limiter = limiter
-        self._messages_per_minute = messages_per_minute
+        self._guard = guard
         self._metrics = metrics
 
     async def handle(self, frame: ClientFrame) -> None:
@@ -69,6 +66,14 @@ class Commands:
 
     async def _handle(self, frame: ClientFrame, request_id: str | None) -> None:
         try:
+            # Every frame goes through the connection's limits first (ratelimit.FrameGuard).
+            refusal = await self._guard.admit(frame)
+            if refusal is not None:
+                self._metrics.rate_limited.labels(refusal.what).inc()
+                self._out.push_error(
+                    refusal.code, refusal.message, request_id, retry_after=refusal.retry_after
+                )
+                return
             await self._dispatch(frame)
         except InvalidIdentifier as exc:
             # An id that breaks the pattern is a malformed frame (the frame models check the
@@ -134,12 +139,11 @@ class Commands:
         elif isinstance(frame, Edit):
             await self._edit(frame)
         elif isinstance(frame, Regenerate):
-            wait = self._limiter.try_acquire(sid)  # a new answer costs what a message does
-            if wait > 0:
-                self._refuse_rate(frame.request_id, wait)
-                return
             recorded = await service.regenerate_reply(
-                sid, conversation_id=frame.conversation_id, message_id=frame.message_id
+                sid,
+                conversation_id=frame.conversation_id,
+                message_id=frame.message_id,
+                charges=self._guard.charges,
             )
             self._ack(
                 frame,
@@ -168,15 +172,12 @@ class Commands:
             self._out.push_close(CloseCode.UNAUTHORIZED, "the session was deleted")
 
     async def _send(self, frame: Send) -> None:
-        wait = self._limiter.try_acquire(self._session_id)
-        if wait > 0:
-            self._refuse_rate(frame.request_id, wait)
-            return
         result = await self._service.submit_message(
             self._session_id,
             conversation_id=frame.conversation_id,
             client_message_id=frame.client_message_id,
             text=frame.text,
+            charges=self._guard.charges,
         )
         self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
         self._out.push_frame(
@@ -192,17 +193,14 @@ class Commands:
         )
 
     async def _edit(self, frame: Edit) -> None:
-        # An edit is a new message: it counts against the same rate limit as a send.
-        wait = self._limiter.try_acquire(self._session_id)
-        if wait > 0:
-            self._refuse_rate(frame.request_id, wait)
-            return
+        # (An edit is a new message: the guard counted it as a send.)
         result = await self._service.edit_message(
             self._session_id,
             conversation_id=frame.conversation_id,
             message_id=frame.message_id,
             client_message_id=frame.client_message_id,
             text=frame.text,
+            charges=self._guard.charges,
         )
         self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
         self._out.push_frame(
@@ -215,15 +213,6 @@ class Commands:
                 message_id=result.message_id,
                 duplicate=result.duplicate,
             )
-        )
-
-    def _refuse_rate(self, request_id: str | None, wait: float) -> None:
-        self._metrics.rate_limited.labels("message").inc()
-        self._out.push_error(
-            ErrorCode.RATE_LIMITED,
-            f"too many messages; at most {self._messages_per_minute} a minute",
-            request_id,
-            retry_after=math.ceil(wait * 10) / 10,
         )
 
     def _ack(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from chatcore.events import Recorded, SessionDeleted
+from chatcore.events import Recorded, SessionDeleted, TokensRevoked
 from chatcore.protocol import CloseCode, EventFrame
 from chatcore_api.feed import SessionFeed, Watch
 from chatcore_api.metrics import ApiMetrics
@@ -27,12 +27,16 @@ class OutEvent:
 
     cursor: str
     text: str
+    # A tokens_revoked event's new generation: a connection on an older token closes after it.
+    revokes: int | None = None
 
 
 def event_frame(record: Recorded) -> OutEvent:
     """The ``event`` frame of a recorded event, encoded once for every socket it goes to."""
     frame = EventFrame(cursor=record.position, event=record.event)
-    return OutEvent(record.position, frame.model_dump_json())
+    event = record.event
+    revokes = event.generation if isinstance(event, TokensRevoked) else None
+    return OutEvent(record.position, frame.model_dump_json(), revokes)
 
 
 class LiveConnection(Protocol):

@@ -8,10 +8,10 @@ application embedding the API) may override any port at the edge right after ``c
     app.state.container.llm.override(providers.Object(ScriptedLLM(delay=0.05)))
 
 The port providers (``clock``, ``store``, ``cache``, ``queue``, ``intents``, ``leases``,
-``heartbeats``, ``llm``) give ``None`` unless overridden: bootstrap then chooses from the
-settings. It imports the Redis adapters only when ``redis_url`` is set: they need the
-``redis`` extra, which an embedded install (``chatcore[server]``) does not have (the commands
-check it first, see ``chatcore_api.extras``).
+``heartbeats``, ``rate_limits``, ``llm``) give ``None`` unless overridden: bootstrap then
+chooses from the settings. It imports the Redis adapters only when ``redis_url`` is set: they
+need the ``redis`` extra, which an embedded install (``chatcore[server]``) does not have (the
+commands check it first, see ``chatcore_api.extras``).
 """
 
 from __future__ import annotations
@@ -27,18 +27,22 @@ from chatcore.ports import (
     Heartbeats,
     IntentJournal,
     Leases,
+    RateLimits,
     SessionCache,
     WorkQueue,
 )
 from chatcore.worker import WorkerLoop
 from chatcore_adapters.bootstrap import Chatcore, bootstrap, new_worker_id
+from chatcore_adapters.memory import MemoryRateLimits
+from chatcore_api.client_address import ClientKeys
+from chatcore_api.connection_caps import ConnectionCaps
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.feed import SessionFeed
 from chatcore_api.handler import ConnectionSettings
 from chatcore_api.metrics import ApiMetrics
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import ApiLimits
 from chatcore_api.sessions import SessionManager
-from chatcore_api.settings import ApiSettings, effective_secret
+from chatcore_api.settings import ApiSettings, signing_keys
 from chatcore_api.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ def _core(
     intents: IntentJournal | None,
     leases: Leases | None,
     heartbeats: Heartbeats | None,
+    rate_limits: RateLimits | None,
     llm: LLM | None,
 ) -> Chatcore:
     # The API sends no blocking Redis command (its live feed is pushed over pub/sub): a short
@@ -66,6 +71,7 @@ def _core(
         intents=intents,
         leases=leases,
         heartbeats=heartbeats,
+        rate_limits=rate_limits,
         llm=llm,
         client_name="chatcore-api",
         max_block=2.0,
@@ -82,13 +88,16 @@ def _worker(core: Chatcore) -> WorkerLoop:
 
 
 def _token_signer(settings: ApiSettings, clock: Clock) -> TokenSigner:
-    key, generated = effective_secret(settings)
+    keys, generated = signing_keys(settings)
     if generated:
         log.warning(
             "no CHATCORE_SECRET_KEY set: using a random key for this process; sessions will "
             "not survive a restart"
         )
-    return TokenSigner(key, ttl=settings.token_ttl, clock=clock)
+    signer = TokenSigner(keys, ttl=settings.token_ttl, clock=clock)
+    if len(keys) > 1:
+        log.info("token keys", extra={"signing": signer.key_ids[0], "verifying": signer.key_ids})
+    return signer
 
 
 def _connection_settings(settings: ApiSettings) -> ConnectionSettings:
@@ -104,15 +113,21 @@ def _connection_settings(settings: ApiSettings) -> ConnectionSettings:
     )
 
 
-def _message_limiter(settings: ApiSettings, clock: Clock) -> RateLimiter:
-    return RateLimiter.per_minute(
-        settings.messages_per_minute, settings.messages_burst, clock.monotonic
+def _limits(settings: ApiSettings, core: Chatcore) -> ApiLimits:
+    # Shared limits on the deployment's store; a connection's frames in this process.
+    return ApiLimits(settings, shared=core.rate_limits, local=MemoryRateLimits(core.clock))
+
+
+def _client_keys(tokens: TokenSigner) -> ClientKeys:
+    return ClientKeys(tokens.address_key)
+
+
+def _caps(settings: ApiSettings) -> ConnectionCaps:
+    return ConnectionCaps(
+        total=settings.max_connections,
+        per_client=settings.max_connections_per_ip,
+        per_session=settings.max_connections_per_session,
     )
-
-
-def _session_limiter(settings: ApiSettings, clock: Clock) -> RateLimiter:
-    burst = max(1, int(settings.sessions_per_minute // 4))
-    return RateLimiter.per_minute(settings.sessions_per_minute, burst, clock.monotonic)
 
 
 def _feed(store: EventStore, metrics: ApiMetrics) -> SessionFeed:
@@ -130,6 +145,7 @@ class Container(containers.DeclarativeContainer):
     intents: providers.Object[IntentJournal | None] = providers.Object(None)
     leases: providers.Object[Leases | None] = providers.Object(None)
     heartbeats: providers.Object[Heartbeats | None] = providers.Object(None)
+    rate_limits: providers.Object[RateLimits | None] = providers.Object(None)
     llm: providers.Object[LLM | None] = providers.Object(None)
 
     core = providers.Singleton(
@@ -142,6 +158,7 @@ class Container(containers.DeclarativeContainer):
         intents=intents,
         leases=leases,
         heartbeats=heartbeats,
+        rate_limits=rate_limits,
         llm=llm,
     )
     worker = providers.Singleton(_worker, core)
@@ -152,5 +169,6 @@ class Container(containers.DeclarativeContainer):
     feed = providers.Singleton(_feed, core.provided.store, metrics)
     connections = providers.Singleton(ConnectionManager, feed, metrics)
     connection_settings = providers.Callable(_connection_settings, settings)
-    message_limiter = providers.Singleton(_message_limiter, settings, core.provided.clock)
-    session_limiter = providers.Singleton(_session_limiter, settings, core.provided.clock)
+    limits = providers.Singleton(_limits, settings, core)
+    client_keys = providers.Singleton(_client_keys, tokens)
+    caps = providers.Singleton(_caps, settings)

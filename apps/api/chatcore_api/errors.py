@@ -22,6 +22,10 @@ class Unauthorized(ApiError):
     status = 401
 
 
+# Why a genuine token is refused after its session was logged out everywhere (tokens_revoked).
+LOGGED_OUT = "this session was logged out everywhere; this token is no longer valid"
+
+
 class TokenExpired(Unauthorized):
     """The token was genuine but is too old: the session must be started again."""
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,12 +49,13 @@ from chatcore.protocol import (
 )
 from chatcore.service import ChatService
 from chatcore_api.commands import Commands
+from chatcore_api.connection_caps import Admission, ConnectionCaps
 from chatcore_api.connections import ConnectionManager, OutEvent, event_frame
-from chatcore_api.errors import Unauthorized
+from chatcore_api.errors import LOGGED_OUT, Unauthorized
 from chatcore_api.frames import FrameError, parse_client_frame
 from chatcore_api.metrics import ApiMetrics
 from chatcore_api.outbound import Outbound, SendFailed
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import ApiLimits, FrameGuard
 from chatcore_api.sessions import BadCursor, SessionManager
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,12 @@ class ConnectionSettings:
     max_replay_events: int = 5000
 
 
+def _still_current(generation: int, current: int) -> None:
+    """A token checked before the backlog was read may have been revoked meanwhile."""
+    if current > generation:
+        raise Unauthorized(LOGGED_OUT)
+
+
 class WebSocketHandler:
     def __init__(
         self,
@@ -81,16 +89,25 @@ class WebSocketHandler:
         sessions: SessionManager,
         connections: ConnectionManager,
         service: ChatService,
-        limiter: RateLimiter,
+        limits: ApiLimits,
+        caps: ConnectionCaps,
+        client: str,
         metrics: ApiMetrics,
         settings: ConnectionSettings,
         model_name: str,
     ) -> None:
+        """``client`` is the key of the client's address (client_address.ClientKeys)."""
         self._ws = ws
         self._sessions = sessions
         self._connections = connections
         self._service = service
-        self._limiter = limiter
+        self._limits = limits
+        self._caps = caps
+        self._client = client
+        self._joined = False
+        self._guard = FrameGuard(
+            limits, connection=secrets.token_urlsafe(9), client=client, session_id=""
+        )
         self._metrics = metrics
         self._settings = settings
         self._model_name = model_name
@@ -120,7 +137,11 @@ class WebSocketHandler:
     # --- the connection ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        admission = self._caps.admit(self._client)
         await self._ws.accept()
+        if admission is not Admission.ADMITTED:
+            await self._turn_away(admission)
+            return
         self._metrics.connections_open.inc()
         self._metrics.connections_total.inc()
         try:
@@ -138,7 +159,29 @@ class WebSocketHandler:
             await self._out.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
         finally:
             self._connections.detach(self)
+            self._guard.close()
+            if self._joined:
+                self._caps.leave(self._session_id)
+            self._caps.release(self._client)
             self._metrics.connections_open.dec()
+
+    async def _turn_away(self, admission: Admission) -> None:
+        """No room for this connection: the process is full (1013, another process may have
+        room) or the client address holds too many (1008)."""
+        self._metrics.rate_limited.labels("connection").inc()
+        if admission is Admission.PROCESS_FULL:
+            log.warning("connection refused: this process holds max_connections")
+            await self._out.refuse(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                "this server is full; try again later",
+                CloseCode.TRY_AGAIN_LATER,
+            )
+        else:
+            await self._out.refuse(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                "too many connections from this address",
+                CloseCode.POLICY_VIOLATION,
+            )
 
     async def _serve(self) -> None:
         hello = await self._await_hello()
@@ -146,12 +189,25 @@ class WebSocketHandler:
             return
         out = self._out
         try:
-            self._session_id = out.session_id = self._sessions.authenticate(hello.token)
+            grant = self._sessions.verify(hello.token)
         except Unauthorized as exc:
             await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
             return
+        self._session_id = out.session_id = grant.session_id
+        out.token_generation = grant.generation
+        if not self._caps.join(self._session_id):
+            self._metrics.rate_limited.labels("connection").inc()
+            await out.refuse(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                "too many connections of this session",
+                CloseCode.POLICY_VIOLATION,
+            )
+            return
+        self._joined = True
+        self._guard.session_id = self._session_id
         ctx = {"session_id": self._session_id}
         try:
+            await self._sessions.check_current(grant)  # not logged out since it was issued
             # Live first, backlog second: the overlap is deduplicated, a gap is impossible.
             await self._connections.attach(self)
             backlog = await self._sessions.restore(
@@ -159,6 +215,10 @@ class WebSocketHandler:
                 last_seen=hello.last_event_id,
                 max_events=self._settings.max_replay_events,
             )
+            _still_current(grant.generation, backlog.view.token_generation)
+        except Unauthorized as exc:
+            await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
+            return
         except BadCursor as exc:
             await out.refuse(ErrorCode.BAD_CURSOR, exc.message, CloseCode.BAD_CURSOR)
             return
@@ -180,7 +240,7 @@ class WebSocketHandler:
                 CloseCode.TRY_AGAIN_LATER,
             )
             return
-        issued = self._sessions.issue(self._session_id)
+        issued = self._sessions.issue(self._session_id, grant.generation)
         s = self._settings
         await out.send_frame(
             Welcome(
@@ -209,6 +269,9 @@ class WebSocketHandler:
                     break
                 frame = event_frame(record)
                 await out.send_event(frame.cursor, frame.text)
+                if out.revoked_by(frame):
+                    await out.log_out()
+                    return
         if out.overflowed:
             await out.close(CloseCode.TRY_AGAIN_LATER, _TOO_SLOW)
             return
@@ -226,8 +289,7 @@ class WebSocketHandler:
             self._session_id,
             service=self._service,
             out=self._out,
-            limiter=self._limiter,
-            messages_per_minute=self._settings.messages_per_minute,
+            guard=self._guard,
             metrics=self._metrics,
         )
         reader = asyncio.create_task(self._read_loop(commands), name=f"ws-read:{self._session_id}")

@@ -20,8 +20,9 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatcore.ids import position_after
-from chatcore.protocol import Error, ErrorCode
+from chatcore.protocol import CloseCode, Error, ErrorCode
 from chatcore_api.connections import OutEvent
+from chatcore_api.errors import LOGGED_OUT
 from chatcore_api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class Outbound:
         self._close_queued = False
         self._deferring = False
         self._deferred: _Close | None = None
+        # The generation of the token this connection was proven with: a tokens_revoked event
+        # of a later one logs the connection out (error unauthorized, close 4001).
+        self.token_generation = 0
 
     # --- queued frames ----------------------------------------------------------------------
 
@@ -151,10 +155,23 @@ class Outbound:
                         continue  # already sent in the backlog (or by an earlier batch)
                     await self.send_text(item.text, "event")
                     self.cursor = item.cursor
+                    if self.revoked_by(item):
+                        await self.log_out()
+                        return
                 else:
                     await self.send_text(*item)
             if self.closed:
                 return
+
+    def revoked_by(self, event: OutEvent) -> bool:
+        return event.revokes is not None and event.revokes > self.token_generation
+
+    async def log_out(self) -> None:
+        """The session was logged out everywhere after this connection's token was issued."""
+        log.info(
+            "connection closed: its session was logged out", extra={"session_id": self.session_id}
+        )
+        await self.refuse(ErrorCode.UNAUTHORIZED, LOGGED_OUT, CloseCode.UNAUTHORIZED)
 
     # --- direct writes ----------------------------------------------------------------------
 

@@ -1,65 +1,187 @@
-"""Token buckets per key (a session's messages, a client address's new sessions).
+"""The API's limits, on the :class:`~chatcore.ports.RateLimits` port (GCRA).
 
-The buckets live in this process: with several API processes a client that spreads its
-connections over them gets at most that many times the rate, which still bounds abuse.
+What is limited, under which key, and where it is kept (``limit_settings`` has the settings):
+
+* ``sessions:<client>``: ``POST /api/sessions`` per client address (shared);
+* ``messages:<client>``: ``send`` per client address, over all its sessions (shared);
+* ``messages:session:<id>``: ``send`` per session (shared);
+* ``tokens:<client>``, ``tokens:total``: model tokens, checked before a ``send`` and charged by
+  the worker when the reply ends (shared);
+* ``conversations:session:<id>``: ``start_conversation`` per session (shared);
+* ``frames:<connection>``: every client frame of one connection (this process: exact, since a
+  connection lives in one process).
+
+*Shared* is the deployment's store (Redis in Redis mode), so N API processes enforce the limit
+one would. ``<client>`` is :class:`~chatcore_api.client_address.ClientKeys`' key of the address,
+never the address itself. A refusal says when to retry (``retry_after``, seconds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
 
+from chatcore.gcra import Rate
+from chatcore.ports import Charge, RateLimits
+from chatcore.protocol import ClientFrame, Edit, ErrorCode, Regenerate, Send, StartConversation
+from chatcore_adapters.memory import MemoryRateLimits
+from chatcore_api.limit_settings import LimitSettings
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
+TOTAL_BUDGET = "tokens:total"
 
 
-class RateLimiter:
-    """``rate`` tokens per second, at most ``burst`` saved up, one token per action."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why something was not let through, and when to try again."""
 
+    code: ErrorCode  # rate_limited or budget_exceeded
+    message: str
+    retry_after: float  # seconds, rounded up to a tenth
+    what: str  # the metric's label: session, message, budget, conversation, frame
+
+
+def _refusal(code: ErrorCode, message: str, wait: float, what: str) -> Refusal:
+    return Refusal(code, message, max(0.1, math.ceil(wait * 10) / 10), what)
+
+
+class ApiLimits:
     def __init__(
-        self, *, rate: float, burst: int, now: Callable[[], float], max_keys: int = 100_000
+        self, settings: LimitSettings, *, shared: RateLimits, local: MemoryRateLimits
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
-        self.rate = rate
-        self.burst = float(burst)
-        self._now = now
-        self._max_keys = max_keys
-        self._buckets: dict[str, _Bucket] = {}
+        s = settings
+        self._shared = shared
+        self._local = local
+        self.settings = settings
+        self.sessions = Rate.per_minute(s.sessions_per_minute, max(1, s.sessions_per_minute // 4))
+        self.session_messages = Rate.per_minute(s.messages_per_minute, s.messages_burst)
+        self.client_messages = Rate.per_minute(s.ip_messages_per_minute, s.ip_messages_burst)
+        self.conversations = Rate.per_minute(s.conversations_per_minute, s.conversations_burst)
+        self.frames = Rate.per_minute(s.frames_per_minute, s.frames_burst)
+        self.client_tokens = (
+            Rate.per_minute(s.ip_tokens_per_minute) if s.ip_tokens_per_minute else None
+        )
+        self.total_tokens = (
+            Rate.per_minute(s.total_tokens_per_minute) if s.total_tokens_per_minute else None
+        )
 
-    @classmethod
-    def per_minute(cls, per_minute: float, burst: int, now: Callable[[], float]) -> RateLimiter:
-        return cls(rate=per_minute / 60.0, burst=burst, now=now)
+    async def new_session(self, client: str) -> Refusal | None:
+        wait = await self._shared.acquire(f"sessions:{client}", self.sessions)
+        if wait:
+            return _refusal(
+                ErrorCode.RATE_LIMITED, "too many new sessions from this address", wait, "session"
+            )
+        return None
 
-    def try_acquire(self, key: str) -> float:
-        """Take a token for ``key``: 0.0 when allowed, else the seconds until one is free."""
-        now = self._now()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self._max_keys:
-                self._prune(now)
-            bucket = self._buckets[key] = _Bucket(self.burst, now)
-        else:
-            elapsed = max(0.0, now - bucket.updated)
-            bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate)
-            bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+    def frame(self, connection: str) -> Refusal | None:
+        wait = self._local.acquire_now(f"frames:{connection}", self.frames)
+        if wait:
+            per_minute = self.settings.frames_per_minute
+            return _refusal(
+                ErrorCode.RATE_LIMITED,
+                f"too many frames on this connection; at most {per_minute} a minute",
+                wait,
+                "frame",
+            )
+        return None
 
-    def _prune(self, now: float) -> None:
-        """Forget buckets that have refilled (they behave exactly like new ones)."""
-        full = [
-            key
-            for key, b in self._buckets.items()
-            if b.tokens + (now - b.updated) * self.rate >= self.burst
-        ]
-        for key in full:
-            del self._buckets[key]
-        if len(self._buckets) >= self._max_keys:  # still full: drop the oldest quarter
-            for key in list(self._buckets)[: self._max_keys // 4]:
-                del self._buckets[key]
+    def forget_connection(self, connection: str) -> None:
+        self._local.forget(f"frames:{connection}")
+
+    async def message(self, client: str, session_id: str) -> Refusal | None:
+        """A ``send``: refused while a token budget is spent (nothing counted), else counted
+        against the session's and the address's rates. The two are separate keys (a Cluster
+        puts them in separate slots), so a send that passes the session's rate and not the
+        address's has used one of the session's: limits err on the strict side."""
+        refusal = await self._budget(client)
+        if refusal is not None:
+            return refusal
+        s = self.settings
+        wait = await self._shared.acquire(f"messages:session:{session_id}", self.session_messages)
+        if wait:
+            return _refusal(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages; at most {s.messages_per_minute} a minute",
+                wait,
+                "message",
+            )
+        wait = await self._shared.acquire(f"messages:{client}", self.client_messages)
+        if wait:
+            return _refusal(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages from this address; at most {s.ip_messages_per_minute} a minute",
+                wait,
+                "message",
+            )
+        return None
+
+    async def _budget(self, client: str) -> Refusal | None:
+        if self.client_tokens is not None:
+            wait = await self._shared.check(f"tokens:{client}", self.client_tokens)
+            if wait:
+                return _refusal(
+                    ErrorCode.BUDGET_EXCEEDED,
+                    "the model budget of this address is spent for now",
+                    wait,
+                    "budget",
+                )
+        if self.total_tokens is not None:
+            wait = await self._shared.check(TOTAL_BUDGET, self.total_tokens)
+            if wait:
+                return _refusal(
+                    ErrorCode.BUDGET_EXCEEDED,
+                    "the server's model budget is spent for now",
+                    wait,
+                    "budget",
+                )
+        return None
+
+    def charges(self, client: str) -> tuple[Charge, ...]:
+        """The budgets a message from ``client`` charges its reply's tokens to."""
+        found = []
+        if self.client_tokens is not None:
+            found.append(self._charge(f"tokens:{client}", self.client_tokens))
+        if self.total_tokens is not None:
+            found.append(self._charge(TOTAL_BUDGET, self.total_tokens))
+        return tuple(found)
+
+    @staticmethod
+    def _charge(key: str, rate: Rate) -> Charge:
+        return Charge(key=key, tokens_per_minute=rate.limit, burst=rate.burst)
+
+    async def conversation(self, session_id: str) -> Refusal | None:
+        wait = await self._shared.acquire(f"conversations:session:{session_id}", self.conversations)
+        if wait:
+            per_minute = self.settings.conversations_per_minute
+            return _refusal(
+                ErrorCode.RATE_LIMITED,
+                f"too many new conversations; at most {per_minute} a minute",
+                wait,
+                "conversation",
+            )
+        return None
+
+
+class FrameGuard:
+    """The limits one connection's frames go through before they are carried out."""
+
+    def __init__(self, limits: ApiLimits, *, connection: str, client: str, session_id: str) -> None:
+        self.limits = limits
+        self.connection = connection
+        self.client = client
+        self.session_id = session_id
+
+    async def admit(self, frame: ClientFrame) -> Refusal | None:
+        refusal = self.limits.frame(self.connection)
+        # A new answer costs what a message does: a send, an edit, a regenerate.
+        if refusal is None and isinstance(frame, Send | Edit | Regenerate):
+            refusal = await self.limits.message(self.client, self.session_id)
+        elif refusal is None and isinstance(frame, StartConversation):
+            refusal = await self.limits.conversation(self.session_id)
+        return refusal
+
+    @property
+    def charges(self) -> tuple[Charge, ...]:
+        return self.limits.charges(self.client)
+
+    def close(self) -> None:
+        self.limits.forget_connection(self.connection)

@@ -126,24 +126,27 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def authorised_session(
+async def authorised_session(
     session_id: SessionIdPath,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> str:
     if credentials is None:
         raise Unauthorized("send the session token as 'Authorization: Bearer <token>'")
-    granted = runtime.sessions.authenticate(credentials.credentials)
-    if granted != session_id:
+    grant = runtime.sessions.verify(credentials.credentials)
+    if grant.session_id != session_id:
         raise Forbidden("this token is for another session")
+    await runtime.sessions.check_current(grant)  # not logged out since it was issued
     return session_id
 
 
 SessionDep = Annotated[str, Depends(authorised_session)]
 
 
-def _client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _client_address(request: Request) -> str | None:
+    """The client's address (its proxies' X-Forwarded-For only when they are trusted:
+    client_address.ForwardedClient)."""
+    return request.client.host if request.client else None
 
 
 def _summaries(view: SessionView) -> list[ConversationSummary]:
@@ -170,10 +173,10 @@ async def create_session(
     body: Annotated[CreateSession | None, Body()] = None,
 ) -> SessionCreated:
     """Start an anonymous session. Keep the token: it is the only key to the session."""
-    wait = runtime.session_limiter.try_acquire(_client_key(request))
-    if wait > 0:
-        runtime.metrics.rate_limited.labels("session").inc()
-        raise RateLimited("too many new sessions from this address", retry_after=wait)
+    refusal = await runtime.limits.new_session(runtime.client_keys.key(_client_address(request)))
+    if refusal is not None:
+        runtime.metrics.rate_limited.labels(refusal.what).inc()
+        raise RateLimited(refusal.message, retry_after=refusal.retry_after)
     body = body or CreateSession()
     created = await runtime.sessions.create(display_name=body.display_name, language=body.language)
     runtime.metrics.sessions_created.inc()

@@ -13,12 +13,14 @@ from chatcore.protocol import CloseCode
 from chatcore.service import ChatService
 from chatcore.worker import WorkerLoop
 from chatcore_adapters.bootstrap import Chatcore
+from chatcore_api.client_address import ClientKeys
+from chatcore_api.connection_caps import ConnectionCaps
 from chatcore_api.connections import ConnectionManager
 from chatcore_api.container import Container
 from chatcore_api.feed import SessionFeed
 from chatcore_api.handler import ConnectionSettings
 from chatcore_api.metrics import ApiMetrics
-from chatcore_api.ratelimit import RateLimiter
+from chatcore_api.ratelimit import ApiLimits
 from chatcore_api.sessions import SessionManager
 from chatcore_api.settings import ApiSettings
 
@@ -50,8 +52,9 @@ class Runtime:
     feed: SessionFeed
     metrics: ApiMetrics
     heartbeats: Heartbeats
-    message_limiter: RateLimiter
-    session_limiter: RateLimiter
+    limits: ApiLimits
+    client_keys: ClientKeys
+    caps: ConnectionCaps
     connection_settings: ConnectionSettings
     model_name: str
     worker: WorkerLoop | None = None
@@ -73,8 +76,9 @@ class Runtime:
             feed=container.feed(),
             metrics=metrics,
             heartbeats=core.heartbeats,
-            message_limiter=container.message_limiter(),
-            session_limiter=container.session_limiter(),
+            limits=container.limits(),
+            client_keys=container.client_keys(),
+            caps=container.caps(),
             connection_settings=container.connection_settings(),
             model_name=core.llm.name,
         )

@@ -34,6 +34,9 @@ def server_config(
         ws_ping_timeout=20.0,
         log_config=None,
         server_header=False,
+        # Forwarded headers are read by the app (client_address.ForwardedClient), from the
+        # trusted_proxies only; uvicorn's own default would believe any local client.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.worker.shutdown_grace) + 5,
         timeout_keep_alive=5,
     )

@@ -12,8 +12,8 @@ from chatcore.events import Recorded
 from chatcore.ids import parse_position, position_before
 from chatcore.service import ChatService
 from chatcore.view import SessionView
-from chatcore_api.errors import ApiError
-from chatcore_api.tokens import IssuedToken, TokenSigner
+from chatcore_api.errors import LOGGED_OUT, ApiError, Unauthorized
+from chatcore_api.tokens import Grant, IssuedToken, TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,32 @@ class SessionManager:
             opened.session_id, opened.conversation_id, self.tokens.issue(opened.session_id)
         )
 
-    def authenticate(self, token: str) -> str:
-        """The session id a token grants (raises ``Unauthorized`` / ``TokenExpired``)."""
+    def verify(self, token: str) -> Grant:
+        """What a token grants, by its signature and expiry alone (``Unauthorized`` /
+        ``TokenExpired``); :meth:`check_current` then asks the session."""
         return self.tokens.verify(token)
 
-    def issue(self, session_id: str) -> IssuedToken:
-        return self.tokens.issue(session_id)
+    async def check_current(self, grant: Grant) -> None:
+        """``Unauthorized`` when the session was logged out since the token was issued (its
+        log holds a ``tokens_revoked`` of a later generation); ``SessionNotFound`` when it
+        does not exist."""
+        view = await self.service.load(grant.session_id)
+        if grant.generation < view.token_generation:
+            raise Unauthorized(LOGGED_OUT)
+
+    async def authenticate(self, token: str) -> Grant:
+        """:meth:`verify`, then :meth:`check_current`."""
+        grant = self.verify(token)
+        await self.check_current(grant)
+        return grant
+
+    def issue(self, session_id: str, generation: int = 0) -> IssuedToken:
+        return self.tokens.issue(session_id, generation)
+
+    async def revoke(self, session_id: str) -> IssuedToken:
+        """Log the session out everywhere; the caller gets a token of the new generation."""
+        generation, _ = await self.service.revoke_tokens(session_id)
+        return self.issue(session_id, generation)
 
     async def check_cursor(self, session_id: str, cursor: str) -> None:
         """``cursor`` must be the position of an event of this session's log."""

@@ -34,14 +34,26 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings import SettingsError as SourceError
 
 from chatcore_adapters.settings import ChatcoreSettings, Storage
-from chatcore_api.settings_sources import SettingsInputs, given_sources, settings_inputs
+from chatcore_api.client_address import parse_networks
+from chatcore_api.limit_settings import LimitSettings
+from chatcore_api.redaction import redact
+from chatcore_api.settings_sources import (
+    SettingsInputs,
+    given_sources,
+    settings_inputs,
+    undecodable_environment,
+)
 
 ENV_PREFIX = "CHATCORE_"
 CONFIG_ENV = "CHATCORE_CONFIG"
 SECRET_KEY_ENV = "CHATCORE_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 MIN_SECRET_CHARS = 32
+# Settings that are secrets: read from the environment only, never from the config file.
+ENV_ONLY = frozenset({"secret_key", "secret_keys", "metrics_token"})
+SECRET_KEYS_ENV = "CHATCORE_SECRET_KEYS"  # noqa: S105 - a variable name, not a secret
 
 
 def default_web_dir() -> Path | None:
@@ -56,7 +68,11 @@ def default_web_dir() -> Path | None:
 
 
 class SettingsError(Exception):
-    """The settings are unusable; the message says which one and why."""
+    """The settings are unusable; the message says which one and why, with anything that
+    looks like a credential taken out (:func:`~chatcore_api.redaction.redact`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 def _split_origins(value: Any) -> Any:
@@ -88,10 +104,36 @@ def normalise_origin(value: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
-class ApiSettings(ChatcoreSettings, BaseSettings):
+def normalise_host_pattern(value: str) -> str:
+    """An ``allowed_hosts`` entry in lower case: a host name or address, ``*.<domain>``, or
+    ``*``; ValueError for anything else (a scheme, a port, a path)."""
+    text = value.strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if text == "*":
+        return text
+    name = text.removeprefix("*.")
+    if not name or any(c in name for c in "/@?#*[] ") or name.count(":") == 1:
+        raise ValueError(
+            f"{value!r} is not a host name like chat.example.com, *.example.com or 127.0.0.1 "
+            "(no scheme, no port)"
+        )
+    return text
+
+
+def _check_key(key: str) -> None:
+    if len(key) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"a secret key must have at least {MIN_SECRET_CHARS} characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+
+
+class ApiSettings(ChatcoreSettings, LimitSettings, BaseSettings):
     """Everything ``chatcore serve`` can be told: a running chatcore's settings
-    (:class:`~chatcore_adapters.settings.ChatcoreSettings`: storage, model, worker) and what
-    only a server needs."""
+    (:class:`~chatcore_adapters.settings.ChatcoreSettings`: storage, model, worker), the
+    server's limits (:class:`~chatcore_api.limit_settings.LimitSettings`) and what only a
+    server needs."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -117,6 +159,12 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
         "is made once and kept in data_dir/secret_key (mode 0600); with memory storage, a "
         "random key per process.",
     )
+    secret_keys: Annotated[list[SecretStr] | None, NoDecode] = Field(
+        default=None,
+        description="Keys of a rotation, comma-separated (environment only: "
+        "CHATCORE_SECRET_KEYS): the first signs new tokens, every one verifies. Instead of "
+        "secret_key, not with it.",
+    )
     token_ttl: timedelta = Field(
         default=timedelta(days=7),
         description="How long a session token stays valid; every connection gets a fresh one.",
@@ -127,16 +175,35 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
         default_factory=list,
         description="Origins allowed besides the server's own (same-origin is always allowed).",
     )
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Host names this server answers to (the Host header of every HTTP and "
+        "WebSocket request; '*.example.com' for its subdomains, '*' for any). Unset: the names "
+        "of the address it binds to (localhost, 127.0.0.1 and ::1 on loopback; any host on "
+        "0.0.0.0 or ::, with a warning).",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (10.0.0.0/8) of the reverse proxies in front of the "
+        "server, whose X-Forwarded-For and X-Forwarded-Proto are believed. None by default: "
+        "the client is the TCP peer.",
+    )
 
-    # --- limits ---------------------------------------------------------------------------
+    # --- operations endpoints -------------------------------------------------------------
+    docs_enabled: bool = Field(
+        default=True,
+        description="Serve the OpenAPI description (/openapi.json) and its Swagger UI (/docs, "
+        "which loads its scripts from a CDN).",
+    )
+    metrics_enabled: bool = Field(default=True, description="Serve /metrics (Prometheus).")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="If set, /metrics needs 'Authorization: Bearer <token>' (environment "
+        "only: CHATCORE_METRICS_TOKEN).",
+    )
+
+    # --- limits (and limit_settings.LimitSettings) ----------------------------------------
     max_frame_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
-    messages_per_minute: int = Field(default=20, ge=1, le=100_000)
-    messages_burst: int = Field(
-        default=5, ge=1, le=10_000, description="Messages a session may send at once."
-    )
-    sessions_per_minute: float = Field(
-        default=60, gt=0, le=1_000_000, description="New sessions per client address."
-    )
     idle_timeout: float = Field(
         default=90.0,
         gt=0,
@@ -168,13 +235,23 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _origins_list(cls, value: Any) -> Any:
         try:
             return _split_origins(value)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"not a JSON list of origins: {exc}") from exc
+            raise ValueError(f"not a JSON list: {exc}") from exc
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_valid(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [normalise_host_pattern(host) for host in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_valid(cls, value: list[str]) -> list[str]:
+        return [str(network) for network in parse_networks(value)]
 
     @field_validator("allowed_origins")
     @classmethod
@@ -191,13 +268,29 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_key(value.get_secret_value())
+        return value
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _keys_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys_valid(cls, value: list[SecretStr] | None) -> list[SecretStr] | None:
         if value is None:
             return None
-        if len(value.get_secret_value()) < MIN_SECRET_CHARS:
-            raise ValueError(
-                f"the secret key must have at least {MIN_SECRET_CHARS} characters "
-                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-            )
+        keys = [key.get_secret_value() for key in value]
+        if not keys:
+            raise ValueError("name at least one key")
+        for key in keys:
+            _check_key(key)
+        if len(set(keys)) != len(keys):
+            raise ValueError("the same key is listed twice")
         return value
 
     @field_validator("token_ttl", mode="before")
@@ -244,10 +337,15 @@ class ApiSettings(ChatcoreSettings, BaseSettings):
 
     @model_validator(mode="after")
     def _secret_required_with_redis(self) -> ApiSettings:
-        if self.redis_url is not None and self.secret_key is None:
+        if self.secret_key is not None and self.secret_keys is not None:
             raise ValueError(
-                f"{SECRET_KEY_ENV} is required when redis_url is set: every API process must "
-                "verify the same session tokens"
+                f"set {SECRET_KEY_ENV} or {SECRET_KEYS_ENV}, not both ({SECRET_KEYS_ENV} lists "
+                "every key, the signing one first)"
+            )
+        if self.redis_url is not None and self.secret_key is None and self.secret_keys is None:
+            raise ValueError(
+                f"{SECRET_KEY_ENV} is required when redis_url is set (or {SECRET_KEYS_ENV}): "
+                "every API process must verify the same session tokens"
             )
         return self
 
@@ -278,10 +376,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"the config file {str(path)!r} is not valid: {exc}") from exc
     if not isinstance(data, dict):
         raise SettingsError(f"the config file {str(path)!r} must hold a table/object of settings")
-    if "secret_key" in data:
+    for name in sorted(ENV_ONLY & set(data)):
         raise SettingsError(
-            f"the config file {str(path)!r} sets secret_key: the signing key is read from the "
-            f"environment only ({SECRET_KEY_ENV}), so it never sits in a file next to the config"
+            f"the config file {str(path)!r} sets {name}: secrets are read from the environment "
+            f"only ({ENV_PREFIX}{name.upper()}), so they never sit in a file next to the config"
         )
     return data
 
@@ -306,9 +404,9 @@ def describe_errors(exc: ValidationError) -> str:
         if "input" in error and error["type"] not in {"missing"} and loc:
             value = error["input"]
             if not isinstance(value, dict | list) and not _sensitive(name):
-                text = repr(value)
+                text = redact(repr(value))
                 shown = f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
-        message = error["msg"].removeprefix("Value error, ")
+        message = redact(error["msg"].removeprefix("Value error, "))
         lines.append(f"- {where}: {message}{shown}")
     return "invalid settings:\n" + "\n".join(lines)
 
@@ -324,6 +422,16 @@ def load_settings(
     readable message on any problem.
     """
     env = os.environ if environ is None else environ
+    # Variables that cannot be right stop the start-up like any other bad setting: a misspelt
+    # top-level name (it would be ignored, and the server start on the defaults) and a value
+    # that must be JSON and is not (it would end in a traceback).
+    problems = [
+        f"- {name}: names no setting (nested settings take two underscores, e.g. "
+        f"{ENV_PREFIX}LLM__MODEL)"
+        for name in unknown_environment(env)
+    ] + undecodable_environment(env, ApiSettings, ENV_PREFIX)
+    if problems:
+        raise SettingsError("invalid settings:\n" + "\n".join(problems))
     path = config_file or env.get(CONFIG_ENV) or None
     data = read_config_file(Path(path)) if path else {}
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -332,15 +440,25 @@ def load_settings(
             return ApiSettings(**given)
     except ValidationError as exc:
         raise SettingsError(describe_errors(exc)) from None
+    except SourceError as exc:  # a value no check above foresaw
+        raise SettingsError(f"invalid settings:\n- {exc}") from None
 
 
 # CHATCORE_* variables that belong to other tools (the test suites, the config file path).
-_FOREIGN_ENV = ("CHATCORE_CONFIG", "CHATCORE_REQUIRE_", "CHATCORE_TEST_")
+_FOREIGN_ENV = (
+    "CHATCORE_CONFIG",
+    "CHATCORE_REQUIRE_",
+    "CHATCORE_TEST_",
+    "CHATCORE_E2E_",
+    "CHATCORE_PYTHON",
+    "CHATCORE_VENV",
+)
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     """``CHATCORE_*`` variables that name no setting (nested ones are checked by validation;
-    a misspelt top-level name would otherwise be ignored silently)."""
+    a misspelt top-level name would otherwise be ignored silently): :func:`load_settings`
+    refuses them."""
     env = os.environ if environ is None else environ
     known = {name.upper() for name in ApiSettings.model_fields}
     found = []
@@ -354,15 +472,17 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(found)
 
 
-def effective_secret(settings: ApiSettings) -> tuple[bytes, bool]:
-    """The token signing key, and whether it was generated for this process only (tokens then
-    die with the process). With SQLite storage and no key given, the key kept in the data
-    directory (made on first start), so that sessions survive a restart."""
+def signing_keys(settings: ApiSettings) -> tuple[list[bytes], bool]:
+    """The token keys (the signing one first), and whether one was generated for this process
+    only (tokens then die with the process). With SQLite storage and no key given, the key
+    kept in the data directory (made on first start), so that sessions survive a restart."""
+    if settings.secret_keys is not None:
+        return [key.get_secret_value().encode("utf-8") for key in settings.secret_keys], False
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value().encode("utf-8"), False
+        return [settings.secret_key.get_secret_value().encode("utf-8")], False
     if settings.backend == "sqlite":
-        return stored_secret(settings.data_dir / SECRET_KEY_FILE), False
-    return secrets.token_bytes(32), True
+        return [stored_secret(settings.data_dir / SECRET_KEY_FILE)], False
+    return [secrets.token_bytes(32)], True
 
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret

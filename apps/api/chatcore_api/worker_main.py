@@ -33,7 +33,13 @@ from chatcore_api import loops
 from chatcore_api.extras import missing_extras
 from chatcore_api.gc_tuning import freeze_startup_heap
 from chatcore_api.logs import configure_logging
-from chatcore_api.settings import SECRET_KEY_ENV, ApiSettings, SettingsError, load_settings
+from chatcore_api.settings import (
+    SECRET_KEY_ENV,
+    SECRET_KEYS_ENV,
+    ApiSettings,
+    SettingsError,
+    load_settings,
+)
 from chatcore_api.supervisor import ChildSpec, RestartPolicy, Supervisor
 from chatcore_api.worker_health import exit_code, read_health, render_json, render_table
 
@@ -270,7 +276,7 @@ def load_worker_settings(
     throwaway one stands in for it (only to satisfy the API's rule "Redis needs a shared key";
     it is never used)."""
     given: dict[str, object] = dict(overrides or {})
-    if not os.environ.get(SECRET_KEY_ENV):
+    if not os.environ.get(SECRET_KEY_ENV) and not os.environ.get(SECRET_KEYS_ENV):
         given["secret_key"] = secrets.token_urlsafe(48)
     return load_settings(config_file, None, **given)
 

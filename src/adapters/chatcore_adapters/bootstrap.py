@@ -35,6 +35,7 @@ from chatcore.ports import (
     IdGenerator,
     IntentJournal,
     Leases,
+    RateLimits,
     SessionCache,
     WorkQueue,
 )
@@ -46,6 +47,7 @@ from chatcore_adapters.memory import (
     MemoryHeartbeats,
     MemoryIntentJournal,
     MemoryLeases,
+    MemoryRateLimits,
     MemorySessionCache,
     MemoryWorkQueue,
 )
@@ -69,6 +71,8 @@ class Chatcore:
     intents: IntentJournal
     leases: Leases
     heartbeats: Heartbeats
+    # Limits every process of the deployment shares (API admission, model-spend budgets).
+    rate_limits: RateLimits
     llm: LLM
     service: ChatService
     generator: ReplyGenerator
@@ -109,6 +113,7 @@ class Chatcore:
             intents=self.intents,
             leases=self.leases,
             heartbeats=self.heartbeats,
+            rate_limits=self.rate_limits,
             llm=llm or self.llm,
             service_settings=self.service.settings,
         )
@@ -181,6 +186,7 @@ def bootstrap(
     intents: IntentJournal | None = None,
     leases: Leases | None = None,
     heartbeats: Heartbeats | None = None,
+    rate_limits: RateLimits | None = None,
     llm: LLM | None = None,
     service_settings: ServiceSettings | None = None,
     redis: RedisConnection | None = None,
@@ -198,7 +204,7 @@ def bootstrap(
     owned: RedisConnection | None = None
     closers: list[Callable[[], Awaitable[None]]] = []
     probes: list[Callable[[], Awaitable[object]]] = []
-    missing = None in (store, cache, queue, intents, leases, heartbeats)
+    missing = None in (store, cache, queue, intents, leases, heartbeats, rate_limits)
     if (settings.backend == "redis" or redis is not None) and missing:
         from chatcore_adapters import redis as on_redis
 
@@ -221,6 +227,7 @@ def bootstrap(
         intents = intents or on_redis.RedisIntentJournal(redis, shards=settings.redis.queue_shards)
         leases = leases or on_redis.RedisLeases(redis)
         heartbeats = heartbeats or on_redis.RedisHeartbeats(redis)
+        rate_limits = rate_limits or on_redis.RedisRateLimits(redis)
     elif settings.backend == "sqlite" and missing:
         from chatcore_adapters import sqlite as on_sqlite
 
@@ -255,6 +262,9 @@ def bootstrap(
         intents = intents or on_sqlite.SqliteIntentJournal(db, clock)
         leases = leases or on_sqlite.SqliteLeases(db, clock)
         heartbeats = heartbeats or on_sqlite.SqliteHeartbeats(db, clock)
+        # One process per data directory (the lock above): a limit kept in this process is
+        # the deployment's whole limit.
+        rate_limits = rate_limits or MemoryRateLimits(clock)
     else:
         store = store or MemoryEventStore(clock, retention=settings.retention.idle_ttl)
         cache = cache or MemorySessionCache(clock, ttl=settings.cache_ttl)
@@ -262,6 +272,7 @@ def bootstrap(
         intents = intents or MemoryIntentJournal(clock)
         leases = leases or MemoryLeases(clock)
         heartbeats = heartbeats or MemoryHeartbeats(clock)
+        rate_limits = rate_limits or MemoryRateLimits(clock)
     service = ChatService(
         store=store,
         cache=cache,
@@ -273,7 +284,13 @@ def bootstrap(
     )
     model = llm if llm is not None else load_llm(settings)
     generator = ReplyGenerator(
-        service=service, llm=model, leases=leases, clock=clock, ids=ids, settings=settings.worker
+        service=service,
+        llm=model,
+        leases=leases,
+        clock=clock,
+        ids=ids,
+        settings=settings.worker,
+        budgets=rate_limits,
     )
     return Chatcore(
         settings=settings,
@@ -285,6 +302,7 @@ def bootstrap(
         intents=intents,
         leases=leases,
         heartbeats=heartbeats,
+        rate_limits=rate_limits,
         llm=model,
         service=service,
         generator=generator,

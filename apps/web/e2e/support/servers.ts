@@ -152,6 +152,12 @@ export class ChatServer {
       CHATCORE_LLM__DEMO_DELAY: DEMO_DELAY,
       CHATCORE_LOG_FORMAT: "text",
       CHATCORE_SECRET_KEY: this.secretKey,
+      // Every browser of the suite comes from 127.0.0.1, against one server: the limits per
+      // client address would add up over the whole run.
+      CHATCORE_IP_MESSAGES_PER_MINUTE: "100000",
+      CHATCORE_IP_MESSAGES_BURST: "10000",
+      CHATCORE_IP_TOKENS_PER_MINUTE: "0",
+      CHATCORE_MAX_CONNECTIONS_PER_IP: "10000",
     };
     if (this.options.redisUrl) {
       env.CHATCORE_REDIS_URL = this.options.redisUrl;

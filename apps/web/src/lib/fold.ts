@@ -100,6 +100,7 @@ export function applyEvent<S extends SessionHistory>(state: S, event: ChatEvent,
   switch (event.type) {
     case "session_opened":
     case "session_restored":
+    case "tokens_revoked": // the server closes this connection (4001) if its token is older
       return state;
     case "profile_updated":
       return {

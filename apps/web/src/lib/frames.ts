@@ -9,7 +9,7 @@
 import type { ChatMessage, ChatState, Conversation, PendingTurn } from "./chatTypes";
 import { isAfter, maxCursor } from "./cursor";
 import { applyEvent } from "./fold";
-import { announce, isQuietError, nextNotice, rateLimitedText } from "./notices";
+import { announce, budgetExceededText, isQuietError, nextNotice, rateLimitedText } from "./notices";
 import { applyAck, pruneDelivered, refusedEntry, withoutEntry } from "./outbox";
 import type { ConversationState, ErrorFrame, EventFrame, ServerFrame, SnapshotFrame, WelcomeFrame } from "./protocol";
 import { activeOrFallback } from "./selectors";
@@ -123,8 +123,13 @@ function applyError(state: ChatState, frame: ErrorFrame, now: number): ChatState
     return { ...state, notice: nextNotice(state.notice, frame.message || frame.code) };
   }
   const updated = refusedEntry(entry, frame, now);
+  const wait = (updated.notBefore ?? now) - now;
   const notice =
-    frame.code === "rate_limited" ? nextNotice(state.notice, rateLimitedText(updated.notBefore! - now)) : state.notice;
+    frame.code === "rate_limited"
+      ? nextNotice(state.notice, rateLimitedText(wait))
+      : frame.code === "budget_exceeded"
+        ? nextNotice(state.notice, budgetExceededText(wait))
+        : state.notice;
   return { ...state, notice, outbox: state.outbox.map((e) => (e === entry ? updated : e)) };
 }
 

@@ -29,6 +29,10 @@ export function rateLimitedText(waitMs: number): string {
   return `Sending too fast: your message will go out in ${Math.ceil(waitMs / 1000)} s.`;
 }
 
+export function budgetExceededText(waitMs: number): string {
+  return `The assistant's budget is used up for now: your message will go out in ${Math.ceil(waitMs / 1000)} s.`;
+}
+
 /** The announcement an event makes, once the client is caught up (a replayed reply is not
  * news). Reads the state after the event was folded in. */
 export function announce(state: ChatState, event: ChatEvent): ChatState {

@@ -50,7 +50,7 @@ export function retarget(outbox: readonly OutboxEntry[], conversationId: string,
 /** The entry after the server refused it with `frame`: to be sent again later, or kept with
  * the reason when sending it again can never succeed. */
 export function refusedEntry(entry: OutboxEntry, frame: ErrorFrame, now: number): OutboxEntry {
-  if (frame.code === "rate_limited") {
+  if (frame.code === "rate_limited" || frame.code === "budget_exceeded") {
     return { ...entry, notBefore: now + Math.max(1, frame.retry_after ?? 5) * 1000 };
   }
   if (frame.code === "reply_in_progress") {

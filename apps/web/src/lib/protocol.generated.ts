@@ -245,7 +245,8 @@ export interface EventFrame {
     | ReplyFailed
     | ReplyCancelRequested
     | ReplyCancelled
-    | ReplyAbandoned;
+    | ReplyAbandoned
+    | TokensRevoked;
 }
 export interface SessionOpened {
   at: string;
@@ -432,6 +433,15 @@ export interface ReplyAbandoned {
   reply_id: string;
   in_reply_to: string;
   reason: string;
+}
+/**
+ * The session was logged out everywhere: every token issued before this event (of a lower
+ * ``generation``) is refused from now on, and the connections holding one are closed.
+ */
+export interface TokensRevoked {
+  at: string;
+  type: "tokens_revoked";
+  generation: number;
 }
 /**
  * Everything up to ``cursor`` has been sent; what follows is live. ``cursor`` is where the

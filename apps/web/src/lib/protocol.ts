@@ -99,6 +99,7 @@ const EVENT_REQUIRED: {
   reply_cancel_requested: ["conversation_id", "in_reply_to"],
   reply_cancelled: ["conversation_id", "in_reply_to"],
   reply_abandoned: ["conversation_id", "reply_id", "in_reply_to"],
+  tokens_revoked: [],
 };
 
 function isEventType(type: string): type is ChatEventType {

@@ -3,7 +3,7 @@ import { reduce } from "@/lib/chatState";
 import { initialState, type ChatState, type OutboxEntry } from "@/lib/chatTypes";
 import { applyFrame } from "@/lib/frames";
 import { activeConversation } from "@/lib/selectors";
-import type { ServerFrame } from "@/lib/protocol";
+import { parseServerFrame, type ServerFrame } from "@/lib/protocol";
 import { AT, ev, welcome } from "./support/fakeSocket";
 
 const NOW = Date.parse("2025-01-01T12:00:00Z");
@@ -51,6 +51,15 @@ describe("folding events", () => {
     ]);
     expect(conv(s).pending).toBeNull();
     expect(s.cursor).toBe("4-0");
+  });
+
+  it("moves past a tokens_revoked event without changing the conversations", () => {
+    const before = fold(initialState, [...opening, ...turn]);
+    const frame = ev("5-0", { type: "tokens_revoked", generation: 1 });
+    expect(parseServerFrame(JSON.stringify(frame))).not.toBeNull();
+    const after = fold(before, [frame]);
+    expect(after.cursor).toBe("5-0");
+    expect(after.conversations).toEqual(before.conversations);
   });
 
   it("ignores any event at or below the last applied cursor (replays are harmless)", () => {
@@ -199,6 +208,13 @@ describe("acks and errors for the outbox", () => {
     expect(s.outbox[0]!.notBefore).toBe(NOW + 7000);
     expect(s.outbox[0]!.error).toBeNull();
     expect(s.notice?.text).toMatch(/7 s/);
+  });
+
+  it("a spent budget delays the entry by retry_after and says why", () => {
+    const s = applyFrame(withEntry(), { type: "error", code: "budget_exceeded", message: "spent", request_id: "k1", retry_after: 42 }, NOW);
+    expect(s.outbox[0]!.notBefore).toBe(NOW + 42000);
+    expect(s.outbox[0]!.error).toBeNull();
+    expect(s.notice?.text).toMatch(/budget.*42 s/);
   });
 
   it("a permanent refusal keeps the text and marks it failed", () => {

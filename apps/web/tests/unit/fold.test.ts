@@ -41,6 +41,7 @@ const NOW = Date.parse("2026-03-02T12:00:00Z");
 const EVERY_EVENT_TYPE: Record<ChatEventType, true> = {
   session_opened: true,
   session_restored: true,
+  tokens_revoked: true,
   profile_updated: true,
   conversation_started: true,
   conversation_renamed: true,

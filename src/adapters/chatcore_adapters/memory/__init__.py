@@ -6,12 +6,14 @@ from chatcore_adapters.memory.heartbeats import MemoryHeartbeats
 from chatcore_adapters.memory.intents import MemoryIntentJournal
 from chatcore_adapters.memory.leases import MemoryLeases
 from chatcore_adapters.memory.queue import MemoryWorkQueue
+from chatcore_adapters.memory.rate_limits import MemoryRateLimits
 
 __all__ = [
     "MemoryEventStore",
     "MemoryHeartbeats",
     "MemoryIntentJournal",
     "MemoryLeases",
+    "MemoryRateLimits",
     "MemorySessionCache",
     "MemoryWorkQueue",
 ]

@@ -8,6 +8,7 @@ adapter::
     store, cache = RedisEventStore(conn), RedisSessionCache(conn, ttl=3600)
     queue, leases = RedisWorkQueue(conn, reclaim_after=30), RedisLeases(conn)
     intents, heartbeats = RedisIntentJournal(conn), RedisHeartbeats(conn)
+    rate_limits = RedisRateLimits(conn)
     ...
     await conn.aclose()
 
@@ -39,6 +40,7 @@ from chatcore_adapters.redis.intents import RedisIntentJournal
 from chatcore_adapters.redis.keys import KeySpace
 from chatcore_adapters.redis.leases import RedisLeases
 from chatcore_adapters.redis.queue import RedisWorkQueue
+from chatcore_adapters.redis.rate_limits import RedisRateLimits
 
 __all__ = [
     "KeySpace",
@@ -47,6 +49,7 @@ __all__ = [
     "RedisHeartbeats",
     "RedisIntentJournal",
     "RedisLeases",
+    "RedisRateLimits",
     "RedisSessionCache",
     "RedisSettings",
     "RedisWorkQueue",

@@ -6,7 +6,7 @@ the queue's name. An optional prefix (tests use it to isolate themselves on one 
 put in front of every key, outside the hash tag.
 
 Nothing reaches a key without validation: session ids must pass
-:func:`chatcore.ids.validate_session_id`, lease keys and names a narrow pattern.
+:func:`chatcore.ids.validate_session_id`, lease keys, limit keys and names a narrow pattern.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 from redis.crc import key_slot
 
 from chatcore.errors import InvalidIdentifier
+from chatcore.gcra import validate_limit_key
 from chatcore.ids import validate_session_id
 
 SLOTS = 16384  # the hash slots of a Redis Cluster
@@ -73,6 +74,10 @@ class KeySpace:
         if _LEASE.fullmatch(key) is None:
             raise InvalidIdentifier("lease key", key)
         return f"{self.prefix}lease:{{{key}}}"
+
+    def rate(self, key: str) -> str:
+        """A rate limit's state: ``rate:{<key>}`` (its own slot; the key is validated)."""
+        return f"{self.prefix}rate:{{{validate_limit_key(key)}}}"
 
     def queue(self, name: str) -> QueueKeys:
         return QueueKeys(self.prefix, _checked_name("queue name", name, allow_empty=False))

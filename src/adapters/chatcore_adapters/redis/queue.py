@@ -184,7 +184,9 @@ class StreamQueue:
     # --- work -------------------------------------------------------------------------------------
 
     async def enqueue(self, item: WorkItem) -> None:
-        payload = item.model_dump_json().encode()
+        # Without fields at their defaults: an item that charges nothing reads the same to a
+        # worker that predates WorkItem.charges.
+        payload = item.model_dump_json(exclude_defaults=True).encode()
         async with self.conn.guard("enqueue"):
             if self.conn.settings.wait_replicas <= 0:
                 await self.conn.client.xadd(self.keys.stream, {"i": payload})
@@ -302,7 +304,7 @@ class StreamQueue:
         args: list[bytes | str | int] = [
             self.group,
             delivery.delivery_id,
-            delivery.item.model_dump_json().encode(),
+            delivery.item.model_dump_json(exclude_defaults=True).encode(),
             reason,
             delivery.attempt,
             self.clock.now().isoformat(),
