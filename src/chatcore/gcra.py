@@ -61,6 +61,27 @@ class Rate:
         return self.burst * self.interval
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One limit a request goes through (:meth:`chatcore.ports.RateLimits.admit`): ``cost``
+    units of ``rate`` under ``key``, counted when the request is let through, or (``count``
+    false) only required to fit, as :meth:`~chatcore.ports.RateLimits.check` does."""
+
+    key: str
+    rate: Rate
+    cost: float = 1.0
+    count: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The step of an :meth:`~chatcore.ports.RateLimits.admit` that did not fit: its index
+    in the steps, and the seconds until it would."""
+
+    index: int
+    retry_after: float
+
+
 def validate_limit_key(key: object) -> str:
     """The key of a limit: 1 to 200 of ``A-Za-z0-9_.:-`` (else :class:`InvalidIdentifier`)."""
     if not isinstance(key, str) or _KEY.fullmatch(key) is None:

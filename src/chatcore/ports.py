@@ -15,7 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatcore.events import Event, Recorded, Usage
-from chatcore.gcra import Rate
+from chatcore.gcra import Rate, Refused, Step
 from chatcore.view import SessionView
 
 
@@ -271,6 +271,29 @@ class IntentJournal(Protocol):
 
 
 @runtime_checkable
+class Intake(Protocol):
+    """Recording a message and queueing its answer in one step. Offered where the log and the
+    queue live in one place (one process, one SQLite file, one Redis server): accepting a
+    message then needs no intent (:class:`IntentJournal`) and costs one round trip. Where they
+    live apart (a Redis Cluster, whose log and queue keys are in different slots) there is
+    none, and the service brackets the two steps with an intent instead."""
+
+    async def append_and_enqueue(
+        self,
+        session_id: str,
+        events: Sequence[Event],
+        *,
+        expected_version: str | None,
+        item: WorkItem,
+    ) -> list[Recorded]:
+        """:meth:`EventStore.append` ``events`` and :meth:`WorkQueue.enqueue` ``item``: both
+        happen or neither does. At a stale version, :class:`ConcurrencyConflict` and nothing
+        is queued. A retried call (a connection lost after the store applied it) is applied
+        once, as an append is."""
+        ...
+
+
+@runtime_checkable
 class Leases(Protocol):
     """Short exclusive leases: who is generating the reply to a message right now."""
 
@@ -312,6 +335,16 @@ class RateLimits(Protocol):
     async def charge(self, key: str, rate: Rate, cost: float) -> None:
         """Count ``cost`` units whether they fit or not (post-paid usage: the key may go into
         debt, and :meth:`acquire`/:meth:`check` refuse until it has run off)."""
+        ...
+
+    async def admit(self, steps: Sequence[Step]) -> Refused | None:
+        """Take one request through several limits at once: ``None`` when every step fits
+        (the counting ones are then counted), else the first step, in order, that does not.
+
+        A refusal counts nothing where the adapter keeps every key in one place (in memory,
+        one Redis server: one atomic step, one round trip). On a Redis Cluster the keys live
+        in different slots: the steps are taken one by one, and a refusal leaves counted the
+        steps before it (the limits err on the strict side)."""
         ...
 
 

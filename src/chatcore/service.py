@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from chatcore import decisions
 from chatcore.decisions import KEEP, CommandLimits, Duplicate, ProfileChange
@@ -28,6 +28,7 @@ from chatcore.ports import (
     Clock,
     EventStore,
     IdGenerator,
+    Intake,
     IntentJournal,
     SessionCache,
     WorkItem,
@@ -81,11 +82,15 @@ class ChatService:
         clock: Clock,
         ids: IdGenerator,
         settings: ServiceSettings | None = None,
+        intake: Intake | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.queue = queue
         self.intents = intents
+        # Appending a message and queueing its answer in one step, where store and queue live
+        # together: then no intent brackets the two (see _accept).
+        self.intake = intake
         self.clock = clock
         self.ids = ids
         self.settings = settings or ServiceSettings()
@@ -167,20 +172,31 @@ class ChatService:
         session_id: str,
         view: SessionView,
         decide: Callable[[SessionView], Sequence[Event]],
+        *,
+        work: WorkItem | None = None,
     ) -> list[Recorded]:
         """Decide on ``view`` and append at its version, re-deciding after each conflict.
+        With ``work`` (and an intake), the item is queued in the same step as the append, and
+        not at all when nothing was decided.
 
         ``view`` is brought up to date in place, including the appended events.
         """
+        if work is not None and self.intake is None:
+            raise ValueError("queueing with an append needs an intake")
         attempts = self.settings.max_append_attempts
         for _ in range(attempts):
             events = list(decide(view))
             if not events:
                 return []
             try:
-                recorded = await self.store.append(
-                    session_id, events, expected_version=view.version
-                )
+                if work is not None and self.intake is not None:
+                    recorded = await self.intake.append_and_enqueue(
+                        session_id, events, expected_version=view.version, item=work
+                    )
+                else:
+                    recorded = await self.store.append(
+                        session_id, events, expected_version=view.version
+                    )
             except ConcurrencyConflict as conflict:
                 newer = await self.store.read(session_id, after=view.version)
                 if not newer:
@@ -267,6 +283,21 @@ class ChatService:
             )
         return count
 
+    def _work_item(
+        self,
+        session_id: str,
+        conversation_id: str,
+        message_id: str,
+        charges: Sequence[Charge] = (),
+    ) -> WorkItem:
+        return WorkItem(
+            session_id=session_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            enqueued_at=self.clock.now(),
+            charges=tuple(charges),
+        )
+
     async def _enqueue(
         self,
         session_id: str,
@@ -274,15 +305,7 @@ class ChatService:
         message_id: str,
         charges: Sequence[Charge] = (),
     ) -> None:
-        await self.queue.enqueue(
-            WorkItem(
-                session_id=session_id,
-                conversation_id=conversation_id,
-                message_id=message_id,
-                enqueued_at=self.clock.now(),
-                charges=tuple(charges),
-            )
-        )
+        await self.queue.enqueue(self._work_item(session_id, conversation_id, message_id, charges))
 
     async def update_profile(
         self,
@@ -339,31 +362,24 @@ class ChatService:
         text: str,
         charges: Sequence[Charge] = (),
     ) -> SubmitResult:
-        """Record a user message once per client message id (I4) and queue its answer.
+        """Record a user message once per client message id (I4) and queue its answer (see
+        :meth:`_accept`). ``charges`` are the budgets the answer's tokens go to (a message
+        queued again by the sweeper, or after a restore, goes without them)."""
 
-        An intent marker brackets "append" and "enqueue": if this process dies between the two,
-        the sweeper (:meth:`sweep_intents`) finds the message and queues it. ``charges`` are
-        the budgets the answer's tokens go to (a message queued again by the sweeper, or after
-        a restore, goes without them).
-        """
-        validate_session_id(session_id)
-        validate_plain_id("client message id", client_message_id)
-        view = await self.load(session_id)
-        if conversation_id not in view.conversations:
-            raise UnknownConversation(conversation_id)
-        await self.intents.record(session_id, client_message_id)
-        try:
-            result = await self._record_message(
-                session_id, view, conversation_id, client_message_id, text
+        def decide(v: SessionView, message_id: str, now: datetime) -> list[Event] | Duplicate:
+            return decisions.submit_message(
+                v,
+                now,
+                conversation_id=conversation_id,
+                client_message_id=client_message_id,
+                message_id=message_id,
+                text=text,
+                limits=self.settings.limits,
             )
-        except DomainError:
-            await self.intents.clear(session_id, client_message_id)
-            raise
-        turn = view.find_turn(result.message_id)
-        if turn is not None and turn[1].reply is None:
-            # New, or a retry of a message whose work may never have been queued.
-            await self._enqueue(session_id, result.conversation_id, result.message_id, charges)
-        await self.intents.clear(session_id, client_message_id)
+
+        result = await self._new_message(
+            session_id, conversation_id, client_message_id, decide, charges
+        )
         log.info(
             "message accepted",
             extra={
@@ -374,42 +390,84 @@ class ChatService:
         )
         return result
 
-    async def _record_message(
+    async def _new_message(
         self,
         session_id: str,
-        view: SessionView,
         conversation_id: str,
         client_message_id: str,
-        text: str,
+        decide: Callable[[SessionView, str, datetime], list[Event] | Duplicate],
+        charges: Sequence[Charge],
     ) -> SubmitResult:
+        """A new user message (a send or an edit), decided by ``decide(view, its id, now)``,
+        recorded once per client message id and answered. A duplicate (the client sent it
+        again) records nothing; its answer is queued again if none has started (its work may
+        never have been queued: duplicates of work are harmless)."""
+        validate_session_id(session_id)
+        validate_plain_id("client message id", client_message_id)
+        view = await self.load(session_id)
+        if conversation_id not in view.conversations:
+            raise UnknownConversation(conversation_id)
         now = self.clock.now()
         message_id = self.ids.new_id("msg")
         duplicate: list[Duplicate] = []
 
-        def decide(v: SessionView) -> list[Event]:
-            decided = decisions.submit_message(
-                v,
-                now,
-                conversation_id=conversation_id,
-                client_message_id=client_message_id,
-                message_id=message_id,
-                text=text,
-                limits=self.settings.limits,
-            )
-            if isinstance(decided, Duplicate):
-                duplicate.append(decided)
+        def decided(v: SessionView) -> list[Event]:
+            events = decide(v, message_id, now)
+            if isinstance(events, Duplicate):
+                duplicate.append(events)
                 return []
-            return decided
+            return events
 
-        recorded = await self.execute(session_id, view, decide)
-        if duplicate:
-            ref = duplicate[-1].ref
-            return SubmitResult(
-                ref.conversation_id, ref.message_id, client_message_id, ref.position, True
-            )
-        return SubmitResult(
-            conversation_id, message_id, client_message_id, recorded[0].position, False
+        recorded = await self._accept(
+            session_id,
+            view,
+            decided,
+            client_message_id=client_message_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            charges=charges,
         )
+        if not duplicate:
+            return SubmitResult(
+                conversation_id, message_id, client_message_id, recorded[0].position, False
+            )
+        ref = duplicate[-1].ref
+        turn = view.find_turn(ref.message_id)
+        if turn is not None and turn[1].reply is None:
+            await self._enqueue(session_id, ref.conversation_id, ref.message_id, charges)
+        return SubmitResult(
+            ref.conversation_id, ref.message_id, client_message_id, ref.position, True
+        )
+
+    async def _accept(
+        self,
+        session_id: str,
+        view: SessionView,
+        decide: Callable[[SessionView], Sequence[Event]],
+        *,
+        client_message_id: str,
+        conversation_id: str,
+        message_id: str,
+        charges: Sequence[Charge],
+    ) -> list[Recorded]:
+        """Record what ``decide`` decides and queue the answer to ``message_id``, so that a
+        process dying between the two never leaves a message nobody answers: in one step
+        through the intake when there is one, else bracketed by an intent (written before the
+        append, cleared once the work is queued; :meth:`sweep_intents` queues the work of an
+        intent left behind). When nothing is decided, nothing is queued."""
+        if self.intake is not None:
+            item = self._work_item(session_id, conversation_id, message_id, charges)
+            return await self.execute(session_id, view, decide, work=item)
+        await self.intents.record(session_id, client_message_id)
+        try:
+            recorded = await self.execute(session_id, view, decide)
+        except DomainError:
+            await self.intents.clear(session_id, client_message_id)
+            raise
+        if recorded:
+            await self._enqueue(session_id, conversation_id, message_id, charges)
+        await self.intents.clear(session_id, client_message_id)
+        return recorded
 
     async def cancel_reply(self, session_id: str, *, conversation_id: str) -> list[Recorded]:
         """The user's Stop: recorded at once; the generating worker closes the reply (I7)."""
@@ -438,18 +496,10 @@ class ChatService:
     ) -> SubmitResult:
         """A new version of the user message ``message_id`` (a new branch from there, which
         becomes the active path), answered like any message; once per ``client_message_id``
-        (I4), with the same intent bracket as :meth:`submit_message`."""
-        validate_session_id(session_id)
-        validate_plain_id("client message id", client_message_id)
-        view = await self.load(session_id)
-        if conversation_id not in view.conversations:
-            raise UnknownConversation(conversation_id)
-        now = self.clock.now()
-        new_id = self.ids.new_id("msg")
-        duplicate: list[Duplicate] = []
+        (I4), recorded and queued as :meth:`submit_message` does."""
 
-        def decide(v: SessionView) -> list[Event]:
-            decided = decisions.edit_message(
+        def decide(v: SessionView, new_id: str, now: datetime) -> list[Event] | Duplicate:
+            return decisions.edit_message(
                 v,
                 now,
                 conversation_id=conversation_id,
@@ -459,30 +509,10 @@ class ChatService:
                 text=text,
                 limits=self.settings.limits,
             )
-            if isinstance(decided, Duplicate):
-                duplicate.append(decided)
-                return []
-            return decided
 
-        await self.intents.record(session_id, client_message_id)
-        try:
-            recorded = await self.execute(session_id, view, decide)
-        except DomainError:
-            await self.intents.clear(session_id, client_message_id)
-            raise
-        if duplicate:
-            ref = duplicate[-1].ref
-            result = SubmitResult(
-                ref.conversation_id, ref.message_id, client_message_id, ref.position, True
-            )
-        else:
-            result = SubmitResult(
-                conversation_id, new_id, client_message_id, recorded[0].position, False
-            )
-        turn = view.find_turn(result.message_id)
-        if turn is not None and turn[1].reply is None:
-            await self._enqueue(session_id, result.conversation_id, result.message_id, charges)
-        await self.intents.clear(session_id, client_message_id)
+        result = await self._new_message(
+            session_id, conversation_id, client_message_id, decide, charges
+        )
         log.info(
             "message edited",
             extra={
@@ -502,8 +532,8 @@ class ChatService:
         charges: Sequence[Charge] = (),
     ) -> list[Recorded]:
         """Answer the user message ``message_id`` again (its earlier answers are kept as
-        other versions) and queue the work, bracketed by an intent like a message; ``charges``
-        as for :meth:`submit_message`."""
+        other versions), recorded and queued like a message (:meth:`_accept`); ``charges`` as
+        for :meth:`submit_message`."""
         view = await self.load(session_id)
         conv = view.conversations.get(conversation_id)
         if conv is None:
@@ -523,14 +553,15 @@ class ChatService:
 
         if client_message_id is None:  # not a user message: refused with its own error
             return await self.execute(session_id, view, decide)
-        await self.intents.record(session_id, client_message_id)
-        try:
-            recorded = await self.execute(session_id, view, decide)
-        except DomainError:
-            await self.intents.clear(session_id, client_message_id)
-            raise
-        await self._enqueue(session_id, conversation_id, message_id, charges)
-        await self.intents.clear(session_id, client_message_id)
+        recorded = await self._accept(
+            session_id,
+            view,
+            decide,
+            client_message_id=client_message_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            charges=charges,
+        )
         log.info(
             "reply regenerating",
             extra={"session_id": session_id, "message_id": message_id},

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chatcore.errors import InvalidIdentifier
-from chatcore.gcra import Rate
+from chatcore.gcra import Rate, Step
 from chatcore.ports import RateLimits
 
 # Five a second, two at once: a unit comes back every 0.2 s.
@@ -27,6 +27,9 @@ def fresh(name: str) -> str:
 
 
 class RateLimitsContract:
+    # Whether admit() counts nothing when a step refuses (every key in one place).
+    atomic_admit = True
+
     async def make_limits(self) -> RateLimits:
         raise NotImplementedError
 
@@ -157,3 +160,50 @@ class RateLimitsContract:
     async def test_an_unsafe_key_is_refused(self, limits: RateLimits, key: str) -> None:
         with pytest.raises(InvalidIdentifier):
             await limits.acquire(key, FAST)
+        with pytest.raises(InvalidIdentifier):
+            await limits.admit([Step(fresh("fine"), FAST), Step(key, FAST)])
+
+    # --- several limits at once -------------------------------------------------------------
+
+    async def test_admit_counts_every_counting_step_when_all_fit(self, limits: RateLimits) -> None:
+        one, two, checked = fresh("one"), fresh("two"), fresh("checked")
+        steps = [Step(one, FAST), Step(two, FAST, cost=2), Step(checked, FAST, count=False)]
+        assert await limits.admit(steps) is None
+        assert await limits.check(one, FAST) == 0.0  # one of its two is left
+        assert await limits.check(one, FAST, cost=2) > 0.0
+        assert await limits.check(two, FAST) > 0.0  # both taken
+        assert await limits.acquire(checked, FAST, cost=2) == 0.0  # a check counts nothing
+
+    async def test_admit_names_the_first_step_that_does_not_fit(self, limits: RateLimits) -> None:
+        before, full, after = fresh("before"), fresh("full"), fresh("after")
+        assert await limits.acquire(full, FAST, cost=2) == 0.0
+        refused = await limits.admit([Step(before, FAST), Step(full, FAST), Step(after, FAST)])
+        assert refused is not None and refused.index == 1
+        assert refused.retry_after == pytest.approx(0.2, abs=MARGIN)
+        assert await limits.acquire(after, FAST, cost=2) == 0.0  # never counted
+        if self.atomic_admit:
+            assert await limits.acquire(before, FAST, cost=2) == 0.0  # nothing counted
+        else:
+            assert await limits.check(before, FAST, cost=2) > 0.0  # counted before the refusal
+
+    async def test_a_spent_budget_refuses_before_any_message_is_counted(
+        self, limits: RateLimits
+    ) -> None:
+        budget, messages = fresh("budget"), fresh("messages")
+        await limits.charge(budget, FAST, 10)
+        refused = await limits.admit([Step(budget, FAST, count=False), Step(messages, FAST)])
+        assert refused is not None and refused.index == 0
+        assert refused.retry_after == pytest.approx(1.8, abs=MARGIN + 0.05)
+        assert await limits.acquire(messages, FAST, cost=2) == 0.0
+
+    async def test_a_key_named_twice_sees_its_earlier_step(self, limits: RateLimits) -> None:
+        twice, thrice = fresh("twice"), fresh("thrice")
+        assert await limits.admit([Step(twice, FAST), Step(twice, FAST)]) is None
+        assert await limits.check(twice, FAST) > 0.0
+        refused = await limits.admit([Step(thrice, FAST)] * 3)
+        assert refused is not None and refused.index == 2
+        if self.atomic_admit:
+            assert await limits.acquire(thrice, FAST, cost=2) == 0.0
+
+    async def test_admitting_nothing_is_allowed(self, limits: RateLimits) -> None:
+        assert await limits.admit([]) is None

@@ -19,6 +19,7 @@ from chatcore_adapters.codec import encode_event
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
+    MemoryIntake,
     MemoryIntentJournal,
     MemoryLeases,
     MemoryRateLimits,
@@ -28,6 +29,7 @@ from chatcore_adapters.memory import (
 from chatcore_adapters.system import SystemClock
 from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.heartbeats_contract import HeartbeatsContract
+from tests.contract.intake_contract import IntakeContract, Parts
 from tests.contract.intent_journal_contract import IntentJournalContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.rate_limits_contract import RateLimitsContract
@@ -110,3 +112,10 @@ class TestMemoryHeartbeats(_OnManualClock, HeartbeatsContract):
 class TestMemoryIntentJournal(IntentJournalContract):
     async def make_journal(self) -> IntentJournal:
         return MemoryIntentJournal(SystemClock())
+
+
+class TestMemoryIntake(IntakeContract):
+    async def make_intake(self) -> Parts:
+        clock = SystemClock()
+        store, queue = MemoryEventStore(clock), MemoryWorkQueue(clock)
+        return Parts(MemoryIntake(store, queue), store, queue)

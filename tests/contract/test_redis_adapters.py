@@ -25,12 +25,14 @@ from chatcore.ports import (
     SessionCache,
     WorkItem,
 )
+from chatcore_adapters.bootstrap import intake_for
 from chatcore_adapters.codec import encode_event
 from chatcore_adapters.redis import (
     KeySpace,
     RedisConnection,
     RedisEventStore,
     RedisHeartbeats,
+    RedisIntake,
     RedisIntentJournal,
     RedisLeases,
     RedisRateLimits,
@@ -39,8 +41,10 @@ from chatcore_adapters.redis import (
     RedisWorkQueue,
     connect,
 )
+from chatcore_adapters.redis.queue import encode_item
 from tests.contract.event_store_contract import EventStoreContract, Pushes
 from tests.contract.heartbeats_contract import HeartbeatsContract
+from tests.contract.intake_contract import IntakeContract, Parts, item
 from tests.contract.intent_journal_contract import IntentJournalContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.rate_limits_contract import RateLimitsContract
@@ -172,6 +176,34 @@ class _Intents(_OnRedis, IntentJournalContract):
         await journal.conn.aclose()
 
 
+class _Intake(_OnRedis, IntakeContract):
+    shards = 1
+
+    async def make_intake(self) -> Parts:
+        conn = self.connect()
+        store, queue = RedisEventStore(conn), RedisWorkQueue(conn, shards=self.shards)
+        return Parts(RedisIntake(store, queue), store, queue)
+
+    async def close_intake(self, parts: Parts) -> None:
+        assert isinstance(parts.store, RedisEventStore)
+        await parts.store.conn.aclose()
+
+    async def test_a_retried_script_queues_its_item_once(self, parts: Parts) -> None:
+        """redis-py sends a script again when the connection drops before its reply: the
+        second run finds the first's token and neither appends nor queues again."""
+        store, queue = parts.store, parts.queue
+        assert isinstance(store, RedisEventStore) and isinstance(queue, RedisWorkQueue)
+        sid = session_id()
+        keys = [store.conn.keys.events(sid), queue.shard_of(sid).keys.stream]
+        args: list[bytes | str] = ["", "a-retried-token", store.conn.keys.live(sid), "0"]
+        args += [*map(encode_event, opening(sid)), encode_item(item(sid))]
+        first = await store._batcher.call(keys, list(args))
+        again = await store._batcher.call(keys, list(args))
+        assert first[0] == 1 and again == first
+        assert len(await store.read(sid)) == 2
+        assert await self.queued(parts) == [item(sid)]
+
+
 class _Leases(_OnRedis, LeasesContract):
     async def make_leases(self) -> Leases:
         return RedisLeases(self.connect())
@@ -237,6 +269,14 @@ class TestRedisWorkQueue(_Queue):
 
 class TestRedisShardedWorkQueue(_ShardedQueue):
     pass
+
+
+class TestRedisIntake(_Intake):
+    pass
+
+
+class TestRedisShardedIntake(_Intake):
+    shards = 3
 
 
 class TestRedisIntentJournal(_Intents):
@@ -309,7 +349,7 @@ class TestClusterLeases(_OnCluster, _Leases):
 @pytest.mark.cluster
 @pytest.mark.cluster
 class TestClusterRateLimits(_OnCluster, _RateLimits):
-    pass
+    atomic_admit = False
 
 
 class TestClusterHeartbeats(_OnCluster, _Heartbeats):
@@ -661,4 +701,19 @@ async def test_a_cluster_subscription_re_established_follows_sessions_of_many_sl
         assert sorted({a.session_id for a in got}) == sorted(sids)
     finally:
         await sub.close()
+        await conn.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_cluster_has_no_intake(redis_cluster_url: str) -> None:
+    """The log and the queue are in different slots of a Cluster: no script reaches both."""
+    conn = connect(
+        RedisSettings(url=redis_cluster_url, cluster=True, prefix=unique_prefix(), max_block=5.0)
+    )
+    try:
+        store, queue = RedisEventStore(conn), RedisWorkQueue(conn)
+        assert intake_for(store, queue) is None
+        with pytest.raises(ValueError, match="Cluster"):
+            RedisIntake(store, queue)
+    finally:
         await conn.aclose()

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from chatcore.errors import InvalidIdentifier, StoreUnavailable
+from chatcore.events import Recorded
 from chatcore.ports import DeadLetter, Delivery, WorkItem
 from chatcore.service import ChatService
 from chatcore.view import SessionView
@@ -448,7 +449,11 @@ async def test_a_message_whose_submitter_died_before_queueing_is_repaired_by_the
     ids = CountingIds()
 
     def service_with(queue: RedisWorkQueue) -> ChatService:
-        return bootstrap(store=store, cache=cache, queue=queue, intents=intents, ids=ids).service
+        # The two steps with an intent between them, as on a Redis Cluster (one server takes
+        # both in one script: the next test).
+        return bootstrap(
+            store=store, cache=cache, queue=queue, intents=intents, ids=ids, use_intake=False
+        ).service
 
     healthy = service_with(queue)
     doomed = service_with(DiesBeforeEnqueue(shared_conn, name="chatcore:work"))
@@ -471,3 +476,42 @@ async def test_a_message_whose_submitter_died_before_queueing_is_repaired_by_the
     assert await queue.claim("w", count=10, block=0.05) == []
     letters: list[DeadLetter] = await queue.dead_letters()
     assert letters == []
+
+
+class LosesTheReply(RedisEventStore):
+    """A store whose process dies after Redis ran its script, before the reply came back."""
+
+    async def append_and_queue(self, *args: Any, **kwargs: Any) -> list[Recorded]:
+        await super().append_and_queue(*args, **kwargs)
+        raise ProcessDied
+
+
+async def test_on_one_server_a_message_and_its_work_are_written_together(
+    shared_conn: RedisConnection,
+) -> None:
+    """No intent is needed: the script that appends the message queues its work. A process
+    dying after the script leaves both; the client's resend is then a duplicate."""
+    cache = RedisSessionCache(shared_conn, ttl=60)
+    queue = RedisWorkQueue(shared_conn, name="chatcore:work")
+    intents = RedisIntentJournal(shared_conn)
+    ids = CountingIds()
+
+    def service_with(store: RedisEventStore) -> ChatService:
+        core = bootstrap(store=store, cache=cache, queue=queue, intents=intents, ids=ids)
+        assert core.service.intake is not None
+        return core.service
+
+    healthy = service_with(RedisEventStore(shared_conn))
+    doomed = service_with(LosesTheReply(shared_conn))
+    opened = await healthy.open_session()
+    sid, conv = opened.session_id, opened.conversation_id
+    with pytest.raises(ProcessDied):
+        await doomed.submit_message(sid, conversation_id=conv, client_message_id="cm1", text="hi")
+    ref = (await healthy.load(sid)).client_messages["cm1"]
+    assert await intents.stale(0) == []
+    (delivery,) = await queue.claim("w", count=10, block=1)
+    assert (delivery.item.session_id, delivery.item.message_id) == (sid, ref.message_id)
+    again = await healthy.submit_message(
+        sid, conversation_id=conv, client_message_id="cm1", text="hi"
+    )
+    assert again.duplicate and again.message_id == ref.message_id

@@ -19,6 +19,7 @@ from chatcore_adapters.sqlite import (
     SqliteDatabase,
     SqliteEventStore,
     SqliteHeartbeats,
+    SqliteIntake,
     SqliteIntentJournal,
     SqliteLeases,
     SqliteSessionCache,
@@ -28,6 +29,7 @@ from chatcore_adapters.sqlite import (
 from chatcore_adapters.system import SystemClock
 from tests.contract.event_store_contract import EventStoreContract, Pushes
 from tests.contract.heartbeats_contract import HeartbeatsContract, status
+from tests.contract.intake_contract import IntakeContract, Parts
 from tests.contract.intent_journal_contract import IntentJournalContract
 from tests.contract.leases_contract import LeasesContract
 from tests.contract.session_cache_contract import SessionCacheContract, sample_view
@@ -123,6 +125,17 @@ class TestSqliteHeartbeats(_OnSqlite, HeartbeatsContract):
     async def close_heartbeats(self, heartbeats: Heartbeats) -> None:
         assert isinstance(heartbeats, SqliteHeartbeats)
         await heartbeats.db.close()
+
+
+class TestSqliteIntake(_OnSqlite, IntakeContract):
+    async def make_intake(self) -> Parts:
+        db = self.open_db()
+        store, queue = SqliteEventStore(db, SystemClock()), SqliteWorkQueue(db, SystemClock())
+        return Parts(SqliteIntake(store, queue), store, queue)
+
+    async def close_intake(self, parts: Parts) -> None:
+        assert isinstance(parts.store, SqliteEventStore)
+        await parts.store.db.close()
 
 
 # --- SQLite specifics, beyond the contracts ---------------------------------------------------

@@ -36,6 +36,9 @@ class Harness:
     with_queue: MemoryWorkQueue | None = None
     with_leases: Leases | None = None
     with_heartbeats: Heartbeats | None = None
+    # False: messages are recorded and queued in two steps bracketed by an intent (what a
+    # Redis Cluster does), instead of in one step through the memory intake.
+    use_intake: bool = True
 
     def __post_init__(self) -> None:
         clock = SystemClock()
@@ -54,6 +57,7 @@ class Harness:
             heartbeats=self.with_heartbeats,
             llm=self.llm,
             service_settings=self.service_settings,
+            use_intake=self.use_intake,
         )
         self.clock = self.core.clock
         self.ids = self.core.ids

@@ -177,7 +177,8 @@ async def test_the_cache_never_changes_what_a_reader_sees(h: Harness) -> None:
     assert await h.service.load(s.session_id) == truth
 
 
-async def test_a_crash_between_append_and_enqueue_is_repaired_by_the_sweeper(h: Harness) -> None:
+async def test_a_crash_between_append_and_enqueue_is_repaired_by_the_sweeper() -> None:
+    h = Harness(use_intake=False)  # (with an intake there is no "between")
     s = await h.service.open_session()
 
     async def dies(item: object) -> None:
@@ -197,7 +198,8 @@ async def test_a_crash_between_append_and_enqueue_is_repaired_by_the_sweeper(h: 
     assert await h.core.intents.stale(older_than=0) == []
 
 
-async def test_a_retried_submission_requeues_work_that_was_never_queued(h: Harness) -> None:
+async def test_a_retried_submission_requeues_work_that_was_never_queued() -> None:
+    h = Harness(use_intake=False)
     s = await h.service.open_session()
     real_enqueue = h.queue.enqueue
 
@@ -214,6 +216,30 @@ async def test_a_retried_submission_requeues_work_that_was_never_queued(h: Harne
         s.session_id, conversation_id=s.conversation_id, client_message_id="c1", text="hi"
     )
     assert again.duplicate
+    assert h.queue.queued_count() == 1
+
+
+async def test_with_an_intake_a_message_and_its_work_are_queued_together(h: Harness) -> None:
+    s = await h.service.open_session()
+    assert h.core.service.intake is not None
+    real_enqueue = h.queue.enqueue
+
+    async def dies(item: object) -> None:
+        raise RuntimeError("process killed")
+
+    h.queue.enqueue = dies  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await h.service.submit_message(
+            s.session_id, conversation_id=s.conversation_id, client_message_id="c1", text="hi"
+        )
+    h.queue.enqueue = real_enqueue  # type: ignore[method-assign]
+    view = await h.service.load(s.session_id)
+    assert "c1" not in view.client_messages  # neither the message ...
+    assert h.queue.queued_count() == 0  # ... nor its work
+    assert await h.core.intents.stale(older_than=0) == []  # and no intent was needed
+    await h.service.submit_message(
+        s.session_id, conversation_id=s.conversation_id, client_message_id="c1", text="hi"
+    )
     assert h.queue.queued_count() == 1
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from chatcore.gcra import Rate
+from chatcore.gcra import Rate, Step
 from chatcore.ports import Charge, RateLimits
 from chatcore.protocol import ClientFrame, Edit, ErrorCode, Regenerate, Send, StartConversation
 from chatcore_adapters.memory import MemoryRateLimits
@@ -88,52 +88,52 @@ class ApiLimits:
         self._local.forget(f"frames:{connection}")
 
     async def message(self, client: str, session_id: str) -> Refusal | None:
-        """A ``send``: refused while a token budget is spent (nothing counted), else counted
-        against the session's and the address's rates. The two are separate keys (a Cluster
-        puts them in separate slots), so a send that passes the session's rate and not the
-        address's has used one of the session's: limits err on the strict side."""
-        refusal = await self._budget(client)
-        if refusal is not None:
-            return refusal
+        """A ``send`` (or an ``edit``, a ``regenerate``): refused while a token budget is
+        spent, else counted against the session's and the address's rates, all in one
+        ``admit`` (one round trip; on one Redis server, a refusal counts nothing)."""
         s = self.settings
-        wait = await self._shared.acquire(f"messages:session:{session_id}", self.session_messages)
-        if wait:
-            return _refusal(
-                ErrorCode.RATE_LIMITED,
-                f"too many messages; at most {s.messages_per_minute} a minute",
-                wait,
-                "message",
-            )
-        wait = await self._shared.acquire(f"messages:{client}", self.client_messages)
-        if wait:
-            return _refusal(
-                ErrorCode.RATE_LIMITED,
-                f"too many messages from this address; at most {s.ip_messages_per_minute} a minute",
-                wait,
-                "message",
-            )
-        return None
-
-    async def _budget(self, client: str) -> Refusal | None:
+        steps: list[tuple[Step, ErrorCode, str, str]] = []
         if self.client_tokens is not None:
-            wait = await self._shared.check(f"tokens:{client}", self.client_tokens)
-            if wait:
-                return _refusal(
+            budget = Step(f"tokens:{client}", self.client_tokens, count=False)
+            steps.append(
+                (
+                    budget,
                     ErrorCode.BUDGET_EXCEEDED,
                     "the model budget of this address is spent for now",
-                    wait,
                     "budget",
                 )
+            )
         if self.total_tokens is not None:
-            wait = await self._shared.check(TOTAL_BUDGET, self.total_tokens)
-            if wait:
-                return _refusal(
+            total = Step(TOTAL_BUDGET, self.total_tokens, count=False)
+            steps.append(
+                (
+                    total,
                     ErrorCode.BUDGET_EXCEEDED,
                     "the server's model budget is spent for now",
-                    wait,
                     "budget",
                 )
-        return None
+            )
+        steps.append(
+            (
+                Step(f"messages:session:{session_id}", self.session_messages),
+                ErrorCode.RATE_LIMITED,
+                f"too many messages; at most {s.messages_per_minute} a minute",
+                "message",
+            )
+        )
+        steps.append(
+            (
+                Step(f"messages:{client}", self.client_messages),
+                ErrorCode.RATE_LIMITED,
+                f"too many messages from this address; at most {s.ip_messages_per_minute} a minute",
+                "message",
+            )
+        )
+        refused = await self._shared.admit([step for step, _, _, _ in steps])
+        if refused is None:
+            return None
+        _, code, message, what = steps[refused.index]
+        return _refusal(code, message, refused.retry_after, what)
 
     def charges(self, client: str) -> tuple[Charge, ...]:
         """The budgets a message from ``client`` charges its reply's tokens to."""

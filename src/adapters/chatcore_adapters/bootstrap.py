@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from chatcore.ports import (
     EventStore,
     Heartbeats,
     IdGenerator,
+    Intake,
     IntentJournal,
     Leases,
     RateLimits,
@@ -45,6 +47,7 @@ from chatcore_adapters.llm import build_llm
 from chatcore_adapters.memory import (
     MemoryEventStore,
     MemoryHeartbeats,
+    MemoryIntake,
     MemoryIntentJournal,
     MemoryLeases,
     MemoryRateLimits,
@@ -175,6 +178,36 @@ def redis_settings(
     )
 
 
+def intake_for(store: EventStore, queue: WorkQueue) -> Intake | None:
+    """Appending and queueing in one step, when ``store`` and ``queue`` keep their data in
+    one place: both in memory, in one SQLite database, or on one Redis server (not a Cluster).
+    ``None`` otherwise: the service then brackets the two steps with intents."""
+    if isinstance(store, MemoryEventStore) and isinstance(queue, MemoryWorkQueue):
+        return MemoryIntake(store, queue)
+    # (A store of a family whose module was never imported is not of that family: importing
+    # it here would need its extra installed.)
+    if "chatcore_adapters.sqlite" in sys.modules:
+        from chatcore_adapters import sqlite as on_sqlite
+
+        if (
+            isinstance(store, on_sqlite.SqliteEventStore)
+            and isinstance(queue, on_sqlite.SqliteWorkQueue)
+            and store.db is queue.db
+        ):
+            return on_sqlite.SqliteIntake(store, queue)
+    if "chatcore_adapters.redis" in sys.modules:
+        from chatcore_adapters import redis as on_redis
+
+        if (
+            isinstance(store, on_redis.RedisEventStore)
+            and isinstance(queue, on_redis.RedisWorkQueue)
+            and store.conn is queue.conn
+            and not store.conn.cluster
+        ):
+            return on_redis.RedisIntake(store, queue)
+    return None
+
+
 def bootstrap(
     settings: ChatcoreSettings | None = None,
     *,
@@ -187,6 +220,8 @@ def bootstrap(
     leases: Leases | None = None,
     heartbeats: Heartbeats | None = None,
     rate_limits: RateLimits | None = None,
+    intake: Intake | None = None,
+    use_intake: bool = True,
     llm: LLM | None = None,
     service_settings: ServiceSettings | None = None,
     redis: RedisConnection | None = None,
@@ -197,7 +232,9 @@ def bootstrap(
     keyword names a port (or the use cases' settings) to use instead of what the settings
     choose. ``redis`` is a Redis client to build the Redis adapters on instead of one made
     from ``redis_url`` (whoever made it closes it). ``client_name`` and ``max_block`` describe
-    this process to Redis (see :func:`redis_settings`)."""
+    this process to Redis (see :func:`redis_settings`). Unless given (or ``use_intake`` is
+    off), the intake is the one of the store and queue when they live together
+    (:func:`intake_for`)."""
     settings = settings if settings is not None else ChatcoreSettings()
     clock = clock if clock is not None else SystemClock()
     ids = ids if ids is not None else RandomIds()
@@ -273,7 +310,10 @@ def bootstrap(
         leases = leases or MemoryLeases(clock)
         heartbeats = heartbeats or MemoryHeartbeats(clock)
         rate_limits = rate_limits or MemoryRateLimits(clock)
+    if intake is None and use_intake:
+        intake = intake_for(store, queue)
     service = ChatService(
+        intake=intake,
         store=store,
         cache=cache,
         queue=queue,

@@ -6,7 +6,9 @@ one connection (which lives in one process whatever the backend).
 
 from __future__ import annotations
 
-from chatcore.gcra import Rate, charged, decide, validate_cost, validate_limit_key
+from collections.abc import Sequence
+
+from chatcore.gcra import Rate, Refused, Step, charged, decide, validate_cost, validate_limit_key
 from chatcore.ports import Clock
 
 
@@ -50,6 +52,23 @@ class MemoryRateLimits:
         validate_cost(rate, cost, prepaid=False)
         now = self._clock.monotonic()
         self._store(key, charged(self._tats.get(key), now, rate, cost), now)
+
+    async def admit(self, steps: Sequence[Step]) -> Refused | None:
+        for step in steps:
+            validate_limit_key(step.key)
+            validate_cost(step.rate, step.cost, prepaid=True)
+        now = self._clock.monotonic()
+        taken: dict[str, float] = {}  # (a key named twice sees its earlier step)
+        for index, step in enumerate(steps):
+            tat = taken[step.key] if step.key in taken else self._tats.get(step.key)
+            verdict = decide(tat, now, step.rate, step.cost)
+            if not verdict.allowed:
+                return Refused(index, verdict.retry_after)
+            if step.count:
+                taken[step.key] = verdict.tat
+        for key, tat in taken.items():
+            self._store(key, tat, now)
+        return None
 
     def forget(self, key: str) -> None:
         """Drop a key's state (a connection that closed)."""

@@ -36,6 +36,7 @@ from chatcore_adapters.redis.connection import (
 )
 from chatcore_adapters.redis.event_store import RedisEventStore
 from chatcore_adapters.redis.heartbeats import RedisHeartbeats
+from chatcore_adapters.redis.intake import RedisIntake
 from chatcore_adapters.redis.intents import RedisIntentJournal
 from chatcore_adapters.redis.keys import KeySpace
 from chatcore_adapters.redis.leases import RedisLeases
@@ -47,6 +48,7 @@ __all__ = [
     "RedisConnection",
     "RedisEventStore",
     "RedisHeartbeats",
+    "RedisIntake",
     "RedisIntentJournal",
     "RedisLeases",
     "RedisRateLimits",

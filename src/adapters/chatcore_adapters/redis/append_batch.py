@@ -43,7 +43,7 @@ from chatcore_adapters.redis.connection import RedisConnection
 
 log = logging.getLogger(__name__)
 
-_Call = tuple[str, list[bytes | str], "asyncio.Future[Any]"]
+_Call = tuple[list[str], list[bytes | str], "asyncio.Future[Any]"]
 
 
 Publisher = Callable[[list[tuple[list[bytes | str], Any]]], Awaitable[None]]
@@ -70,10 +70,10 @@ class AppendBatcher:
         self.batches = 0
         self.batched_calls = 0
 
-    async def call(self, key: str, args: list[bytes | str]) -> Any:
-        """Run the append script for ``key``; its reply (or its error)."""
+    async def call(self, keys: list[str], args: list[bytes | str]) -> Any:
+        """Run the append script for ``keys`` (the stream first); its reply (or its error)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        call: _Call = (key, args, future)
+        call: _Call = (keys, args, future)
         if self._in_flight >= self._max_in_flight:
             self._pending.append(call)  # the send now on its way launches it when done
             return await future
@@ -104,8 +104,8 @@ class AppendBatcher:
     async def _send(self, batch: list[_Call]) -> None:
         try:
             if len(batch) == 1 and not self._durable:
-                key, args, future = batch[0]
-                reply = await self._script(keys=[key], args=args)
+                keys, args, future = batch[0]
+                reply = await self._script(keys=keys, args=args)
                 _settle(future, reply)
                 return
             self.batches += 1
@@ -130,13 +130,13 @@ class AppendBatcher:
                 raise
 
     async def _settle_or_resend(self, call: _Call, reply: Any) -> None:
-        key, args, future = call
+        keys, args, future = call
         if self._conn.cluster and _cluster_error(reply):
             try:
                 if self._durable:
                     (reply,) = await self._pipeline([call])
                 else:
-                    reply = await self._script(keys=[key], args=args)
+                    reply = await self._script(keys=keys, args=args)
             except Exception as exc:  # (the caller hears of it)  # noqa: BLE001
                 reply = exc
         _settle(future, reply)
@@ -161,16 +161,16 @@ class AppendBatcher:
         if self._durable:
             await self._conn.initialized()
         pipe = self._conn.client.pipeline(transaction=False)
-        for key, args, _ in calls:
+        for keys, args, _ in calls:
             # (execute_command: redis-py's cluster pipeline refuses its evalsha() helper, but
             # routes an EVALSHA by its key like any keyed command)
-            pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
+            pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
         # Durable mode: a WAIT per node, behind that node's appends.
         waited: dict[str, int] = {}  # node name -> index of its WAIT's reply
-        for key, _, _ in calls:
-            node = self._conn.node_of(key)
+        for keys, _, _ in calls:
+            node = self._conn.node_of(keys[0])
             name = "" if node is None else str(node.name)
-            if name not in waited and self._conn.add_wait(pipe, key):
+            if name not in waited and self._conn.add_wait(pipe, keys[0]):
                 waited[name] = len(calls) + len(waited)
         try:
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -181,8 +181,8 @@ class AppendBatcher:
         out = replies[: len(calls)]
         if self._durable and any(_cluster_error(r) for r in replies):
             await self._conn.refresh_slots()
-        for n, (key, _, _) in enumerate(calls):
-            node = self._conn.node_of(key)
+        for n, (keys, _, _) in enumerate(calls):
+            node = self._conn.node_of(keys[0])
             index = waited.get("" if node is None else str(node.name))
             if index is None or isinstance(out[n], BaseException):
                 continue

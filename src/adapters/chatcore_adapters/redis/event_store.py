@@ -42,16 +42,20 @@ from chatcore_adapters.redis.live import RedisLiveSubscription
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] the stream. ARGV[1] the expected last id ('' for an empty stream), ARGV[2] the
-# append's token, ARGV[3] the live channel, ARGV[4] the retention in ms ('0': none), ARGV[5..]
-# the encoded events. Returns {1, id...} or {0, actual last id}. A successful append is
-# published on the channel (live.py reads it; PUBLISH_COMMAND is PUBLISH on a single server,
-# SPUBLISH on a Cluster; with durable writes the store publishes once the write is replicated).
+# KEYS[1] the stream, and KEYS[2] a work queue's stream when the append also queues work
+# (RedisIntake; a single server only: the two keys are in different slots). ARGV[1] the
+# expected last id ('' for an empty stream), ARGV[2] the append's token, ARGV[3] the live
+# channel, ARGV[4] the retention in ms ('0': none), ARGV[5..] the encoded events, then, with
+# KEYS[2], the work item. Returns {1, id...} or {0, actual last id}; a call that finds its own
+# token already written (a retry) answers with those ids and queues nothing again. A
+# successful append is published on the channel (live.py reads it; PUBLISH_COMMAND is PUBLISH
+# on a single server, SPUBLISH on a Cluster; with durable writes the store publishes once the
+# write is replicated).
 _APPEND = """
 local key = KEYS[1]
 local expected = ARGV[1]
 local token = ARGV[2]
-local n = #ARGV - 4
+local n = #ARGV - 4 - (#KEYS - 1)
 local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
 local actual = ''
 if #last > 0 then actual = last[1][1] end
@@ -83,6 +87,7 @@ for i = 1, n do
   push[2 * i + 1] = ARGV[i + 4]
 end
 if ARGV[4] ~= '0' then redis.call('PEXPIRE', key, ARGV[4]) end
+if #KEYS > 1 then redis.call('XADD', KEYS[2], '*', 'i', ARGV[#ARGV]) end
 redis.call('PUBLISH_COMMAND', ARGV[3], table.concat(push, '\\n'))
 return out
 """
@@ -238,9 +243,23 @@ class RedisEventStore:
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
     ) -> list[Recorded]:
+        return await self.append_and_queue(session_id, events, expected_version=expected_version)
+
+    async def append_and_queue(
+        self,
+        session_id: str,
+        events: Sequence[Event],
+        *,
+        expected_version: str | None,
+        queue: tuple[str, bytes] | None = None,
+    ) -> list[Recorded]:
+        """:meth:`append`; with ``queue`` (a work queue's stream key and an encoded item),
+        the item is added to that stream by the same script (single server only)."""
         key = self._keys.events(session_id)
         if not events:
             raise ValueError("nothing to append")
+        if queue is not None and self.conn.cluster:
+            raise ValueError("an append cannot queue work on a Redis Cluster (other slots)")
         if expected_version is not None and not _valid_position(expected_version):
             # Not a position of any log, so never the last one of this log.
             raise ConcurrencyConflict(
@@ -253,8 +272,12 @@ class RedisEventStore:
             self._ttl_ms,
         ]
         args += map(encode_event, events)
+        keys = [key]
+        if queue is not None:
+            keys.append(queue[0])
+            args.append(queue[1])
         async with self.conn.guard("append"):
-            reply = await self._batcher.call(key, args)
+            reply = await self._batcher.call(keys, args)
         if reply[0] != 1:
             actual = _text(reply[1]) or None
             raise ConcurrencyConflict(session_id, expected_version, actual)
@@ -269,7 +292,8 @@ class RedisEventStore:
         pipe = self.conn.client.pipeline(transaction=False)
         for args, reply in done:
             lines: list[bytes] = [_bytes(args[0])]
-            for entry_id, encoded in zip(reply[1:], args[4:], strict=True):
+            events = args[4 : 4 + len(reply) - 1]  # (a queued work item follows them)
+            for entry_id, encoded in zip(reply[1:], events, strict=True):
                 lines += [_bytes(entry_id), _bytes(encoded)]
             pipe.execute_command(self._publish_command, args[2], b"\n".join(lines))
         await pipe.execute(raise_on_error=False)

@@ -129,6 +129,13 @@ class ShardDepth:
     pending: int
 
 
+def encode_item(item: WorkItem) -> bytes:
+    """A work item as its stream entry holds it (field ``i``). Without fields at their
+    defaults: an item that charges nothing reads the same to a worker that predates
+    ``WorkItem.charges``."""
+    return item.model_dump_json(exclude_defaults=True).encode()
+
+
 class StreamQueue:
     """One stream of the work queue and its consumer group (a shard, or the whole queue)."""
 
@@ -184,9 +191,7 @@ class StreamQueue:
     # --- work -------------------------------------------------------------------------------------
 
     async def enqueue(self, item: WorkItem) -> None:
-        # Without fields at their defaults: an item that charges nothing reads the same to a
-        # worker that predates WorkItem.charges.
-        payload = item.model_dump_json(exclude_defaults=True).encode()
+        payload = encode_item(item)
         async with self.conn.guard("enqueue"):
             if self.conn.settings.wait_replicas <= 0:
                 await self.conn.client.xadd(self.keys.stream, {"i": payload})

@@ -10,7 +10,9 @@ precision of a Lua number.
 
 from __future__ import annotations
 
-from chatcore.gcra import Rate, validate_cost
+from collections.abc import Sequence
+
+from chatcore.gcra import Rate, Refused, Step, validate_cost
 from chatcore_adapters.redis.connection import RedisConnection
 
 # KEYS[1] the limit's state. ARGV[1] mode: "acquire", "check" or "charge"; ARGV[2] the
@@ -43,6 +45,47 @@ redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl)
 return '0'
 """
 
+# KEYS: the states of the steps (one server only: any slots). ARGV: per step four values: mode
+# ("acquire" or "check"), interval, tolerance, cost, as in _GCRA. Every step is decided on the
+# TATs as they would be after the steps before it; the first that does not fit is answered as
+# {index (1-based), microseconds to wait} and nothing is written; else every counting step's
+# new TAT is written and {0, "0"} answered.
+_ADMIT = """
+local clock = redis.call('TIME')
+local now = (tonumber(clock[1]) - 1700000000) * 1000000 + tonumber(clock[2])
+local tats = {}
+local writes = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local base = (i - 1) * 4
+  local interval = tonumber(ARGV[base + 2])
+  local tolerance = tonumber(ARGV[base + 3])
+  local cost = tonumber(ARGV[base + 4])
+  local tat = tats[key]
+  if tat == nil then
+    local stored = redis.call('GET', key)
+    tat = stored and tonumber(stored) or now
+  end
+  if tat < now then
+    tat = now
+  end
+  local new_tat = tat + cost * interval
+  local wait = new_tat - tolerance - now
+  if wait >= 1 then
+    return {i, string.format('%.3f', wait)}
+  end
+  if ARGV[base + 1] == 'acquire' then
+    tats[key] = new_tat
+    writes[key] = new_tat
+  end
+end
+for key, tat in pairs(writes) do
+  local ttl = math.ceil((tat - now) / 1000) + 1
+  redis.call('SET', key, string.format('%.3f', tat), 'PX', ttl)
+end
+return {0, '0'}
+"""
+
 _MICRO = 1_000_000
 
 
@@ -53,6 +96,7 @@ class RedisRateLimits:
         self.conn = conn
         self._keys = conn.keys
         self._gcra = conn.client.register_script(_GCRA)
+        self._admit = conn.client.register_script(_ADMIT)
 
     async def _run(self, mode: str, key: str, rate: Rate, cost: float) -> float:
         state = self._keys.rate(key)
@@ -73,3 +117,26 @@ class RedisRateLimits:
     async def charge(self, key: str, rate: Rate, cost: float) -> None:
         validate_cost(rate, cost, prepaid=False)
         await self._run("charge", key, rate, cost)
+
+    async def admit(self, steps: Sequence[Step]) -> Refused | None:
+        for step in steps:
+            validate_cost(step.rate, step.cost, prepaid=True)
+        if self.conn.cluster:
+            # The keys are in different slots: one step after the other (see the port).
+            for index, step in enumerate(steps):
+                mode = "acquire" if step.count else "check"
+                wait = await self._run(mode, step.key, step.rate, step.cost)
+                if wait:
+                    return Refused(index, wait)
+            return None
+        keys = [self._keys.rate(step.key) for step in steps]
+        args: list[str | float] = []
+        for step in steps:
+            mode = "acquire" if step.count else "check"
+            args += [mode, step.rate.interval * _MICRO, step.rate.tolerance * _MICRO, step.cost]
+        async with self.conn.guard("rate limit admit"):
+            index, wait = await self._admit(keys=keys, args=args)
+        if int(index) == 0:
+            return None
+        text = wait.decode() if isinstance(wait, bytes) else str(wait)
+        return Refused(int(index) - 1, float(text) / _MICRO)

@@ -18,6 +18,7 @@ from chatcore_adapters.sqlite.database import SqliteDatabase, SqliteSettings
 from chatcore_adapters.sqlite.errors import CorruptDatabase, DatabaseUnusable, SchemaTooNew
 from chatcore_adapters.sqlite.event_store import SqliteEventStore
 from chatcore_adapters.sqlite.heartbeats import SqliteHeartbeats
+from chatcore_adapters.sqlite.intake import SqliteIntake
 from chatcore_adapters.sqlite.intents import SqliteIntentJournal
 from chatcore_adapters.sqlite.leases import SqliteLeases
 from chatcore_adapters.sqlite.live import SqliteLiveSubscription
@@ -34,6 +35,7 @@ __all__ = [
     "SqliteDatabase",
     "SqliteEventStore",
     "SqliteHeartbeats",
+    "SqliteIntake",
     "SqliteIntentJournal",
     "SqliteLeases",
     "SqliteLiveSubscription",

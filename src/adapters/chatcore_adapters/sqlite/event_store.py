@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,7 @@ SWEEP_BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)
-class _Committed:
+class Committed:
     records: list[Recorded]
     appended: Appended
 
@@ -158,6 +158,16 @@ class SqliteEventStore:
     async def append(
         self, session_id: str, events: Sequence[Event], *, expected_version: str | None
     ) -> list[Recorded]:
+        job = self.append_job(session_id, events, expected_version=expected_version)
+        committed = await self.db.write(job, operation="append", on_commit=self.announce)
+        await self.sweep_if_due()
+        return committed.records
+
+    def append_job(
+        self, session_id: str, events: Sequence[Event], *, expected_version: str | None
+    ) -> Callable[[sqlite3.Connection], Committed]:
+        """The writer's job of :meth:`append` (for :class:`SqliteIntake` to run beside
+        another in one transaction); hand its value to :meth:`announce` once committed."""
         validate_session_id(session_id)
         if not events:
             raise ValueError("nothing to append")
@@ -166,7 +176,7 @@ class SqliteEventStore:
         clock = self._clock
         expired = self._expired_before()
 
-        def append(conn: sqlite3.Connection) -> _Committed:
+        def append(conn: sqlite3.Connection) -> Committed:
             row = self._live(conn, session_id, expired)
             actual = None if row is None else f"{row[1]}-{row[2]}"
             if actual != expected_version:
@@ -177,13 +187,12 @@ class SqliteEventStore:
             else:
                 stream, last = row[0], (row[1], row[2])
             records = _insert(conn, stream, last, batch, bodies, epoch_ms(clock))
-            return _Committed(records, Appended(session_id, actual, records))
+            return Committed(records, Appended(session_id, actual, records))
 
-        committed = await self.db.write(append, operation="append", on_commit=self._announce)
-        await self._sweep_if_due()
-        return committed.records
+        return append
 
-    def _announce(self, committed: _Committed) -> None:
+    def announce(self, committed: Committed) -> None:
+        """Hand a committed append to the live subscribers."""
         self._pushes.publish(committed.appended)
 
     async def erase(
@@ -203,7 +212,7 @@ class SqliteEventStore:
         clock = self._clock
         expired = self._expired_before()
 
-        def erase(conn: sqlite3.Connection) -> _Committed:
+        def erase(conn: sqlite3.Connection) -> Committed:
             row = self._live(conn, session_id, expired)
             actual = None if row is None else f"{row[1]}-{row[2]}"
             if row is None or actual != expected_version:
@@ -217,9 +226,9 @@ class SqliteEventStore:
                 # (rolled back with this job: nothing was erased)
                 raise ValueError("erasing every event of a log is refused; delete the session")
             records = _insert(conn, stream, (row[1], row[2]), batch, bodies, epoch_ms(clock))
-            return _Committed(records, Appended(session_id, actual, records))
+            return Committed(records, Appended(session_id, actual, records))
 
-        committed = await self.db.write(erase, operation="erase", on_commit=self._announce)
+        committed = await self.db.write(erase, operation="erase", on_commit=self.announce)
         await self.db.scrub()
         return committed.records
 
@@ -228,18 +237,18 @@ class SqliteEventStore:
         clock = self._clock
         expired = self._expired_before()
 
-        def delete(conn: sqlite3.Connection) -> _Committed | None:
+        def delete(conn: sqlite3.Connection) -> Committed | None:
             row = self._live(conn, session_id, expired)
             if row is None:
                 return None
             _drop(conn, row[0])
             if farewell is None:
-                return _Committed([], Appended(session_id, None, []))
+                return Committed([], Appended(session_id, None, []))
             key = _next_key(max(0, epoch_ms(clock)), (row[1], row[2]))
             record = Recorded(position=f"{key[0]}-{key[1]}", event=farewell)
-            return _Committed([record], Appended(session_id, f"{row[1]}-{row[2]}", [record]))
+            return Committed([record], Appended(session_id, f"{row[1]}-{row[2]}", [record]))
 
-        def announce(committed: _Committed | None) -> None:
+        def announce(committed: Committed | None) -> None:
             if committed is not None and committed.records:
                 self._pushes.publish(committed.appended)
 
@@ -249,7 +258,7 @@ class SqliteEventStore:
         await self.db.scrub()
         return True
 
-    async def _sweep_if_due(self) -> None:
+    async def sweep_if_due(self) -> None:
         """Delete logs past their retention time, a batch at a time (see the module)."""
         if self._retention_ms is None:
             return

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -104,10 +105,17 @@ class SqliteWorkQueue:
     # --- work ---------------------------------------------------------------------------------
 
     async def enqueue(self, item: WorkItem) -> None:
-        params = (self.name, item.model_dump_json().encode(), epoch_ms(self._clock))
-        await self.db.write(statement(_ENQUEUE, params), operation="enqueue", on_commit=self._wake)
+        await self.db.write(self.enqueue_job(item), operation="enqueue", on_commit=self.wake)
 
-    def _wake(self, _: object) -> None:
+    def enqueue_job(self, item: WorkItem) -> Callable[[sqlite3.Connection], int]:
+        """The writer's job of :meth:`enqueue`; call :meth:`wake` once it committed."""
+        # Without fields at their defaults, as on Redis: an item that charges nothing reads
+        # the same to a worker that predates WorkItem.charges.
+        raw = item.model_dump_json(exclude_defaults=True).encode()
+        return statement(_ENQUEUE, (self.name, raw, epoch_ms(self._clock)))
+
+    def wake(self, _: object = None) -> None:
+        """Wake this process's waiting claims: something was queued."""
         arrived, self._arrived = self._arrived, asyncio.Event()
         arrived.set()
 
