@@ -20,6 +20,23 @@ from chatcore.view import SessionView
 
 
 @runtime_checkable
+class CurrentViews(Protocol):
+    """Views a process keeps up to date from the appends it is pushed (the API: the sessions it
+    holds sockets for), so that reading one costs no round trip. A view handed out is folded
+    from the session's log up to the view's version; that version may be behind the log (a
+    push on its way), which an append at it finds out as a conflict, like any stale view."""
+
+    def current(self, session_id: str) -> SessionView | None:
+        """A copy of the session's view (the caller may change it), or ``None``."""
+        ...
+
+    def offer(self, session_id: str, view: SessionView) -> None:
+        """A view just folded from the log: kept (as a copy) if this process follows the
+        session and the view is exactly where its pushes are, else ignored."""
+        ...
+
+
+@runtime_checkable
 class EventStore(Protocol):
     """The append-only log of every session (``chat:<session_id>`` in Redis).
 

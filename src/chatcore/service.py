@@ -26,6 +26,7 @@ from chatcore.ids import parse_position, position_after, validate_plain_id, vali
 from chatcore.ports import (
     Charge,
     Clock,
+    CurrentViews,
     EventStore,
     IdGenerator,
     Intake,
@@ -91,6 +92,9 @@ class ChatService:
         # Appending a message and queueing its answer in one step, where store and queue live
         # together: then no intent brackets the two (see _accept).
         self.intake = intake
+        # Views kept current by this process's live feed (the API sets it): load() then
+        # costs no round trip for a session it follows.
+        self.views: CurrentViews | None = None
         self.clock = clock
         self.ids = ids
         self.settings = settings or ServiceSettings()
@@ -104,6 +108,10 @@ class ChatService:
         ignored and the view is rebuilt from the log, then written back.
         """
         validate_session_id(session_id)
+        if self.views is not None:
+            current = self.views.current(session_id)
+            if current is not None and current.opened:
+                return current
         cached = None
         try:
             cached = await self.cache.get(session_id)
@@ -131,6 +139,8 @@ class ChatService:
             raise SessionNotFound(session_id)
         if tail:
             await self._remember(session_id, view)
+        if self.views is not None:
+            self.views.offer(session_id, view)
         return view
 
     async def _drop_cached(self, session_id: str) -> None:

@@ -9,9 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from chatcore.errors import StoreUnavailable
+import pytest
+
+from chatcore.errors import SessionNotFound, StoreUnavailable
+from chatcore.events import Recorded
 from chatcore.ports import Appended, AppendListener
 from chatcore.service import ChatService
+from chatcore.view import SessionView, fold
 from chatcore_adapters.bootstrap import bootstrap
 from chatcore_adapters.memory import MemoryEventStore
 from chatcore_adapters.memory.event_store import MemoryLiveSubscription
@@ -183,3 +187,125 @@ async def test_a_lost_subscription_is_re_established_and_every_session_caught_up
             since_watch = (await log_of(w, sid))[watched[sid] :]
             await eventually(lambda sid=sid, want=since_watch: w.got.get(sid) == want)
         assert w.sub.reconnects == 3
+
+
+# --- current views (chatcore.ports.CurrentViews) ----------------------------------------------
+
+
+class CountingReads(RecordingStore):
+    """The recording store, counting the reads the use cases make."""
+
+    def __init__(self, clock: SystemClock) -> None:
+        super().__init__(clock)
+        self.reads = 0
+
+    async def read(
+        self, session_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[Recorded]:
+        self.reads += 1
+        return await super().read(session_id, after=after, limit=limit)
+
+
+@contextlib.asynccontextmanager
+async def viewing_world() -> AsyncIterator[tuple[World, CountingReads]]:
+    clock = SystemClock()
+    store = CountingReads(clock)
+    service = bootstrap(clock=clock, store=store).service
+    feed = SessionFeed(store)
+    service.views = feed
+    assert store.sub is not None
+    feed.set_sink(lambda sid, records: None)
+    feed.start()
+    try:
+        yield World(clock, store, store.sub, service, feed, {}), store
+    finally:
+        await feed.stop()
+
+
+def folded(records: list[Recorded]) -> SessionView:
+    return fold(records)
+
+
+async def test_a_followed_session_is_read_from_its_current_view_after_its_second_load() -> None:
+    async with viewing_world() as (w, store):
+        opened = await w.service.open_session()
+        sid = opened.session_id
+        await w.feed.watch(sid)
+        await w.service.load(sid)  # the hello: no view kept yet (idle sockets stay small)
+        assert w.feed.current(sid) is None
+        await w.service.load(sid)  # the second load: kept
+        reads = store.reads
+        for n in range(5):
+            await w.service.submit_message(
+                sid, conversation_id=opened.conversation_id, client_message_id=f"c{n}", text="q"
+            )
+            await w.service.cancel_reply(sid, conversation_id=opened.conversation_id)
+        assert store.reads == reads  # ten commands, not one read of the log
+        assert w.feed.view_hits >= 10
+        assert await w.service.load(sid) == folded(await MemoryEventStore.read(store, sid))
+
+
+async def test_a_view_handed_out_is_a_copy() -> None:
+    async with viewing_world() as (w, _):
+        sid = (await w.service.open_session()).session_id
+        await w.feed.watch(sid)
+        await w.service.load(sid)
+        await w.service.load(sid)
+        mine = await w.service.load(sid)
+        mine.profile.display_name = "changed by a caller"
+        assert (await w.service.load(sid)).profile.display_name is None
+
+
+async def test_a_view_not_at_the_feed_s_cursor_is_not_kept() -> None:
+    async with viewing_world() as (w, store):
+        sid = (await w.service.open_session()).session_id
+        await w.feed.watch(sid)
+        behind = await w.service.load(sid)  # (the first offer)
+        elsewhere = bootstrap(clock=w.clock, store=store).service  # another process, say
+        await elsewhere.update_profile(sid, display_name="Ada", language=None)
+        w.feed.offer(sid, behind)  # older than what the feed has pushed: would miss a record
+        assert w.feed.current(sid) is None
+        await w.service.load(sid)
+        assert w.feed.current(sid) == folded(await MemoryEventStore.read(store, sid))
+
+
+async def test_a_current_view_stays_the_fold_of_the_log_through_missed_pushes() -> None:
+    async with viewing_world() as (w, store):
+        opened = await w.service.open_session()
+        sid = opened.session_id
+        await w.feed.watch(sid)
+        await w.service.load(sid)
+        await w.service.load(sid)
+        w.sub.skip = 2  # two pushes never arrive: the feed reads the gap
+        for name in ("A", "B", "C", "D"):
+            await w.service.update_profile(sid, display_name=name, language=None)
+        log = await MemoryEventStore.read(store, sid)
+        await eventually(lambda: w.feed.current(sid) == folded(log))
+        w.sub.lose()  # the whole subscription: every followed session is read again
+        await w.service.rename_conversation(
+            sid, conversation_id=opened.conversation_id, title="Trip"
+        )
+        log = await MemoryEventStore.read(store, sid)
+        await eventually(lambda: w.feed.current(sid) == folded(log), timeout=10)
+
+
+async def test_a_deleted_session_is_not_found_through_its_view() -> None:
+    async with viewing_world() as (w, _):
+        sid = (await w.service.open_session()).session_id
+        await w.feed.watch(sid)
+        await w.service.load(sid)
+        await w.service.load(sid)
+        await w.service.delete_session(sid)
+        with pytest.raises(SessionNotFound):
+            await w.service.load(sid)
+
+
+async def test_a_released_session_keeps_no_view() -> None:
+    async with viewing_world() as (w, _):
+        sid = (await w.service.open_session()).session_id
+        watch = await w.feed.watch(sid)
+        await w.service.load(sid)
+        await w.service.load(sid)
+        assert w.feed.current(sid) is not None
+        watch.release()
+        assert w.feed.current(sid) is None

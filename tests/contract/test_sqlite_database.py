@@ -89,6 +89,7 @@ async def test_reopening_a_file_keeps_its_events_and_migrates_nothing(
     path = tmp_path / "chatcore.db"
     written = await fill(path)
     caplog.set_level(logging.INFO, logger="chatcore_adapters.sqlite")
+    caplog.clear()  # (the fill's own migration, when an earlier test left the level at INFO)
     db = SqliteDatabase.open(path)
     try:
         store = SqliteEventStore(db, SystemClock())
@@ -133,6 +134,7 @@ async def test_an_older_file_is_migrated_on_open_and_keeps_its_data(
     path = tmp_path / "old.db"
     written = await fill(path)
     caplog.set_level(logging.INFO, logger="chatcore_adapters.sqlite")
+    caplog.clear()  # (the fill's own migration, when an earlier test left the level at INFO)
     db = SqliteDatabase.open(path, migrations=(*MIGRATIONS, NEXT))
     try:
         store = SqliteEventStore(db, SystemClock())

@@ -130,8 +130,12 @@ def _caps(settings: ApiSettings) -> ConnectionCaps:
     )
 
 
-def _feed(store: EventStore, metrics: ApiMetrics) -> SessionFeed:
-    return SessionFeed(store, metrics=metrics)
+def _feed(core: Chatcore, metrics: ApiMetrics) -> SessionFeed:
+    feed = SessionFeed(core.store, metrics=metrics)
+    # The feed folds every push of a followed session into its view: the use cases of this
+    # process read those views without a round trip (chatcore.ports.CurrentViews).
+    core.service.views = feed
+    return feed
 
 
 class Container(containers.DeclarativeContainer):
@@ -166,7 +170,7 @@ class Container(containers.DeclarativeContainer):
     metrics = providers.Singleton(ApiMetrics)
     tokens = providers.Singleton(_token_signer, settings, core.provided.clock)
     sessions = providers.Singleton(SessionManager, service=core.provided.service, tokens=tokens)
-    feed = providers.Singleton(_feed, core.provided.store, metrics)
+    feed = providers.Singleton(_feed, core, metrics)
     connections = providers.Singleton(ConnectionManager, feed, metrics)
     connection_settings = providers.Callable(_connection_settings, settings)
     limits = providers.Singleton(_limits, settings, core)

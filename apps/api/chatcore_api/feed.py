@@ -16,6 +16,13 @@ No gap and no duplicate (I5):
   was missed, and the session's gap is read from the log before anything newer goes out;
 * when the subscription is lost (Redis restarted, the connection dropped), the feed
   re-subscribes and reads every followed session from its cursor.
+
+Current views (:class:`~chatcore.ports.CurrentViews`): since the feed sees every append of a
+followed session in order, it also folds them into that session's view, so the use cases read
+it without a round trip. A view is taken in only when it was folded exactly up to the feed's
+cursor (then every later record reaches it, gap-free), only on the session's second load (a
+connection that only says hello keeps no view: idle sockets stay small), and only below
+:data:`MAX_VIEW_EVENTS` events (a larger one costs more to copy than to read).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from chatcore.errors import PortError
 from chatcore.events import Recorded
 from chatcore.ids import position_after
 from chatcore.ports import Appended, EventStore
+from chatcore.view import SessionView, project
 from chatcore_api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,8 @@ log = logging.getLogger(__name__)
 Sink = Callable[[str, Sequence[Recorded]], None]
 # A subscription that lived this long before it was lost starts its backoff afresh.
 _HEALTHY = 10.0
+# A session view with more events than this is not kept current (see the module).
+MAX_VIEW_EVENTS = 20_000
 
 
 @dataclass(eq=False, slots=True)
@@ -50,6 +60,10 @@ class _Followed:
     held: list[Appended] = field(default_factory=list)
     catching_up: bool = False
     stale: bool = False  # the subscription was lost while this watch was being taken
+    # The session's view, folded up to ``cursor`` (None: not kept), and how often it was
+    # offered one (a view is kept from the second on).
+    view: SessionView | None = None
+    offers: int = 0
 
 
 class Watch:
@@ -83,6 +97,7 @@ class SessionFeed:
         self._catch_ups: set[asyncio.Task[None]] = set()
         self.resyncs = 0
         self.gap_reads = 0
+        self.view_hits = 0  # loads answered from a current view (tests, metrics)
 
     def set_sink(self, sink: Sink) -> None:
         self._sink = sink
@@ -223,6 +238,39 @@ class SessionFeed:
                 self._start_catch_up(session_id, entry)
             # a watch still being taken catches up when it is ready (entry.stale)
 
+    # --- current views (chatcore.ports.CurrentViews) ------------------------------------------
+
+    def current(self, session_id: str) -> SessionView | None:
+        entry = self._followed.get(session_id)
+        if entry is None or entry.view is None:
+            return None
+        self.view_hits += 1
+        return entry.view.copy_view()
+
+    def offer(self, session_id: str, view: SessionView) -> None:
+        entry = self._followed.get(session_id)
+        if entry is None or entry.view is not None or not entry.ready.is_set() or entry.failed:
+            return
+        entry.offers += 1
+        if entry.offers < 2 or view.event_count > MAX_VIEW_EVENTS:
+            return
+        if view.version is None or view.version != entry.cursor:
+            return  # behind or ahead of the pushes: some record would be missed or doubled
+        entry.view = view.copy_view()
+
+    def _advance_view(self, session_id: str, entry: _Followed, records: Sequence[Recorded]) -> None:
+        view = entry.view
+        if view is None:
+            return
+        try:
+            project(view, records)
+        except Exception:  # a record this fold cannot take: read from the log from now on
+            entry.view = None
+            log.exception("live view dropped", extra={"session_id": session_id})
+            return
+        if view.event_count > MAX_VIEW_EVENTS:
+            entry.view = None
+
     # --- pushes, gaps and catching up -------------------------------------------------------
 
     def _apply(self, appended: Appended) -> None:
@@ -287,6 +335,7 @@ class SessionFeed:
         if not fresh:
             return
         entry.cursor = fresh[-1].position
+        self._advance_view(session_id, entry, fresh)
         if self._sink is None:
             return
         try:
