@@ -86,6 +86,7 @@ export function reduce(state: ChatState, action: ChatAction): ChatState {
         title: action.title,
         startedAt: action.at,
         messages: [],
+        branches: [],
         pending: null,
       };
       return {

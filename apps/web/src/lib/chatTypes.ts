@@ -20,6 +20,9 @@ export interface ChatMessage {
   models: string[];
   errorCode: string | null;
   error: string | null;
+  /** The message this one follows in the conversation's tree (null: the first of a branch
+   * that starts at the beginning); an answer's parent is the message it answers. */
+  parentId: string | null;
 }
 
 export interface DraftReply {
@@ -44,7 +47,10 @@ export interface Conversation {
   id: string;
   title: string;
   startedAt: string;
+  /** The active path, oldest first: what is shown, and what a prompt is built from. */
   messages: ChatMessage[];
+  /** Every other message (other versions and what follows them), oldest first. */
+  branches: ChatMessage[];
   pending: PendingTurn | null;
 }
 

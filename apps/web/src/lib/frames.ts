@@ -16,7 +16,11 @@ import { activeOrFallback } from "./selectors";
 
 // --- snapshots ----------------------------------------------------------------------------
 
-function messageFromState(m: ConversationState["messages"][number]): ChatMessage {
+type MessageState = ConversationState["messages"][number];
+
+/** `parentId` is the snapshot's `parent_id`; a server from before branches sent none, and
+ * its messages follow each other (`previous`, the message before on the path). */
+function messageFromState(m: MessageState, previous: string | null): ChatMessage {
   return {
     id: m.message_id,
     role: m.role,
@@ -29,11 +33,13 @@ function messageFromState(m: ConversationState["messages"][number]): ChatMessage
     models: m.models ?? [],
     errorCode: m.error_code ?? null,
     error: m.error ?? null,
+    parentId: m.parent_id === undefined ? previous : m.parent_id,
   };
 }
 
 function conversationFromState(c: ConversationState): Conversation {
-  const messages = c.messages.map(messageFromState);
+  const messages = c.messages.map((m, i) => messageFromState(m, i > 0 ? c.messages[i - 1]!.message_id : null));
+  const branches = (c.branches ?? []).map((m) => messageFromState(m, null));
   let pending: PendingTurn | null = null;
   if (c.pending) {
     // (A server from before the snapshot named the turn's client message id and the reply's
@@ -56,7 +62,7 @@ function conversationFromState(c: ConversationState): Conversation {
         : null,
     };
   }
-  return { id: c.conversation_id, title: c.title, startedAt: c.started_at, messages, pending };
+  return { id: c.conversation_id, title: c.title, startedAt: c.started_at, messages, branches, pending };
 }
 
 function applySnapshot(state: ChatState, frame: SnapshotFrame): ChatState {

@@ -5,7 +5,7 @@
  */
 
 import type { ChatAction, ChatState, OutboxEntry } from "./chatTypes";
-import { newTurn, userMessage, withConversation } from "./fold";
+import { leafOf, newTurn, userMessage, withConversation } from "./fold";
 import type { AckFrame, ErrorFrame } from "./protocol";
 
 /** Codes for which sending the same message again can never succeed. */
@@ -26,6 +26,7 @@ export function pruneDelivered(outbox: readonly OutboxEntry[], state: ChatState)
     const conv = state.conversations[id];
     if (!conv) continue;
     for (const m of conv.messages) if (m.clientMessageId) delivered.add(m.clientMessageId);
+    for (const m of conv.branches) if (m.clientMessageId) delivered.add(m.clientMessageId);
   }
   const kept = outbox.filter((e) => !delivered.has(e.clientMessageId));
   return kept.length === outbox.length ? outbox : kept;
@@ -78,7 +79,8 @@ export function applyAck(state: ChatState, frame: AckFrame, now: number): ChatSt
       if (conv.messages.some((m) => m.id === messageId || m.clientMessageId === entry.clientMessageId)) {
         return conv;
       }
-      const message = userMessage(messageId, entry.text, frame.cursor, new Date(now).toISOString(), entry.clientMessageId);
+      const at = new Date(now).toISOString();
+      const message = userMessage(messageId, entry.text, frame.cursor, at, entry.clientMessageId, leafOf(conv));
       const pending = conv.pending ?? (frame.duplicate ? null : newTurn(messageId, entry.clientMessageId));
       return { ...conv, messages: [...conv.messages, message], pending };
     });
