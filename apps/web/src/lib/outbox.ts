@@ -6,6 +6,7 @@
 
 import type { ChatAction, ChatState, OutboxEntry } from "./chatTypes";
 import { leafOf, newTurn, userMessage, withConversation } from "./fold";
+import { describeError } from "./notices";
 import type { AckFrame, ErrorFrame } from "./protocol";
 
 /** Codes for which sending the same message again can never succeed. */
@@ -59,7 +60,7 @@ export function refusedEntry(entry: OutboxEntry, frame: ErrorFrame, now: number)
     return { ...entry, notBefore: now + 1500 };
   }
   if (PERMANENT_SEND_ERRORS.has(frame.code)) {
-    return { ...entry, error: { code: frame.code, message: frame.message || frame.code } };
+    return { ...entry, error: { code: frame.code, message: describeError(frame.code, frame.message) } };
   }
   return { ...entry, notBefore: now + Math.max(1, frame.retry_after ?? 3) * 1000 };
 }

@@ -241,6 +241,15 @@ export function saveChat(storage: StorageLike, saved: SavedChat): boolean {
   }
 }
 
+/** Forget the saved chat if it is the session `sessionId` (deleted): another tab may have
+ * saved a new session there meanwhile, which stays. */
+export function forgetDeletedChat(storage: StorageLike, sessionId: string): void {
+  const data = readJson(storage, STORAGE_KEYS.chat);
+  const saved = isObject(data) ? asSession(data.session) : null;
+  if (saved !== null && saved.sessionId !== sessionId) return;
+  clearChat(storage);
+}
+
 export function clearChat(storage: StorageLike): void {
   try {
     storage.removeItem(STORAGE_KEYS.chat);
