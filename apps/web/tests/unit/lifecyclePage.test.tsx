@@ -179,6 +179,23 @@ describe("the conversation list", () => {
     expect(document.activeElement).toBe(within(nav).getByRole("button", { name: "New chat" }));
   });
 
+  it("renames from the menu, or with F2 on the conversation", async () => {
+    const { ws } = await ready();
+    fireEvent.click(screen.getByRole("button", { name: "Actions for New chat" }));
+    fireEvent.click(screen.getByRole("menuitem", { name: "Rename" }));
+    const field = screen.getByRole("textbox", { name: "New name of the conversation" });
+    expect(document.activeElement).toBe(field);
+    fireEvent.change(field, { target: { value: "From the menu" } });
+    fireEvent.blur(field); // leaving the field saves
+    expect(ws.framesOfType("rename_conversation")).toMatchObject([{ title: "From the menu" }]);
+    serve(() => ws.push(ev("4-0", { type: "conversation_renamed", conversation_id: "c1", title: "From the menu" })));
+    const nav = screen.getByRole("navigation", { name: "Conversations" });
+    fireEvent.keyDown(within(nav).getByRole("button", { name: "From the menu" }), { key: "F2" });
+    fireEvent.change(screen.getByRole("textbox", { name: "New name of the conversation" }), { target: { value: "With F2" } });
+    fireEvent.keyDown(screen.getByRole("textbox", { name: "New name of the conversation" }), { key: "Enter" });
+    expect(ws.framesOfType("rename_conversation").map((f) => f.title)).toEqual(["From the menu", "With F2"]);
+  });
+
   it("the menu: arrow keys move, Escape closes it back to its button, Delete asks first", async () => {
     const { ws } = await ready();
     const button = screen.getByRole("button", { name: "Actions for New chat" });
