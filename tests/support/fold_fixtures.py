@@ -30,7 +30,7 @@ from pydantic import TypeAdapter
 
 from chatcore import decisions
 from chatcore.decisions import KEEP, Duplicate, ProfileChange
-from chatcore.events import Event, Recorded, Usage
+from chatcore.events import Event, Recorded, SessionDeleted, Usage
 from chatcore.protocol import snapshot_of
 from chatcore.view import ChatMessage, Conversation, PendingTurn, SessionView, apply
 from chatcore_api.connections import event_frame
@@ -74,6 +74,7 @@ def _message(m: ChatMessage) -> Json:
         "models": list(m.models),
         "errorCode": m.error_code,
         "error": m.error,
+        "parentId": m.parent_id,
     }
 
 
@@ -105,6 +106,7 @@ def _conversation(conv: Conversation) -> Json:
         "title": conv.title,
         "startedAt": wire_time(conv.started_at),
         "messages": [_message(m) for m in conv.messages],
+        "branches": [_message(m) for m in conv.branches],
         "pending": _pending(conv.pending),
     }
 
@@ -211,6 +213,49 @@ class Session:
             text=text,
         )
         return self.record(events)
+
+    def edit(self, conversation_id: str, edit_of: str, message_id: str, text: str) -> Session:
+        """A new version of the user message ``edit_of`` (its client message id is
+        ``k-<message_id>``, as for a message)."""
+        events = decisions.edit_message(
+            self.view,
+            self.now,
+            conversation_id=conversation_id,
+            edit_of=edit_of,
+            client_message_id=f"k-{message_id}",
+            message_id=message_id,
+            text=text,
+        )
+        return self.record(events)
+
+    def regenerate(self, conversation_id: str, message_id: str) -> Session:
+        return self.record(
+            decisions.regenerate_reply(
+                self.view, self.now, conversation_id=conversation_id, message_id=message_id
+            )
+        )
+
+    def select(self, conversation_id: str, message_id: str) -> Session:
+        events = decisions.select_branch(
+            self.view, self.now, conversation_id=conversation_id, message_id=message_id
+        )
+        assert events, f"selecting {message_id} changes nothing: not a case worth recording"
+        return self.record(events)
+
+    def delete_conversation(self, conversation_id: str) -> Session:
+        """The tombstone, as the service appends it while erasing the conversation's events
+        (a client that was live saw those events; one resuming later never will)."""
+        erased = self.view.conversations[conversation_id].event_count
+        return self.record(
+            decisions.delete_conversation(
+                self.view, self.now, conversation_id=conversation_id, erased=erased
+            )
+        )
+
+    def delete_session(self) -> Session:
+        """The farewell live clients receive when the whole session is deleted (the service
+        hands it to the store; no decision makes it)."""
+        return self.record([SessionDeleted(at=self.now)])
 
     def start_reply(self, message_id: str, reply_id: str, model: str = "demo") -> Session:
         return self.record(
@@ -390,7 +435,183 @@ def cases() -> list[Session]:
         .restore()
         .checkpoint()
     )
-    return [first_turn, model_switch, cancel, failure, abandoned, profile, conversations]
+    edits = (
+        Session("edits and edits of edits: each a new branch that is answered; the old ones stay")
+        .open()
+        .later(1)
+        .send("c1", "m1", "Plan a weekend trip")
+        .start_reply("m1", "r1")
+        .stream("m1", "r1", "Where to?")
+        .complete("m1", "r1")
+        .later(1)
+        .send("c1", "m2", "Somewhere by the sea")
+        .start_reply("m2", "r2")
+        .stream("m2", "r2", "Lisbon.")
+        .complete("m2", "r2")
+        .checkpoint()
+        .later(2)
+        .edit("c1", "m2", "e1", "Somewhere in the mountains")
+        .checkpoint()
+        .start_reply("e1", "r3")
+        .stream("e1", "r3", "The Alps.")
+        .complete("e1", "r3")
+        .checkpoint()
+        .later(2)
+        .edit("c1", "e1", "e2", "Somewhere quiet in the mountains")
+        .start_reply("e2", "r4")
+        .stream("e2", "r4", "A hut ")
+        .checkpoint()
+        .stop("c1")
+        .cancelled("e2", "r4")
+        .checkpoint()
+        .later(2)
+        .edit("c1", "m1", "e3", "Plan a week in the city")
+        .checkpoint()
+        .later(30)
+        .fail("e3", None)
+        .checkpoint()
+    )
+    regenerate = (
+        Session("regenerated answers: cancelled, failed, taken over, each kept beside the others")
+        .open()
+        .later(1)
+        .send("c1", "m1", "Name a colour")
+        .later(0.1)
+        .stop("c1")
+        .checkpoint()
+        .later(1)
+        .regenerate("c1", "m1")
+        .checkpoint()
+        .later(0.1)
+        .stop("c1")
+        .checkpoint()
+        .later(1)
+        .regenerate("c1", "m1")
+        .start_reply("m1", "r1")
+        .stream("m1", "r1", "Blue", " — or")
+        .stop("c1")
+        .cancelled("m1", "r1")
+        .checkpoint()
+        .later(1)
+        .regenerate("c1", "m1")
+        .start_reply("m1", "r2")
+        .stream("m1", "r2", "Gre")
+        .later(5)
+        .fail("m1", "r2")
+        .checkpoint()
+        .later(1)
+        .regenerate("c1", "m1")
+        .start_reply("m1", "r3")
+        .stream("m1", "r3", "Red is ")
+        .checkpoint()
+        .later(30)
+        .start_reply("m1", "r4", model="standby")
+        .checkpoint()
+        .stream("m1", "r4", "Yellow.")
+        .complete("m1", "r4")
+        .checkpoint()
+        .later(1)
+        .regenerate("c1", "m1")
+        .later(30)
+        .fail("m1", None)
+        .checkpoint()
+    )
+    switching = (
+        Session("switching versions, then sending on the version chosen")
+        .open()
+        .later(1)
+        .send("c1", "m1", "Tea or coffee?")
+        .start_reply("m1", "r1")
+        .stream("m1", "r1", "Tea.")
+        .complete("m1", "r1")
+        .later(1)
+        .send("c1", "m2", "Why?")
+        .start_reply("m2", "r2")
+        .stream("m2", "r2", "It is calm.")
+        .complete("m2", "r2")
+        .later(1)
+        .regenerate("c1", "m1")
+        .start_reply("m1", "r3")
+        .stream("m1", "r3", "Coffee.")
+        .complete("m1", "r3")
+        .checkpoint()
+        .later(1)
+        .select("c1", "r1")  # the first answer again, with what followed it
+        .checkpoint()
+        .later(1)
+        .send("c1", "m3", "And in the evening?")
+        .start_reply("m3", "r4")
+        .stream("m3", "r4", "Herbal tea.")
+        .complete("m3", "r4")
+        .checkpoint()
+        .later(1)
+        .edit("c1", "m1", "e1", "Water or juice?")
+        .start_reply("e1", "r5")
+        .stream("e1", "r5", "Water.")
+        .complete("e1", "r5")
+        .checkpoint()
+        .later(1)
+        .select("c1", "m1")  # back to the first question: its last path, down to m3's answer
+        .checkpoint()
+        .later(1)
+        .select("c1", "r3")
+        .checkpoint()
+        .later(1)
+        .select("c1", "e1")
+        .checkpoint()
+    )
+    deletion = (
+        Session("one conversation of two deleted, in the middle of its reply")
+        .open()
+        .later(1)
+        .send("c1", "m1", "Keep this one")
+        .start_reply("m1", "r1")
+        .stream("m1", "r1", "Kept.")
+        .complete("m1", "r1")
+        .later(1)
+        .start_conversation("c2", "Secret")
+        .send("c2", "m2", "Forget this one")
+        .start_reply("m2", "r2")
+        .stream("m2", "r2", "Forgotten ")
+        .later(1)
+        .edit("c1", "m1", "e1", "Keep this one, really")
+        .checkpoint()
+        .later(1)
+        .delete_conversation("c2")
+        .checkpoint()
+        .start_reply("e1", "r3")
+        .stream("e1", "r3", "Really kept.")
+        .complete("e1", "r3")
+        .rename("c1", "Kept")
+        .checkpoint()
+    )
+    deleted_session = (
+        Session("the whole session deleted: its last event empties the history")
+        .open()
+        .profile(name="Ada")
+        .later(1)
+        .send("c1", "m1", "Hello")
+        .start_reply("m1", "r1")
+        .stream("m1", "r1", "Hi Ada")
+        .checkpoint()
+        .later(1)
+        .delete_session()
+        .checkpoint()
+    )
+    return [
+        first_turn,
+        model_switch,
+        cancel,
+        failure,
+        abandoned,
+        profile,
+        conversations,
+        edits,
+        regenerate,
+        switching,
+        deletion,
+        deleted_session,
+    ]
 
 
 def fixture() -> Json:

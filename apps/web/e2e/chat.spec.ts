@@ -83,14 +83,14 @@ test("conversations: start a new one, switch back, titles from the server", asyn
   await nav.getByRole("button", { name: "+ New chat" }).click();
   await expect(page.getByRole("heading", { level: 1 })).toHaveText("New chat");
   await sendMessage(page, "Second topic");
-  await expect(nav.getByRole("button", { name: "Second topic" })).toBeVisible();
+  await expect(nav.getByRole("button", { name: "Second topic", exact: true })).toBeVisible();
   await expect(page).toHaveURL(/\?c=/);
-  await nav.getByRole("button", { name: "First topic" }).click();
+  await nav.getByRole("button", { name: "First topic", exact: true }).click();
   const users = page.locator('[data-testid="message"][data-role="user"]');
   await expect(users).toHaveCount(1);
   await expect(users).toContainText("First topic");
   await expect(lastAssistant(page)).toContainText(DEMO_END, { timeout: 60_000 });
-  await nav.getByRole("button", { name: "Second topic" }).click();
+  await nav.getByRole("button", { name: "Second topic", exact: true }).click();
   await expect(lastAssistant(page)).toContainText(DEMO_END, { timeout: 60_000 });
   await shot(page, "08-conversations");
 });

@@ -8,6 +8,9 @@ export const SCREENSHOTS = path.join(WEB_DIR, "test-results", "screenshots");
 interface Fixtures {
   /** A `chatcore serve` of this test alone, on Redis, that the test may kill and restart. */
   ownServer: ChatServer;
+  /** The embedded default of this test alone (SQLite and its key in a temporary data
+   * directory), that the test may kill and restart on the same directory and port. */
+  embeddedServer: ChatServer;
 }
 
 export const test = base.extend<Fixtures>({
@@ -24,6 +27,14 @@ export const test = base.extend<Fixtures>({
     } finally {
       await server.stop();
       await redis.stop();
+    }
+  },
+  embeddedServer: async ({}, use, testInfo) => {
+    const server = await ChatServer.start({ embedded: true, name: `embedded-${testInfo.workerIndex}-${Date.now()}` });
+    try {
+      await use(server);
+    } finally {
+      await server.stop();
     }
   },
 });
@@ -105,4 +116,14 @@ export async function serveClientFromDisk(page: Page, origin: string): Promise<v
       contentType: CONTENT_TYPES[path.extname(file)] ?? "application/octet-stream",
     });
   });
+}
+
+export function userMessages(page: Page) {
+  return page.locator('[data-testid="message"][data-role="user"]');
+}
+
+/** The reply of the conversation shown has finished (the demo's last sentence is there). */
+export async function replyDone(page: Page): Promise<void> {
+  await expect(lastAssistant(page)).toContainText(DEMO_END, { timeout: 60_000 });
+  await expect(streaming(page)).toHaveCount(0);
 }

@@ -115,8 +115,15 @@ async function canConnect(port: number): Promise<boolean> {
 }
 
 export interface ChatServerOptions {
-  /** Use this Redis (the log survives a restart); without it, everything is in memory. */
+  /** Use this Redis (the log survives a restart). */
   redisUrl?: string;
+  /**
+   * The embedded default, as a user starts it: no storage setting and no secret key, so
+   * `chatcore serve` keeps everything (the SQLite file and the signing key it makes) in a data
+   * directory of its own, here a fresh temporary one that a restart reuses. Without this or
+   * `redisUrl`, everything is in memory (CHATCORE_STORAGE=memory) and lost with the process.
+   */
+  embedded?: boolean;
   port?: number;
   name?: string;
 }
@@ -124,12 +131,16 @@ export interface ChatServerOptions {
 /** `chatcore serve`, restartable on the same port with the same settings. */
 export class ChatServer {
   private child: ChildProcess | null = null;
+  /** The embedded server's data directory (kept across restarts, removed by `stop`). */
+  readonly dataDir: string | null;
 
   private constructor(
     readonly port: number,
     private readonly options: ChatServerOptions,
     private readonly secretKey: string,
-  ) {}
+  ) {
+    this.dataDir = options.embedded ? mkdtempSync(path.join(tmpdir(), "chatcore-e2e-data-")) : null;
+  }
 
   static async start(options: ChatServerOptions = {}): Promise<ChatServer> {
     const port = options.port ?? (await freePort());
@@ -151,7 +162,6 @@ export class ChatServer {
       CHATCORE_LLM__MODEL: "demo",
       CHATCORE_LLM__DEMO_DELAY: DEMO_DELAY,
       CHATCORE_LOG_FORMAT: "text",
-      CHATCORE_SECRET_KEY: this.secretKey,
       // Every browser of the suite comes from 127.0.0.1, against one server: the limits per
       // client address would add up over the whole run.
       CHATCORE_IP_MESSAGES_PER_MINUTE: "100000",
@@ -159,6 +169,14 @@ export class ChatServer {
       CHATCORE_IP_TOKENS_PER_MINUTE: "0",
       CHATCORE_MAX_CONNECTIONS_PER_IP: "10000",
     };
+    // Where the data goes is this server's choice alone, whatever the test run's environment says.
+    for (const name of ["CHATCORE_STORAGE", "CHATCORE_DATA_DIR", "CHATCORE_REDIS_URL", "CHATCORE_SECRET_KEY"]) delete env[name];
+    if (this.dataDir !== null) {
+      env.CHATCORE_DATA_DIR = this.dataDir;
+    } else {
+      env.CHATCORE_SECRET_KEY = this.secretKey;
+      if (!this.options.redisUrl) env.CHATCORE_STORAGE = "memory";
+    }
     if (this.options.redisUrl) {
       env.CHATCORE_REDIS_URL = this.options.redisUrl;
       // A reply whose worker was killed is taken over soon by the restarted server. It must
@@ -166,7 +184,8 @@ export class ChatServer {
       env.CHATCORE_REDIS__RECLAIM_AFTER = "10";
     }
     const log = logStream(`chatcore-${this.options.name ?? this.port}`);
-    log.write(`\n--- start on port ${this.port} (${this.options.redisUrl ? "redis" : "memory"})\n`);
+    const storage = this.options.redisUrl ? "redis" : this.dataDir !== null ? `sqlite in ${this.dataDir}` : "memory";
+    log.write(`\n--- start on port ${this.port} (${storage})\n`);
     const child = spawn(pythonExecutable(), ["-m", "chatcore_api", "serve", "--host", "127.0.0.1", "--port", String(this.port)], {
       cwd: REPO_ROOT,
       env,
@@ -204,5 +223,6 @@ export class ChatServer {
   async stop(): Promise<void> {
     if (this.child) await stopProcess(this.child, "SIGTERM");
     this.child = null;
+    if (this.dataDir !== null) rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

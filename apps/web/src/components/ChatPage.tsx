@@ -1,18 +1,21 @@
 "use client";
 
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useChatState } from "@/hooks/useChatState";
+import { forgetAllDrafts, forgetDraft } from "@/hooks/useDraft";
 import { useSessionRestore } from "@/hooks/useSessionRestore";
 import { useWebSocket, type SocketOverrides } from "@/hooks/useWebSocket";
 import { ChatClient } from "@/lib/chatClient";
-import type { ChatState } from "@/lib/chatTypes";
+import type { ChatState, PendingCommand } from "@/lib/chatTypes";
+import { saveFile, type ExportFormat } from "@/lib/exports";
 import { outboxFor } from "@/lib/outbox";
-import { activeConversation } from "@/lib/selectors";
+import { activeConversation, shapingBlockedReason } from "@/lib/selectors";
 import type { StorageLike } from "@/lib/storage";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { ConnectionStatus } from "./ConnectionStatus";
-import { ConversationList, type ConversationSummary } from "./ConversationList";
-import { MessageInput } from "./MessageInput";
-import { MessageList, type OutboxActions } from "./MessageList";
+import { actionsButtonId, ConversationList, NEW_CHAT_BUTTON_ID, type ConversationSummary } from "./ConversationList";
+import { MESSAGE_INPUT_ID, MessageInput } from "./MessageInput";
+import { MessageList, type MessageActions, type OutboxActions } from "./MessageList";
 import { TypingIndicator } from "./TypingIndicator";
 import { WelcomeModal } from "./WelcomeModal";
 
@@ -32,7 +35,11 @@ export interface ChatPageProps {
 
 function blockedReason(state: ChatState): string | null {
   if (!state.hydrated) return "Loading your conversation…";
-  if (state.connection.kind === "expired") return "Your session has expired: start a new session to keep chatting.";
+  if (state.connection.kind === "expired") {
+    return state.sessionDeleted
+      ? "Your chats were deleted: start a new session to keep chatting."
+      : "Your session has expired: start a new session to keep chatting.";
+  }
   if (state.connection.kind === "incompatible") return "This page is out of date: reload it to keep chatting.";
   const conv = activeConversation(state);
   if (conv?.pending) {
@@ -105,6 +112,70 @@ export function ChatPage({ conversationParam = null, onConversationShown, client
     [client],
   );
 
+  // The conversation shown, read when a button is pressed (the actions stay the same object,
+  // so memoised rows do not re-render).
+  const shownRef = useRef<string | null>(null);
+  shownRef.current = conversationId;
+  const messageActions = useMemo<MessageActions>(
+    () => ({
+      onEdit: (messageId, text) => shownRef.current !== null && client.editMessage(shownRef.current, messageId, text) !== null,
+      onEditClosed: (messageId) => {
+        for (const c of client.store.getState().commands) {
+          if (c.type === "edit" && c.messageId === messageId) client.dismissCommand(c.requestId);
+        }
+      },
+      onRegenerate: (inReplyTo) => {
+        if (shownRef.current !== null) client.regenerate(shownRef.current, inReplyTo);
+      },
+      onSelectVersion: (messageId) => {
+        if (shownRef.current !== null) client.selectVersion(shownRef.current, messageId);
+      },
+    }),
+    [client],
+  );
+  const edits = useMemo(() => {
+    const byMessage = new Map<string, PendingCommand>();
+    for (const c of state.commands) if (c.type === "edit" && c.messageId !== null && c.conversationId === conversationId) byMessage.set(c.messageId, c);
+    return byMessage;
+  }, [state.commands, conversationId]);
+  const shapingBlocked = conversation ? shapingBlockedReason(state, conversation) : null;
+
+  const [confirm, setConfirm] = useState<{ kind: "conversation"; id: string; title: string } | { kind: "session" } | null>(null);
+  const onRename = useCallback((id: string, title: string) => void client.renameConversation(id, title), [client]);
+  const onExport = useCallback(
+    (id: string, format: ExportFormat) => {
+      void client.exportConversation(id, format).then((file) => file && saveFile(file));
+    },
+    [client],
+  );
+  const onDeleteAsked = useCallback(
+    (id: string) => {
+      const c = client.store.getState().conversations[id];
+      if (c) setConfirm({ kind: "conversation", id, title: c.title });
+    },
+    [client],
+  );
+  const onDeleteAllAsked = useCallback(() => setConfirm({ kind: "session" }), []);
+  // Once a deletion is confirmed, what opened the dialog is about to go: the focus then goes
+  // to "New chat" (a conversation), or to the message field (all chats).
+  const deletedRef = useRef(false);
+  const confirmed = () => {
+    deletedRef.current = true;
+    if (confirm?.kind === "conversation") {
+      if (client.deleteConversation(confirm.id) !== null) forgetDraft(confirm.id);
+    } else if (confirm?.kind === "session") {
+      if (client.deleteSession() !== null) forgetAllDrafts();
+    }
+    setConfirm(null);
+  };
+  const focusAfterDialog = () => {
+    const deleted = deletedRef.current;
+    deletedRef.current = false;
+    if (confirm?.kind === "session") return document.getElementById(MESSAGE_INPUT_ID);
+    const target = !deleted && confirm?.kind === "conversation" ? document.getElementById(actionsButtonId(confirm.id)) : null;
+    return target ?? document.getElementById(NEW_CHAT_BUTTON_ID);
+  };
+
   const onSend = useCallback((text: string) => client.sendMessage(text) !== null, [client]);
   const onSelect = useCallback(
     (id: string) => {
@@ -137,6 +208,11 @@ export function ChatPage({ conversationParam = null, onConversationShown, client
           onSelect={onSelect}
           onNew={onNew}
           newDisabledReason={connected ? null : "Connect to start a new chat."}
+          onRename={onRename}
+          onExport={onExport}
+          onDelete={onDeleteAsked}
+          onDeleteAll={onDeleteAllAsked}
+          changeDisabledReason={connected ? null : "Connect to rename or delete."}
         />
       </aside>
       {sidebarOpen && <div className="sidebar-scrim" onClick={() => setSidebarOpen(false)} aria-hidden="true" />}
@@ -157,9 +233,24 @@ export function ChatPage({ conversationParam = null, onConversationShown, client
           <span className="model-name" title="The model answering">
             {state.model ?? ""}
           </span>
-          <ConnectionStatus status={state.connection} onRetry={() => client.retryNow()} onNewSession={() => client.startNewSession()} />
+          <ConnectionStatus
+            status={state.connection}
+            sessionDeleted={state.sessionDeleted}
+            onRetry={() => client.retryNow()}
+            onNewSession={() => client.startNewSession()}
+          />
         </header>
-        <MessageList conversation={conversation} outbox={outbox} model={model} waitingReason={waitingReason(state)} actions={actions} />
+        <MessageList
+          conversation={conversation}
+          outbox={outbox}
+          model={model}
+          waitingReason={waitingReason(state)}
+          actions={actions}
+          messageActions={messageActions}
+          shapingBlocked={shapingBlocked}
+          edits={edits}
+          maxChars={state.limits?.max_message_chars ?? DEFAULT_MAX_CHARS}
+        />
         <TypingIndicator active={pending?.reply != null} model={pending?.reply?.models.at(-1) ?? model} />
         {state.notice && (
           <div className="notice" role="status">
@@ -189,6 +280,34 @@ export function ChatPage({ conversationParam = null, onConversationShown, client
       <div className="sr-only" aria-live="polite" aria-atomic="true" data-testid="live-region">
         {state.announcement?.text ?? ""}
       </div>
+      {confirm?.kind === "conversation" && (
+        <ConfirmDialog
+          title="Delete this conversation?"
+          confirmLabel="Delete"
+          onConfirm={confirmed}
+          onCancel={() => setConfirm(null)}
+          fallbackFocus={focusAfterDialog}
+        >
+          <p>
+            “{confirm.title}” and every version of its messages will be deleted from the server for good, on every device. This cannot be
+            undone.
+          </p>
+        </ConfirmDialog>
+      )}
+      {confirm?.kind === "session" && (
+        <ConfirmDialog
+          title="Delete all your chats?"
+          confirmLabel="Delete everything"
+          onConfirm={confirmed}
+          onCancel={() => setConfirm(null)}
+          fallbackFocus={focusAfterDialog}
+        >
+          <p>
+            Every conversation of this session is deleted from the server for good, with messages not sent yet. Other tabs and devices
+            using it are signed out. A new, empty session starts here. This cannot be undone.
+          </p>
+        </ConfirmDialog>
+      )}
       {showWelcome && (
         <WelcomeModal
           model={state.model}

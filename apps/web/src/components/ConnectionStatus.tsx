@@ -17,12 +17,14 @@ function useNow(active: boolean): number {
 
 export interface ConnectionStatusProps {
   status: SocketStatus;
+  /** The session was deleted (by another tab or device): said so instead of "expired". */
+  sessionDeleted?: boolean;
   onRetry(): void;
   onNewSession(): void;
 }
 
 /** Where the connection stands, and what the user can do about it. */
-export function ConnectionStatus({ status, onRetry, onNewSession }: ConnectionStatusProps) {
+export function ConnectionStatus({ status, sessionDeleted = false, onRetry, onNewSession }: ConnectionStatusProps) {
   const now = useNow(status.kind === "reconnecting");
   switch (status.kind) {
     case "open":
@@ -57,7 +59,11 @@ export function ConnectionStatus({ status, onRetry, onNewSession }: ConnectionSt
     case "expired":
       return (
         <div className="conn conn-error banner" role="alert" data-testid="connection-status" data-state="expired">
-          <span>Your session has expired, so this conversation can no longer continue. Unsent messages are kept for the new session.</span>
+          <span>
+            {sessionDeleted
+              ? "Your chats were deleted (from another tab or device), so this session cannot continue. Unsent messages are kept for the new session."
+              : "Your session has expired, so this conversation can no longer continue. Unsent messages are kept for the new session."}
+          </span>
           <button type="button" className="btn btn-small btn-primary" onClick={onNewSession}>
             Start a new session
           </button>

@@ -6,6 +6,7 @@ import remarkGfm from "remark-gfm";
 import { highlightTokens, type HighlightNode } from "@/lib/markdown/highlight";
 import { remarkRawHtmlAsText } from "@/lib/markdown/rawHtmlAsText";
 import { closeOpenFence } from "@/lib/markdown/streaming";
+import { CopyButton } from "./CopyButton";
 
 function renderTokens(nodes: HighlightNode[], prefix = ""): ReactNode[] {
   return nodes.map((node, i) =>
@@ -17,6 +18,19 @@ function renderTokens(nodes: HighlightNode[], prefix = ""): ReactNode[] {
       </span>
     ),
   );
+}
+
+/** The text of a syntax-tree node (the code inside a `pre`), as it was written. */
+interface TreeNode {
+  type: string;
+  value?: string;
+  children?: TreeNode[];
+}
+
+function textOf(node: TreeNode | undefined): string {
+  if (!node) return "";
+  if (node.type === "text") return node.value ?? "";
+  return (node.children ?? []).map(textOf).join("");
 }
 
 function CodeBlock({ className, children }: { className?: string; children?: ReactNode }) {
@@ -36,8 +50,13 @@ const components: Components = {
     const isBlock = /language-/.test(className ?? "") || (typeof children === "string" && children.includes("\n"));
     return isBlock ? <CodeBlock className={className}>{children}</CodeBlock> : <code>{children}</code>;
   },
-  pre({ children }) {
-    return <pre className="code-block">{children}</pre>;
+  pre({ node, children }) {
+    return (
+      <div className="code-frame">
+        <pre className="code-block">{children}</pre>
+        <CopyButton text={textOf(node).replace(/\n$/, "")} label="Copy code" className="code-copy" />
+      </div>
+    );
   },
   a({ href, children }) {
     return (

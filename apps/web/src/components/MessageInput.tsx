@@ -19,6 +19,9 @@ export interface MessageInputProps {
   stop: { onStop(): void; disabledReason: string | null; requested: boolean } | null;
 }
 
+/** The composer's text field (one per page): where the focus goes after "delete all my chats". */
+export const MESSAGE_INPUT_ID = "message-input";
+
 /** Enter sends, Shift+Enter adds a line. The counter appears near the limit. */
 export function MessageInput({ draftKey, blockedReason, hint, maxChars, onSend, stop }: MessageInputProps) {
   const [text, setText] = useDraft(draftKey);
@@ -57,11 +60,11 @@ export function MessageInput({ draftKey, blockedReason, hint, maxChars, onSend, 
   return (
     <form className="composer" onSubmit={onSubmit} aria-label="Send a message">
       <div className="composer-row">
-        <label htmlFor={`${statusId}-input`} className="sr-only">
+        <label htmlFor={MESSAGE_INPUT_ID} className="sr-only">
           Message
         </label>
         <textarea
-          id={`${statusId}-input`}
+          id={MESSAGE_INPUT_ID}
           ref={textarea}
           className="composer-input"
           value={text}

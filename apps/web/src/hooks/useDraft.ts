@@ -63,3 +63,28 @@ export function useDraft(key: string): [string, (text: string) => void] {
 
   return [text, update];
 }
+
+/** Forget the draft of a conversation (it was deleted). */
+export function forgetDraft(key: string): void {
+  try {
+    storage()?.removeItem(PREFIX + key);
+  } catch {
+    // storage unavailable: nothing kept
+  }
+}
+
+/** Forget every draft (the user deleted all their chats). */
+export function forgetAllDrafts(): void {
+  const store = storage();
+  if (!store) return;
+  try {
+    const keys: string[] = [];
+    for (let i = 0; i < store.length; i++) {
+      const key = store.key(i);
+      if (key?.startsWith(PREFIX)) keys.push(key);
+    }
+    for (const key of keys) store.removeItem(key);
+  } catch {
+    // storage unavailable: nothing kept
+  }
+}

@@ -4,6 +4,7 @@ import { useEffect, useRef, useSyncExternalStore } from "react";
 import type { ChatClient } from "@/lib/chatClient";
 import type { ChatState } from "@/lib/chatTypes";
 import {
+  forgetDeletedChat,
   loadChat,
   loadOutbox,
   loadWelcomed,
@@ -32,7 +33,8 @@ function historyChanged(a: ChatState, b: ChatState): boolean {
     a.activeId !== b.activeId ||
     a.profile !== b.profile ||
     a.model !== b.model ||
-    a.limits !== b.limits
+    a.limits !== b.limits ||
+    a.sessionDeleted !== b.sessionDeleted
   );
 }
 
@@ -73,7 +75,10 @@ export function useSessionRestore(
     const writeChat = () => {
       if (timer !== null) clearTimeout(timer);
       timer = null;
-      saveChat(storage, savedFromState(store.getState()));
+      const state = store.getState();
+      // A deleted session is never written back (another tab may already keep a new one).
+      if (state.sessionDeleted && state.session !== null) forgetDeletedChat(storage, state.session.sessionId);
+      else saveChat(storage, savedFromState(state));
     };
     const unsubscribe = store.subscribe(() => {
       const state = store.getState();

@@ -13,13 +13,15 @@
  * server recognises the client message id.
  */
 
-import type { ChatState, OutboxEntry } from "./chatTypes";
+import type { ChatState, CommandType, OutboxEntry, PendingCommand } from "./chatTypes";
 import { ChatStore } from "./chatStore";
 import { SESSIONS_PATH } from "./endpoints";
+import { httpExportApi, RestError, type ExportApi, type ExportedFile, type ExportFormat } from "./exports";
 import { newId } from "./ids";
 import { MINUTE_MS, nextSendAt, sendRefusal } from "./limits";
-import { PROTOCOL_VERSION, type HelloFrame, type SendFrame, type ServerFrame } from "./protocol";
-import { activeConversation } from "./selectors";
+import { describeError } from "./notices";
+import { PROTOCOL_VERSION, type ClientFrame, type Edit, type HelloFrame, type SendFrame, type ServerFrame } from "./protocol";
+import { activeConversation, shapingBlockedReason } from "./selectors";
 import {
   browserTimers,
   SessionGoneError,
@@ -74,6 +76,7 @@ export const httpSessionApi: SessionApi = {
 
 export interface ChatClientDeps {
   api?: SessionApi;
+  exports?: ExportApi;
   ids?: () => string;
   timers?: Timers;
   store?: ChatStore;
@@ -82,7 +85,11 @@ export interface ChatClientDeps {
 export class ChatClient {
   readonly store: ChatStore;
   private readonly api: SessionApi;
+  private readonly exportApi: ExportApi;
   private readonly ids: () => string;
+  /** The user asked to delete the session: when the server then closes with 4001, a new
+   * session starts by itself instead of the "expired" banner. */
+  private deletingSession = false;
   private readonly timers: Timers;
   private transport: SocketHandle | null = null;
   /** Bumped each time a connection is welcomed: in-flight marks of older ones lapse. */
@@ -99,6 +106,7 @@ export class ChatClient {
     this.timers = deps.timers ?? browserTimers;
     this.store = deps.store ?? new ChatStore(undefined, () => this.timers.now());
     this.api = deps.api ?? httpSessionApi;
+    this.exportApi = deps.exports ?? httpExportApi();
     this.ids = deps.ids ?? newId;
     this.store.subscribe(this.pump);
   }
@@ -154,6 +162,10 @@ export class ChatClient {
     if (frame.type === "error" && frame.request_id && this.inflight.has(frame.request_id)) {
       this.inflight.delete(frame.request_id);
     }
+    if (frame.type === "error" && this.deletingSession && frame.request_id) {
+      const command = this.store.getState().commands.find((c) => c.requestId === frame.request_id);
+      if (command?.type === "delete_session") this.deletingSession = false;
+    }
     this.store.receive(frame);
   };
 
@@ -164,15 +176,25 @@ export class ChatClient {
   onStatus = (status: SocketStatus): void => {
     if (status.kind === "open") this.connectionSerial += 1;
     this.store.dispatch({ type: "connection", status });
+    if (status.kind === "expired" && this.deletingSession) {
+      // The session was deleted as asked: begin a fresh one (after this status is settled).
+      this.deletingSession = false;
+      this.timers.setTimeout(() => this.startNewSession({ dropOutbox: true }), 0);
+    }
   };
 
   // --- what the UI asks for -----------------------------------------------------------------
 
-  /** Queue a message for the active conversation; it is sent as soon as it can be. */
+  /** Queue a message for the active conversation; it is sent as soon as it can be. When every
+   * conversation was deleted, a new one is started first (only possible while connected). */
   sendMessage(text: string): string | null {
     if (!text.trim()) return null;
     const state = this.store.getState();
-    const conversationId = activeConversation(state)?.id ?? state.activeId;
+    let conversationId = activeConversation(state)?.id ?? state.activeId;
+    if (conversationId !== null && state.caughtUp && !state.conversations[conversationId]) {
+      conversationId = this.startConversation();
+      if (conversationId === null) return null;
+    }
     const entry: OutboxEntry = {
       clientMessageId: this.ids(),
       conversationId,
@@ -212,6 +234,155 @@ export class ChatClient {
     return id;
   }
 
+  // --- shaping a conversation: versions, names, deletion ----------------------------------
+
+  /** A new version of the user message `messageId` with `text`: a new branch, answered like
+   * a message. Returns the request id (its answer is in `state.commands`), or null when it
+   * cannot be sent now (the reason is shown as a notice). Sending the same text again after
+   * a failure reuses its client message id, so it is recorded at most once. */
+  editMessage(conversationId: string, messageId: string, text: string): string | null {
+    if (!text.trim()) return null;
+    const state = this.store.getState();
+    // A refused (or unanswered, connection lost) edit of the same message is replaced; one
+    // still on its way blocks this one (see `command`).
+    const earlier = state.commands.find((c) => c.type === "edit" && c.messageId === messageId && c.error !== null);
+    const clientMessageId = earlier && earlier.text === text && earlier.clientMessageId ? earlier.clientMessageId : this.ids();
+    const frame: Edit = {
+      type: "edit",
+      request_id: "",
+      conversation_id: conversationId,
+      message_id: messageId,
+      client_message_id: clientMessageId,
+      text,
+    };
+    const refusal = sendRefusal(frame, state.limits);
+    if (refusal !== null) {
+      this.store.dispatch({ type: "notice", text: refusal.message });
+      return null;
+    }
+    if (earlier) this.store.dispatch({ type: "command_dismissed", requestId: earlier.requestId });
+    return this.command(frame, { conversationId, messageId, text, clientMessageId }, { shaping: true });
+  }
+
+  /** Answer the user message `messageId` again (its earlier answers stay, as versions). */
+  regenerate(conversationId: string, messageId: string): string | null {
+    return this.command(
+      { type: "regenerate", request_id: "", conversation_id: conversationId, message_id: messageId },
+      { conversationId, messageId },
+      { shaping: true },
+    );
+  }
+
+  /** Make the version `messageId` part of the active path, for every tab of the session. */
+  selectVersion(conversationId: string, messageId: string): string | null {
+    return this.command(
+      { type: "select_branch", request_id: "", conversation_id: conversationId, message_id: messageId },
+      { conversationId, messageId },
+      { shaping: true },
+    );
+  }
+
+  renameConversation(conversationId: string, title: string): string | null {
+    const trimmed = title.trim();
+    const current = this.store.getState().conversations[conversationId];
+    if (!trimmed || !current || current.title === trimmed) return null;
+    return this.command(
+      { type: "rename_conversation", request_id: "", conversation_id: conversationId, title: trimmed },
+      { conversationId },
+    );
+  }
+
+  /** Delete a conversation for good (every tab sees it go). When it was the last one, a new
+   * empty conversation is started so there is somewhere to write. */
+  deleteConversation(conversationId: string): string | null {
+    const requestId = this.command({ type: "delete_conversation", request_id: "", conversation_id: conversationId }, { conversationId });
+    if (requestId === null) return null;
+    const state = this.store.getState();
+    if (state.order.every((id) => id === conversationId)) this.startConversation();
+    return requestId;
+  }
+
+  /** Delete the whole session for good; a new, empty session follows by itself. */
+  deleteSession(): string | null {
+    const requestId = this.command({ type: "delete_session", request_id: "" }, {});
+    if (requestId !== null) this.deletingSession = true;
+    return requestId;
+  }
+
+  /** Fetch a conversation's export (REST); null, with a notice, when it cannot be had. */
+  async exportConversation(conversationId: string, format: ExportFormat): Promise<ExportedFile | null> {
+    const state = this.store.getState();
+    const conv = state.conversations[conversationId];
+    if (state.session === null || !conv) return null;
+    try {
+      return await this.exportApi.fetch({
+        sessionId: state.session.sessionId,
+        token: state.session.token,
+        conversationId,
+        title: conv.title,
+        format,
+      });
+    } catch (error) {
+      const text =
+        error instanceof RestError
+          ? `The export failed: ${error.message}`
+          : "The export failed: the server could not be reached. Try again once connected.";
+      this.store.dispatch({ type: "notice", text });
+      return null;
+    }
+  }
+
+  /**
+   * Send one command now (commands are never queued: they only make sense against the
+   * history as it is) and remember it until its answer. `shaping`: it changes a
+   * conversation's path, so it waits for the conversation's reply and for any such command
+   * already in flight there; the reason is shown otherwise.
+   */
+  private command(
+    frame: Extract<ClientFrame, { type: CommandType }>,
+    about: { conversationId?: string; messageId?: string; text?: string; clientMessageId?: string },
+    options: { shaping?: boolean } = {},
+  ): string | null {
+    const state = this.store.getState();
+    const conversationId = about.conversationId ?? null;
+    const conv = conversationId === null ? null : state.conversations[conversationId];
+    if (conversationId !== null && !conv) {
+      this.store.dispatch({ type: "notice", text: describeError("unknown_conversation") });
+      return null;
+    }
+    const blocked = options.shaping && conv ? shapingBlockedReason(state, conv) : null;
+    if (blocked !== null) {
+      this.store.dispatch({ type: "notice", text: blocked });
+      return null;
+    }
+    const requestId = this.ids();
+    if (!this.transport || !this.transport.sendIfOpen({ ...frame, request_id: requestId })) {
+      this.store.dispatch({ type: "notice", text: "Not connected: try again once the connection is back." });
+      return null;
+    }
+    if (frame.type === "edit" || frame.type === "regenerate") {
+      // They count against the same messages_per_minute as a send.
+      const now = this.timers.now();
+      this.sentAt = [...this.sentAt.filter((t) => t > now - MINUTE_MS), now];
+    }
+    const command: PendingCommand = {
+      requestId,
+      type: frame.type,
+      conversationId,
+      messageId: about.messageId ?? null,
+      text: about.text ?? null,
+      clientMessageId: about.clientMessageId ?? null,
+      error: null,
+    };
+    this.store.dispatch({ type: "command_sent", command });
+    return requestId;
+  }
+
+  /** Forget a refused command (e.g. the user cancelled the edit it was). */
+  dismissCommand(requestId: string): void {
+    this.store.dispatch({ type: "command_dismissed", requestId });
+  }
+
   selectConversation(conversationId: string): void {
     this.store.dispatch({ type: "conversation_selected", conversationId });
   }
@@ -226,10 +397,11 @@ export class ChatClient {
     this.store.dispatch({ type: "welcome_dismissed" });
   }
 
-  /** The session is gone: forget it and open a new one (unsent messages are kept). */
-  startNewSession(): void {
+  /** The session is gone: forget it and open a new one (unsent messages are kept, unless
+   * the user deleted their chats). */
+  startNewSession(options: { dropOutbox?: boolean } = {}): void {
     this.inflight.clear();
-    this.store.dispatch({ type: "session_discarded" });
+    this.store.dispatch({ type: "session_discarded", dropOutbox: options.dropOutbox === true });
     this.transport?.retryNow();
   }
 

@@ -4,10 +4,26 @@
  * actions to outbox.ts; what remains is the session's life cycle and the user's choices.
  */
 
-import type { ChatAction, ChatState, Conversation } from "./chatTypes";
+import type { ChatAction, ChatState, Conversation, PendingCommand } from "./chatTypes";
 import { applyFrame } from "./frames";
 import { nextNotice } from "./notices";
 import { reduceOutbox, retarget } from "./outbox";
+
+/**
+ * The commands left when the connection is lost before their answers came. Their outcome is
+ * unknown, and the events after the reconnect tell it: an edit stays, marked, so its text can
+ * be sent again (its client message id makes that safe); the others are forgotten.
+ */
+function unansweredLost(commands: readonly PendingCommand[]): readonly PendingCommand[] {
+  if (commands.every((c) => c.error !== null)) return commands;
+  return commands.flatMap((c) => {
+    if (c.error !== null) return [c];
+    if (c.type !== "edit") return [];
+    return [{ ...c, error: { code: "connection_lost", message: CONNECTION_LOST } }];
+  });
+}
+
+export const CONNECTION_LOST = "The connection dropped before the server answered. Send it again: it is recorded once.";
 
 export function reduce(state: ChatState, action: ChatAction): ChatState {
   switch (action.type) {
@@ -39,7 +55,8 @@ export function reduce(state: ChatState, action: ChatAction): ChatState {
     }
     case "connection": {
       const next = { ...state, connection: action.status };
-      return action.status.kind === "open" ? next : { ...next, caughtUp: false };
+      if (action.status.kind === "open") return next;
+      return { ...next, caughtUp: false, commands: unansweredLost(state.commands) };
     }
     case "session_created": {
       const fresh: ChatState = {
@@ -65,9 +82,21 @@ export function reduce(state: ChatState, action: ChatAction): ChatState {
         conversations: {},
         order: [],
         activeId: null,
-        // Unsent messages survive: they go to the new session's first conversation.
-        outbox: state.outbox.map((e) => ({ ...e, conversationId: null, notBefore: null })),
+        commands: [],
+        sessionDeleted: false,
+        // Unsent messages survive (they go to the new session's first conversation), unless
+        // the user deleted their chats.
+        outbox: action.dropOutbox ? [] : state.outbox.map((e) => ({ ...e, conversationId: null, notBefore: null })),
       };
+    case "command_sent":
+      return {
+        ...state,
+        commands: [...state.commands.filter((c) => c.requestId !== action.command.requestId), action.command],
+      };
+    case "command_dismissed": {
+      const commands = state.commands.filter((c) => c.requestId !== action.requestId);
+      return commands.length === state.commands.length ? state : { ...state, commands };
+    }
     case "outbox_added":
     case "outbox_merged":
     case "outbox_removed":
@@ -86,6 +115,7 @@ export function reduce(state: ChatState, action: ChatAction): ChatState {
         title: action.title,
         startedAt: action.at,
         messages: [],
+        branches: [],
         pending: null,
       };
       return {

@@ -20,6 +20,9 @@ export interface ChatMessage {
   models: string[];
   errorCode: string | null;
   error: string | null;
+  /** The message this one follows in the conversation's tree (null: the first of a branch
+   * that starts at the beginning); an answer's parent is the message it answers. */
+  parentId: string | null;
 }
 
 export interface DraftReply {
@@ -44,7 +47,10 @@ export interface Conversation {
   id: string;
   title: string;
   startedAt: string;
+  /** The active path, oldest first: what is shown, and what a prompt is built from. */
   messages: ChatMessage[];
+  /** Every other message (other versions and what follows them), oldest first. */
+  branches: ChatMessage[];
   pending: PendingTurn | null;
 }
 
@@ -58,6 +64,29 @@ export interface OutboxEntry {
   /** Not before this time (ms since epoch): the server asked us to wait. */
   notBefore: number | null;
   /** A permanent refusal: the entry is kept (the text is not lost) but not sent again. */
+  error: { code: string; message: string } | null;
+}
+
+/** The commands that shape conversations, sent over the socket and answered by an ack or an
+ * error (each a frame of its own type, named here by it). */
+export type CommandType =
+  | "edit"
+  | "regenerate"
+  | "select_branch"
+  | "rename_conversation"
+  | "delete_conversation"
+  | "delete_session";
+
+/** A command sent and not answered yet, or refused (then `error` says why). */
+export interface PendingCommand {
+  requestId: string;
+  type: CommandType;
+  conversationId: string | null;
+  /** The message it is about (the one edited, answered again, or chosen), if any. */
+  messageId: string | null;
+  /** An edit's new text and client message id (sending it again records it once). */
+  text: string | null;
+  clientMessageId: string | null;
   error: { code: string; message: string } | null;
 }
 
@@ -103,6 +132,10 @@ export interface ChatState extends SessionHistory {
   notice: Notice | null;
   /** What the polite live region says (completed replies, not every token). */
   announcement: Notice | null;
+  /** Commands sent and not yet acknowledged, or refused (see PendingCommand). */
+  commands: readonly PendingCommand[];
+  /** The session was deleted (its `session_deleted` event arrived): it cannot continue. */
+  sessionDeleted: boolean;
 }
 
 export const initialState: ChatState = {
@@ -121,6 +154,8 @@ export const initialState: ChatState = {
   welcomeSeen: false,
   notice: null,
   announcement: null,
+  commands: [],
+  sessionDeleted: false,
 };
 
 /** What is kept in storage between visits (see storage.ts). */
@@ -145,7 +180,9 @@ export type ChatAction =
   | { type: "frames"; frames: readonly ServerFrame[]; now: number }
   | { type: "connection"; status: SocketStatus }
   | { type: "session_created"; session: SessionInfo; conversationId: string }
-  | { type: "session_discarded" }
+  /** Forget the session (a new one follows); `dropOutbox`: its unsent messages go too (the
+   * user deleted their chats), otherwise they move to the new session. */
+  | { type: "session_discarded"; dropOutbox?: boolean }
   | { type: "cursor_reset" }
   | { type: "outbox_added"; entry: OutboxEntry }
   | { type: "outbox_merged"; entries: readonly OutboxEntry[] }
@@ -154,5 +191,7 @@ export type ChatAction =
   | { type: "outbox_refused"; clientMessageId: string; code: string; message: string }
   | { type: "conversation_selected"; conversationId: string }
   | { type: "conversation_opened"; conversationId: string; title: string; at: string }
+  | { type: "command_sent"; command: PendingCommand }
+  | { type: "command_dismissed"; requestId: string }
   | { type: "welcome_dismissed" }
   | { type: "notice"; text: string | null };

@@ -4,11 +4,17 @@
  *
  * `applyEvent` touches only the history (profile, conversations and their order); what the
  * client does besides with an event (the cursor, the outbox, announcements) is in frames.ts.
+ *
+ * A conversation is a tree of messages (each names its `parentId`): an edit adds a sibling of
+ * a user message, a regeneration a sibling of an answer. `messages` is the active path,
+ * `branches` every other message; nothing is ever overwritten. Only a change of path
+ * (`message_edited`, `reply_requested`, `branch_selected`) moves messages between the two.
  * The shared fixture `tests/fixtures/folds.json`, written from the Python fold by
  * `tests/support/fold_fixtures.py`, holds the two to the same results (tests/unit/fold.test.ts).
  */
 
 import type { ChatMessage, Conversation, PendingTurn, SessionHistory } from "./chatTypes";
+import { compareCursors } from "./cursor";
 import type { ChatEvent, MessageStatus } from "./protocol";
 
 /** `state` with one conversation replaced by `update(conversation)`; the same object when
@@ -32,6 +38,7 @@ export function userMessage(
   cursor: string | null,
   at: string,
   clientMessageId: string,
+  parentId: string | null,
 ): ChatMessage {
   return {
     id,
@@ -45,7 +52,62 @@ export function userMessage(
     models: [],
     errorCode: null,
     error: null,
+    parentId,
   };
+}
+
+/** The last message of the active path (what a new message follows), or null. */
+export function leafOf(conv: Conversation): string | null {
+  return conv.messages.length > 0 ? conv.messages[conv.messages.length - 1]!.id : null;
+}
+
+/** The message `id` of the conversation, on the active path or not. */
+export function findMessage(conv: Conversation, id: string): ChatMessage | undefined {
+  return conv.messages.find((m) => m.id === id) ?? conv.branches.find((m) => m.id === id);
+}
+
+/** Oldest first, by the cursor of the event that recorded them (a message not confirmed yet,
+ * with no cursor, last). */
+function byCursor(a: ChatMessage, b: ChatMessage): number {
+  if (a.cursor === null || b.cursor === null) return a.cursor === b.cursor ? 0 : a.cursor === null ? 1 : -1;
+  return compareCursors(a.cursor, b.cursor);
+}
+
+/**
+ * The conversation with the path from its start to `leafId` active (null: an empty path,
+ * before a new first message), every other message in `branches`, oldest first. Null when
+ * `leafId` or one of its ancestors is unknown (the server's fold counts that an anomaly and
+ * changes nothing).
+ */
+export function activate(conv: Conversation, leafId: string | null): Conversation | null {
+  if (leafId === leafOf(conv)) return conv;
+  const byId = new Map<string, ChatMessage>();
+  for (const m of conv.messages) byId.set(m.id, m);
+  for (const m of conv.branches) byId.set(m.id, m);
+  const path: ChatMessage[] = [];
+  for (let at = leafId; at !== null; ) {
+    const message = byId.get(at);
+    if (message === undefined || path.length > byId.size) return null;
+    path.push(message);
+    at = message.parentId;
+  }
+  path.reverse();
+  const onPath = new Set(path.map((m) => m.id));
+  const branches = [...byId.values()].filter((m) => !onPath.has(m.id)).sort(byCursor);
+  return { ...conv, messages: path, branches };
+}
+
+/** The id of an answer closed before any attempt of it started (its terminal event has no
+ * `reply_id`): `<message>.reply`, or `<message>.reply.<cursor>` for a regenerated one. */
+export function answerId(inReplyTo: string, cursor: string, regenerated: boolean): string {
+  return regenerated ? `${inReplyTo}.reply.${cursor}` : `${inReplyTo}.reply`;
+}
+
+/** True when `messageId` already has an answer: a turn on it is a regeneration (a message is
+ * answered once per turn, and its first turn comes before any answer). */
+function isAnswered(conv: Conversation, messageId: string): boolean {
+  const answers = (m: ChatMessage) => m.role === "assistant" && m.inReplyTo === messageId;
+  return conv.messages.some(answers) || conv.branches.some(answers);
 }
 
 /** The turn waiting for an answer to a user message just recorded. */
@@ -78,7 +140,7 @@ function closeTurn<S extends SessionHistory>(state: S, event: TerminalEvent, cur
       status = "cancelled";
     }
     const message: ChatMessage = {
-      id: event.reply_id ?? `${event.in_reply_to}.reply`,
+      id: event.reply_id ?? answerId(event.in_reply_to, cursor, isAnswered(conv, event.in_reply_to)),
       role: "assistant",
       text,
       cursor,
@@ -89,6 +151,7 @@ function closeTurn<S extends SessionHistory>(state: S, event: TerminalEvent, cur
       models: draft ? draft.models : [],
       errorCode,
       error,
+      parentId: event.in_reply_to,
     };
     return { ...conv, messages: [...conv.messages, message], pending: null };
   });
@@ -114,6 +177,7 @@ export function applyEvent<S extends SessionHistory>(state: S, event: ChatEvent,
         title: event.title,
         startedAt: event.at,
         messages: [],
+        branches: [],
         pending: null,
       };
       return {
@@ -128,9 +192,10 @@ export function applyEvent<S extends SessionHistory>(state: S, event: ChatEvent,
       );
     case "message_submitted":
       return withConversation(state, event.conversation_id, (conv) => {
-        const message = userMessage(event.message_id, event.text, cursor, event.at, event.client_message_id);
         // The ack may have put it there already: replace, never duplicate.
         const index = conv.messages.findIndex((m) => m.id === event.message_id);
+        const parentId = index >= 0 ? conv.messages[index]!.parentId : leafOf(conv);
+        const message = userMessage(event.message_id, event.text, cursor, event.at, event.client_message_id, parentId);
         const messages =
           index >= 0
             ? conv.messages.map((m, i) => (i === index ? message : m))
@@ -141,6 +206,41 @@ export function applyEvent<S extends SessionHistory>(state: S, event: ChatEvent,
             : newTurn(event.message_id, event.client_message_id);
         return { ...conv, messages, pending };
       });
+    case "message_edited":
+      return withConversation(state, event.conversation_id, (conv) => {
+        if (conv.pending !== null || findMessage(conv, event.edit_of) === undefined) return conv;
+        if (findMessage(conv, event.message_id) !== undefined) return conv;
+        const active = activate(conv, event.parent_id);
+        if (active === null) return conv;
+        const message = userMessage(event.message_id, event.text, cursor, event.at, event.client_message_id, event.parent_id);
+        return {
+          ...active,
+          messages: [...active.messages, message],
+          pending: newTurn(event.message_id, event.client_message_id),
+        };
+      });
+    case "reply_requested":
+      return withConversation(state, event.conversation_id, (conv) => {
+        if (conv.pending !== null) return conv;
+        const active = activate(conv, event.in_reply_to);
+        if (active === null) return conv;
+        return { ...active, pending: newTurn(event.in_reply_to, event.client_message_id) };
+      });
+    case "branch_selected":
+      return withConversation(state, event.conversation_id, (conv) => {
+        if (conv.pending !== null) return conv;
+        return activate(conv, event.leaf_id) ?? conv;
+      });
+    case "conversation_deleted": {
+      if (!state.conversations[event.conversation_id]) return state;
+      const conversations = { ...state.conversations };
+      delete conversations[event.conversation_id];
+      return { ...state, conversations, order: state.order.filter((id) => id !== event.conversation_id) };
+    }
+    case "session_deleted":
+      // The session's last word: every conversation goes (the profile stays, as in the
+      // server's fold; the client starts a new session anyway).
+      return { ...state, conversations: {}, order: [] };
     case "reply_started":
       return withConversation(state, event.conversation_id, (conv) => {
         if (conv.pending === null || conv.pending.messageId !== event.in_reply_to) return conv;

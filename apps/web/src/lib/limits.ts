@@ -12,7 +12,7 @@
  * - `idle_timeout` is the socket core's (socket.ts: a ping at least every third of it).
  */
 
-import type { Limits, SendFrame } from "./protocol";
+import type { Edit, Limits, SendFrame } from "./protocol";
 
 export const MINUTE_MS = 60_000;
 
@@ -40,8 +40,8 @@ export interface Refusal {
   message: string;
 }
 
-/** Why the server would refuse this `send` for its size, or null when it fits. */
-export function sendRefusal(frame: SendFrame, limits: Limits | null): Refusal | null {
+/** Why the server would refuse this `send` (or `edit`) for its size, or null when it fits. */
+export function sendRefusal(frame: SendFrame | Edit, limits: Limits | null): Refusal | null {
   if (limits === null) return null;
   const over = messageLength(frame.text) - limits.max_message_chars;
   if (over > 0) {

@@ -25,6 +25,32 @@ export function isQuietError(code: string): boolean {
   return SESSION_GONE_CODES.has(code) || CONNECTION_ERRORS.has(code) || code === "nothing_to_cancel";
 }
 
+/** What each refusal means, in words a user can act on (the `code` of an `error` frame). */
+const ERROR_WORDS: Readonly<Record<string, string>> = {
+  reply_in_progress: "The assistant is still answering in this conversation: wait for the reply to finish, or stop it first.",
+  unknown_message: "That message is no longer in this conversation.",
+  unknown_conversation: "This conversation no longer exists.",
+  session_full: "This session is full: delete a conversation (or all your chats) to keep chatting.",
+  empty_message: "The message is empty.",
+  message_too_long: "The message is too long for this server.",
+  too_many_conversations: "You have too many conversations: delete one to start another.",
+  conversation_exists: "That conversation already exists.",
+  invalid_profile: "That name or language cannot be used.",
+  conflict: "The server was busy recording something else: try again.",
+  unavailable: "The server cannot reach its storage right now: try again in a moment.",
+  internal_error: "Something went wrong on the server: try again.",
+  bad_frame: "The server could not read that request (this page may be out of date: reload it).",
+  rate_limited: "Too many requests in a short time: wait a moment and try again.",
+  budget_exceeded: "The assistant's budget is used up for now: try again in a little while.",
+  unauthorized: "This session was signed out: reload the page to start again.",
+};
+
+/** A refused frame's reason, in words: the known codes' own text, else the server's message
+ * (every error frame has one fit to show), else the code itself. */
+export function describeError(code: string, message?: string | null): string {
+  return ERROR_WORDS[code] ?? (message || `The server refused the request (${code}).`);
+}
+
 export function rateLimitedText(waitMs: number): string {
   return `Sending too fast: your message will go out in ${Math.ceil(waitMs / 1000)} s.`;
 }

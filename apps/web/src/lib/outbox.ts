@@ -5,7 +5,8 @@
  */
 
 import type { ChatAction, ChatState, OutboxEntry } from "./chatTypes";
-import { newTurn, userMessage, withConversation } from "./fold";
+import { leafOf, newTurn, userMessage, withConversation } from "./fold";
+import { describeError } from "./notices";
 import type { AckFrame, ErrorFrame } from "./protocol";
 
 /** Codes for which sending the same message again can never succeed. */
@@ -26,6 +27,7 @@ export function pruneDelivered(outbox: readonly OutboxEntry[], state: ChatState)
     const conv = state.conversations[id];
     if (!conv) continue;
     for (const m of conv.messages) if (m.clientMessageId) delivered.add(m.clientMessageId);
+    for (const m of conv.branches) if (m.clientMessageId) delivered.add(m.clientMessageId);
   }
   const kept = outbox.filter((e) => !delivered.has(e.clientMessageId));
   return kept.length === outbox.length ? outbox : kept;
@@ -58,7 +60,7 @@ export function refusedEntry(entry: OutboxEntry, frame: ErrorFrame, now: number)
     return { ...entry, notBefore: now + 1500 };
   }
   if (PERMANENT_SEND_ERRORS.has(frame.code)) {
-    return { ...entry, error: { code: frame.code, message: frame.message || frame.code } };
+    return { ...entry, error: { code: frame.code, message: describeError(frame.code, frame.message) } };
   }
   return { ...entry, notBefore: now + Math.max(1, frame.retry_after ?? 3) * 1000 };
 }
@@ -78,7 +80,8 @@ export function applyAck(state: ChatState, frame: AckFrame, now: number): ChatSt
       if (conv.messages.some((m) => m.id === messageId || m.clientMessageId === entry.clientMessageId)) {
         return conv;
       }
-      const message = userMessage(messageId, entry.text, frame.cursor, new Date(now).toISOString(), entry.clientMessageId);
+      const at = new Date(now).toISOString();
+      const message = userMessage(messageId, entry.text, frame.cursor, at, entry.clientMessageId, leafOf(conv));
       const pending = conv.pending ?? (frame.duplicate ? null : newTurn(messageId, entry.clientMessageId));
       return { ...conv, messages: [...conv.messages, message], pending };
     });

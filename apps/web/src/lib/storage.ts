@@ -73,7 +73,9 @@ function asSession(v: unknown): SessionInfo | null {
   };
 }
 
-function asMessage(v: unknown): ChatMessage | null {
+/** A message as saved. A client from before branches saved no `parentId`: its messages
+ * follow each other (`previous`, the message before it on the path). */
+function asMessage(v: unknown, previous: string | null = null): ChatMessage | null {
   if (!isObject(v) || !isString(v.id) || !isString(v.text) || !isString(v.at)) return null;
   if (v.role !== "user" && v.role !== "assistant") return null;
   if (v.status !== "complete" && v.status !== "failed" && v.status !== "cancelled") return null;
@@ -90,6 +92,7 @@ function asMessage(v: unknown): ChatMessage | null {
     models: Array.isArray(v.models) ? v.models.filter(isString) : [],
     errorCode: isString(v.errorCode) ? v.errorCode : null,
     error: isString(v.error) ? v.error : null,
+    parentId: isStringOrNull(v.parentId) ? v.parentId : previous,
   };
 }
 
@@ -122,9 +125,15 @@ function asConversation(v: unknown): Conversation | null {
   if (!isObject(v) || !isString(v.id) || !isString(v.title) || !Array.isArray(v.messages)) return null;
   const messages: ChatMessage[] = [];
   for (const m of v.messages) {
-    const message = asMessage(m);
+    const message = asMessage(m, messages.at(-1)?.id ?? null);
     if (message === null) return null;
     messages.push(message);
+  }
+  const branches: ChatMessage[] = [];
+  for (const m of Array.isArray(v.branches) ? v.branches : []) {
+    const message = asMessage(m);
+    if (message === null) return null;
+    branches.push(message);
   }
   const pending = asPending(v.pending ?? null);
   if (pending === undefined) return null;
@@ -133,6 +142,7 @@ function asConversation(v: unknown): Conversation | null {
     title: v.title,
     startedAt: isString(v.startedAt) ? v.startedAt : new Date(0).toISOString(),
     messages,
+    branches,
     pending,
   };
 }
@@ -229,6 +239,15 @@ export function saveChat(storage: StorageLike, saved: SavedChat): boolean {
   } catch {
     return false;
   }
+}
+
+/** Forget the saved chat if it is the session `sessionId` (deleted): another tab may have
+ * saved a new session there meanwhile, which stays. */
+export function forgetDeletedChat(storage: StorageLike, sessionId: string): void {
+  const data = readJson(storage, STORAGE_KEYS.chat);
+  const saved = isObject(data) ? asSession(data.session) : null;
+  if (saved !== null && saved.sessionId !== sessionId) return;
+  clearChat(storage);
 }
 
 export function clearChat(storage: StorageLike): void {

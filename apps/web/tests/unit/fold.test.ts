@@ -46,6 +46,11 @@ const EVERY_EVENT_TYPE: Record<ChatEventType, true> = {
   conversation_started: true,
   conversation_renamed: true,
   message_submitted: true,
+  message_edited: true,
+  reply_requested: true,
+  branch_selected: true,
+  conversation_deleted: true,
+  session_deleted: true,
   reply_started: true,
   reply_delta: true,
   reply_model_switched: true,
@@ -121,6 +126,29 @@ describe("a snapshot of the server's view gives the client the history its event
       for (const checkpoint of c.checkpoints) {
         const state = applyFrame(initialState, parsedSnapshot(checkpoint.snapshot), NOW);
         expect(history(state), `at ${checkpoint.after} frames`).toStrictEqual(asSnapshotTellsIt(checkpoint.history));
+      }
+    });
+  }
+});
+
+/** What a snapshot cannot tell (the earlier models of a reply in progress, an interrupted
+ * attempt) changes what follows it: such checkpoints are left out of "snapshot + rest". */
+function snapshotLosesSomething(expected: ExpectedHistory): boolean {
+  return Object.values(expected.conversations).some(
+    (conv) => conv.pending !== null && (conv.pending.interrupted || (conv.pending.reply?.models.length ?? 0) > 1),
+  );
+}
+
+describe("a snapshot at any checkpoint plus the frames after it gives the history of all the frames", () => {
+  for (const c of fixture.cases) {
+    it(`snapshot + rest: ${c.name}`, () => {
+      const final = c.checkpoints.at(-1)!;
+      const resumable = c.checkpoints.filter((ck) => !snapshotLosesSomething(ck.history));
+      expect(resumable.length).toBeGreaterThan(0);
+      for (const checkpoint of resumable) {
+        let state = applyFrame(initialState, parsedSnapshot(checkpoint.snapshot), NOW);
+        for (const frame of c.frames.slice(checkpoint.after)) state = applyFrame(state, parsed(frame), NOW);
+        expect(history(state), `snapshot at ${checkpoint.after} frames, then the rest`).toStrictEqual(final.history);
       }
     });
   }

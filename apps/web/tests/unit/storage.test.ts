@@ -39,6 +39,34 @@ describe("session storage", () => {
     expect(loaded.conversations.c1!.messages).toEqual(state.conversations.c1!.messages);
   });
 
+  it("round-trips the other versions of messages, and reads a history saved before branches as one path", () => {
+    const storage = new MemoryStorage();
+    const state = reduce(sampleState(), {
+      type: "frames",
+      now: 0,
+      frames: [
+        ev("4-0", { type: "reply_completed", conversation_id: "c1", reply_id: "r1", in_reply_to: "m1", model: "Demo" }),
+        ev("5-0", { type: "message_edited", conversation_id: "c1", message_id: "m2", client_message_id: "k2", text: "Hey", edit_of: "m1", parent_id: null }),
+      ] as ServerFrame[],
+    });
+    saveChat(storage, savedFromState(state));
+    const loaded = loadChat(storage)!;
+    expect(loaded.conversations.c1!.messages.map((m) => m.id)).toEqual(["m2"]);
+    expect(loaded.conversations.c1!.branches).toEqual(state.conversations.c1!.branches);
+    expect(loaded.conversations.c1!.branches.map((m) => [m.id, m.parentId])).toEqual([["m1", null], ["r1", "m1"]]);
+
+    // As a client from before branches saved it: no parentId, no branches.
+    const raw = JSON.parse(storage.getItem(STORAGE_KEYS.chat)!) as { conversations: Record<string, Record<string, unknown>> };
+    const old = raw.conversations.c1!;
+    old.messages = (old.branches as Record<string, unknown>[]).map(({ parentId: _, ...m }) => m);
+    delete old.branches;
+    old.pending = null;
+    storage.setItem(STORAGE_KEYS.chat, JSON.stringify(raw));
+    const legacy = loadChat(storage)!.conversations.c1!;
+    expect(legacy.messages.map((m) => [m.id, m.parentId])).toEqual([["m1", null], ["r1", "m1"]]);
+    expect(legacy.branches).toEqual([]);
+  });
+
   it("ignores unparsable JSON and other versions", () => {
     const storage = new MemoryStorage();
     storage.setItem(STORAGE_KEYS.chat, "{oops");
