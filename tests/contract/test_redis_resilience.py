@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from chatcore.errors import InvalidIdentifier, StoreUnavailable
-from chatcore.events import Recorded
+from chatcore.events import Recorded, event_type
+from chatcore.gcra import Rate
 from chatcore.ports import DeadLetter, Delivery, WorkItem
 from chatcore.service import ChatService
 from chatcore.view import SessionView
@@ -29,6 +30,7 @@ from chatcore_adapters.redis import (
     RedisEventStore,
     RedisIntentJournal,
     RedisLeases,
+    RedisRateLimits,
     RedisSessionCache,
     RedisSettings,
     RedisWorkQueue,
@@ -515,3 +517,35 @@ async def test_on_one_server_a_message_and_its_work_are_written_together(
         sid, conversation_id=conv, client_message_id="cm1", text="hi"
     )
     assert again.duplicate and again.message_id == ref.message_id
+
+
+async def test_a_burst_larger_than_the_cluster_pool_waits_for_connections(
+    redis_cluster_url: str,
+) -> None:
+    """redis-py's Cluster client raises ``MaxConnectionsError`` past ``max_connections`` to one
+    node instead of waiting (a clean-clone CI run saw 503s when many sessions were created at
+    once). Calls beyond the pool take turns, and every one of a burst 50 times the pool
+    succeeds, blocking reads included."""
+    settings = dataclasses.replace(
+        fast_settings(redis_cluster_url, name="chatcore-burst"), cluster=True, max_connections=2
+    )
+    conn = connect(settings)
+    try:
+        limits = RedisRateLimits(conn)
+        store = RedisEventStore(conn)
+        rate = Rate(limit=1000.0, period=60.0, burst=1000.0)
+        sids = [session_id() for _ in range(25)]
+
+        async def appends(sid: str) -> list[str]:
+            await store.append(sid, opening(sid), expected_version=None)
+            return [event_type(r.event) for r in await store.read(sid)]
+
+        async def admits(n: int) -> float:
+            return await limits.acquire(f"burst:{n % 7}", rate)
+
+        waits = await bounded(asyncio.gather(*(admits(n) for n in range(75))))
+        assert waits == [0.0] * 75
+        logs = await bounded(asyncio.gather(*(appends(sid) for sid in sids)))
+        assert logs == [["session_opened", "conversation_started"]] * len(sids)
+    finally:
+        await conn.aclose()

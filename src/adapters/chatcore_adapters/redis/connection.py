@@ -14,11 +14,20 @@ Three rules keep a blocking read from turning into a silent hang:
   ``operation_timeout`` seconds plus the call's own block time, and the translation of every
   redis-py exception into :class:`chatcore.errors.StoreUnavailable`, so nothing of redis-py
   leaks through a port.
+
+A single server's pool blocks a caller until a connection is free (``pool_timeout``). redis-py's
+asyncio Cluster client has no such pool: past ``max_connections`` to one node it raises
+``MaxConnectionsError`` at once, so a burst of requests (many sessions created together) failed
+with 503s. On a Cluster, :meth:`RedisConnection.guard` therefore lets at most
+``max_connections`` calls run at a time and makes the others wait for a turn, within the same
+deadline; a call never holds connections to more nodes than it runs commands on, so no node's
+pool can be exhausted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -43,6 +52,12 @@ RedisClient: TypeAlias = Redis | RedisCluster
 # Everything redis-py raises (RedisClusterException is not a RedisError), plus raw socket
 # errors that can escape while a connection is being set up.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+# Set while a task runs inside a guarded Cluster call, so a guarded call made from within
+# another one (a helper that guards its own commands) does not wait for a second turn.
+_holding_turn: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "chatcore_redis_holding_turn", default=False
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +212,10 @@ class RedisConnection:
         self.settings = settings
         self.keys = KeySpace(settings.prefix)
         self._refreshed = -1e9
+        # Cluster only: turns for calls in flight (see the module's docstring).
+        self._turns: asyncio.Semaphore | None = (
+            asyncio.Semaphore(settings.max_connections) if self.cluster else None
+        )
 
     @property
     def cluster(self) -> bool:
@@ -266,9 +285,20 @@ class RedisConnection:
     async def guard(self, op: str, *, block: float = 0.0) -> AsyncIterator[None]:
         """Run one adapter call: bounded in time, with redis-py's errors translated."""
         deadline = self.settings.operation_timeout + min(max(block, 0.0), self.settings.max_block)
+        turns = self._turns
+        if turns is not None and _holding_turn.get():
+            turns = None
         try:
             async with asyncio.timeout(deadline):
-                yield
+                if turns is None:
+                    yield
+                    return
+                async with turns:
+                    token = _holding_turn.set(True)
+                    try:
+                        yield
+                    finally:
+                        _holding_turn.reset(token)
         except TimeoutError as exc:
             raise unavailable(op, exc) from exc
         except REDIS_ERRORS as exc:
