@@ -160,41 +160,73 @@ class ReplyGenerator:
         over; a different entry for the same message (a duplicate) may not."""
         key = lease_key(item)
         token = f"{delivery_id}|{owner}"
-        taken = await self._take_lease(key, token, delivery_id)
-        if taken is None:
-            log.warning(
-                "the reply lease kept changing hands; leaving the delivery to its new owner",
-                extra={"session_id": item.session_id, "message_id": item.message_id},
+        # The lease and the session are asked for together (one wait instead of two): a view
+        # read before the lease was taken is no less current for it, as every write goes in
+        # at the view's version and is decided again on a newer one.
+        async with self.whole_views:
+            taken, loaded = await asyncio.gather(
+                self._take_lease(key, token, delivery_id),
+                self._load(item.session_id),
+                return_exceptions=True,
             )
-            return Outcome.LOST
-        if not taken:
-            try:
-                view = await self.service.load(item.session_id)
-            except SessionNotFound:
-                return Outcome.GONE
-            if view.find_turn(item.message_id) is None:
-                return Outcome.ALREADY_ANSWERED
-            log.info(
-                "another delivery of this message is being answered; this one is a duplicate",
-                extra={"session_id": item.session_id, "message_id": item.message_id},
-            )
-            return Outcome.BUSY
-        try:
-            return await _ReplyInProgress(self, item, key, token, keepalive).run()
-        except SessionNotFound:
-            log.info(
-                "the session was deleted; nothing left to answer",
-                extra={"session_id": item.session_id, "message_id": item.message_id},
-            )
-            return Outcome.GONE
-        finally:
-            try:
-                await self.leases.release(key, token)
-            except PortError as exc:  # it expires by itself; the outcome stands
+            if isinstance(taken, BaseException):
+                raise taken
+            if taken is None:
                 log.warning(
-                    "could not release a reply lease",
-                    extra={"session_id": item.session_id, "error": exc.code},
+                    "the reply lease kept changing hands; leaving the delivery to its new owner",
+                    extra={"session_id": item.session_id, "message_id": item.message_id},
                 )
+                return Outcome.LOST
+            if not taken:
+                return self._duplicate(item, loaded)
+            reply = _ReplyInProgress(self, item, key, token, keepalive)
+            try:
+                request = reply.prepare(loaded)
+            except SessionNotFound:
+                await self._release(item, key, token)
+                return _gone(item)
+            except BaseException:
+                await self._release(item, key, token)
+                raise
+            del loaded  # the reply keeps its turn only, not the session's history
+        try:
+            if request is None:
+                return Outcome.ALREADY_ANSWERED
+            return await reply.run(request)
+        except SessionNotFound:
+            return _gone(item)
+        finally:
+            await self._release(item, key, token)
+
+    async def _load(self, session_id: str) -> SessionView | None:
+        """The session's view; ``None`` when it does not exist (any more)."""
+        try:
+            return await self.service.load(session_id)
+        except SessionNotFound:
+            return None
+
+    def _duplicate(self, item: WorkItem, loaded: SessionView | BaseException | None) -> Outcome:
+        """Another delivery of the message holds its lease: this one has nothing to do."""
+        if isinstance(loaded, BaseException):
+            raise loaded
+        if loaded is None:
+            return Outcome.GONE
+        if loaded.find_turn(item.message_id) is None:
+            return Outcome.ALREADY_ANSWERED
+        log.info(
+            "another delivery of this message is being answered; this one is a duplicate",
+            extra={"session_id": item.session_id, "message_id": item.message_id},
+        )
+        return Outcome.BUSY
+
+    async def _release(self, item: WorkItem, key: str, token: str) -> None:
+        try:
+            await self.leases.release(key, token)
+        except PortError as exc:  # it expires by itself; the outcome stands
+            log.warning(
+                "could not release a reply lease",
+                extra={"session_id": item.session_id, "error": exc.code},
+            )
 
     async def _take_lease(self, key: str, token: str, delivery_id: str) -> bool | None:
         """Take the message's lease for this delivery. ``True``: it was free, or held by an
@@ -216,6 +248,14 @@ class ReplyGenerator:
             if await self.leases.replace(key, holder, token, ttl):
                 return True
         return None
+
+
+def _gone(item: WorkItem) -> Outcome:
+    log.info(
+        "the session was deleted; nothing left to answer",
+        extra={"session_id": item.session_id, "message_id": item.message_id},
+    )
+    return Outcome.GONE
 
 
 # How many times a worker looks at a lease that changes hands under it before it leaves the
@@ -272,12 +312,51 @@ class _ReplyInProgress:
         found = self.view.find_turn(self.mid)
         return found is not None and found[1].cancel_requested
 
-    async def run(self) -> Outcome:
-        async with self.gen.whole_views:
-            self.view = await self.gen.service.load(self.sid)
-            if self.view.find_turn(self.mid) is None:
-                return Outcome.ALREADY_ANSWERED
-            request = self._prompt()  # from here on, the turn only
+    def prepare(self, view: SessionView | BaseException | None) -> CompletionRequest | None:
+        """Take the session's view as loaded (its whole history, while the generator's
+        ``whole_views`` turn is held: the load's error is raised here, ``None`` is a session
+        that does not exist) and build the request; ``None`` when the message needs no
+        answer."""
+        if isinstance(view, BaseException):
+            raise view
+        if view is None:
+            raise SessionNotFound(self.sid)
+        self.view = view
+        if view.find_turn(self.mid) is None:
+            return None
+        return self._prompt()  # from here on, the turn only
+
+    async def run(self, request: CompletionRequest) -> Outcome:
+        # The model is asked at once, while the reply's start is being written: its first
+        # words wait in the inbox until the start is in the log, and the time to first token
+        # loses one round trip to storage. A start that cannot be written stops the model.
+        producer = self._produce(self.gen.llm.stream(request))
+        try:
+            started = await self._start()
+            if started is not None:
+                return started
+            return await self._consume(self.inbox)
+        except SessionFull:
+            return await self._full(self.reply_id)
+        except StaleReply:
+            if self.item.conversation_id not in self.view.conversations:
+                log.info(
+                    "the conversation was deleted mid-reply; stopping",
+                    extra={"session_id": self.sid, "reply_id": self.reply_id},
+                )
+                return Outcome.GONE
+            log.warning(
+                "reply taken over by another worker",
+                extra={"session_id": self.sid, "reply_id": self.reply_id},
+            )
+            return Outcome.LOST
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    async def _start(self) -> Outcome | None:
+        """Record the reply's start; an outcome when the reply must not go on."""
         now = self.gen.clock.now()
         try:
             await self._write(
@@ -302,22 +381,8 @@ class _ReplyInProgress:
             "reply started",
             extra={"session_id": self.sid, "message_id": self.mid, "reply_id": self.reply_id},
         )
-        try:
-            return await self._stream(self.gen.llm.stream(request))
-        except SessionFull:
-            return await self._full(self.reply_id)
-        except StaleReply:
-            if self.item.conversation_id not in self.view.conversations:
-                log.info(
-                    "the conversation was deleted mid-reply; stopping",
-                    extra={"session_id": self.sid, "reply_id": self.reply_id},
-                )
-                return Outcome.GONE
-            log.warning(
-                "reply taken over by another worker",
-                extra={"session_id": self.sid, "reply_id": self.reply_id},
-            )
-            return Outcome.LOST
+        self.last_io = self.last_keepalive = self._now()
+        return None
 
     def _prompt(self) -> CompletionRequest:
         """The request, built from the whole view. From here on the reply needs its turn, not
@@ -333,7 +398,8 @@ class _ReplyInProgress:
         self.view = self.view.for_turns()
         return request
 
-    async def _stream(self, chunks: AsyncIterator[LLMChunk]) -> Outcome:
+    def _produce(self, chunks: AsyncIterator[LLMChunk]) -> asyncio.Task[None]:
+        """A task that puts what the model says into the inbox, as it comes."""
         inbox = self.inbox
         max_chars = self.gen.settings.flush_max_chars
         spacing = self.gen.settings.flush_interval / 2
@@ -353,14 +419,7 @@ class _ReplyInProgress:
                 if aclose is not None:
                     await aclose()
 
-        producer = asyncio.create_task(pump(), name=f"llm:{self.reply_id}")
-        self.last_io = self.last_keepalive = self._now()
-        try:
-            return await self._consume(inbox)
-        finally:
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+        return asyncio.create_task(pump(), name=f"llm:{self.reply_id}")
 
     def _next_deadline(self, inbox: ReplyInbox) -> float:
         s = self.gen.settings

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatcore.generation import GenerationSettings, ReplyGenerator
-from chatcore.ports import LLM, Heartbeats, Leases
+from chatcore.ports import LLM, EventStore, Heartbeats, Leases
 from chatcore.service import ServiceSettings
 from chatcore.view import SessionView
 from chatcore.worker import WorkerLoop
@@ -36,6 +36,8 @@ class Harness:
     with_queue: MemoryWorkQueue | None = None
     with_leases: Leases | None = None
     with_heartbeats: Heartbeats | None = None
+    with_store: EventStore | None = None
+    with_cache: MemorySessionCache | None = None
     # False: messages are recorded and queued in two steps bracketed by an intent (what a
     # Redis Cluster does), instead of in one step through the memory intake.
     use_intake: bool = True
@@ -44,7 +46,7 @@ class Harness:
         clock = SystemClock()
         # A reclaim timeout shorter than the settings allow, for takeovers within a test.
         self.queue = self.with_queue or MemoryWorkQueue(clock, reclaim_after=self.reclaim_after)
-        self.cache = MemorySessionCache(clock)  # (tests write raw entries into it)
+        self.cache = self.with_cache or MemorySessionCache(clock)  # (tests write raw entries)
         settings = ChatcoreSettings(
             worker=WorkerOptions(**{**self.generation.model_dump(), **FAST_LOOP})
         )
@@ -52,6 +54,7 @@ class Harness:
             settings,
             clock=clock,
             queue=self.queue,
+            store=self.with_store,
             cache=self.cache,
             leases=self.with_leases,
             heartbeats=self.with_heartbeats,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from chatcore import decisions
 from chatcore.errors import LLMError
 from chatcore.events import (
     TERMINAL_REPLY_EVENTS,
+    Event,
     MessageSubmitted,
     Recorded,
     ReplyAbandoned,
@@ -24,10 +26,10 @@ from chatcore.events import (
     ReplyStarted,
 )
 from chatcore.generation import GenerationSettings, Outcome, lease_key
-from chatcore.ports import CompletionRequest, LLMChunk, TextDelta, WorkItem
+from chatcore.ports import CachedView, CompletionRequest, LLMChunk, TextDelta, WorkItem
 from chatcore.service import OpenedSession
 from chatcore.view import ChatMessage, SessionView
-from chatcore_adapters.memory import MemoryLeases
+from chatcore_adapters.memory import MemoryEventStore, MemoryLeases, MemorySessionCache
 from chatcore_adapters.system import SystemClock
 from tests.support.harness import FAST, Harness
 from tests.support.scripted_llm import ScriptedLLM
@@ -456,3 +458,111 @@ async def test_replies_take_turns_to_hold_a_whole_session_view() -> None:
 def test_max_whole_views_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_whole_views"):
         GenerationSettings(max_whole_views=0)
+
+
+class CacheAsked(MemorySessionCache):
+    """Tells when a worker started loading a session (its first step is the cache)."""
+
+    def __init__(self) -> None:
+        super().__init__(SystemClock())
+        self.asked = asyncio.Event()
+
+    async def get(self, session_id: str) -> CachedView | None:
+        self.asked.set()
+        return await super().get(session_id)
+
+
+class LeaseAfterLoad(MemoryLeases):
+    """Takes a lease only once the session is being loaded (or after 2 s without)."""
+
+    def __init__(self, cache: CacheAsked) -> None:
+        super().__init__(SystemClock())
+        self.cache = cache
+        self.waited_for_load: list[bool] = []
+
+    async def acquire(self, key: str, owner: str, ttl: float) -> str | None:
+        try:
+            async with asyncio.timeout(2):
+                await self.cache.asked.wait()
+            self.waited_for_load.append(True)
+        except TimeoutError:
+            self.waited_for_load.append(False)
+        return await super().acquire(key, owner, ttl)
+
+
+async def test_the_lease_and_the_session_are_asked_for_together() -> None:
+    """One wait instead of two before a reply starts: the load does not wait for the lease."""
+    cache = CacheAsked()
+    leases = LeaseAfterLoad(cache)
+    h = Harness(with_cache=cache, with_leases=leases)
+    _, item = await submit(h)
+    cache.asked.clear()
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
+    assert leases.waited_for_load == [True]
+
+
+class StartWaitsForTheModel(MemoryEventStore):
+    """Holds the append of a reply's start until the model has been asked (at most 2 s)."""
+
+    def __init__(self) -> None:
+        super().__init__(SystemClock())
+        self.model_asked = asyncio.Event()
+        self.model_asked_first: list[bool] = []
+        self.before_start: Callable[[], Awaitable[None]] | None = None
+
+    async def append(
+        self, session_id: str, events: Sequence[Event], *, expected_version: str | None
+    ) -> list[Recorded]:
+        if any(isinstance(e, ReplyStarted) for e in events):
+            try:
+                async with asyncio.timeout(2):
+                    await self.model_asked.wait()
+                self.model_asked_first.append(True)
+            except TimeoutError:
+                self.model_asked_first.append(False)
+            if self.before_start is not None:
+                await self.before_start()
+        return await super().append(session_id, events, expected_version=expected_version)
+
+
+class AskedLLM(ScriptedLLM):
+    def __init__(self, store: StartWaitsForTheModel, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[LLMChunk]:
+        self.store.model_asked.set()
+        async for chunk in super().stream(request):
+            yield chunk
+
+
+async def test_the_model_is_asked_while_the_reply_start_is_written() -> None:
+    """The model's time to first token overlaps the start's append; its first words wait in
+    the reply's inbox and follow the start in the log."""
+    store = StartWaitsForTheModel()
+    h = Harness(llm=AskedLLM(store, words=["Hel", "lo"]), with_store=store)
+    s, item = await submit(h)
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
+    assert store.model_asked_first == [True]
+    log = await h.service.events_after(s.session_id, None)
+    kinds = [type(r.event) for r in log if r.event.__class__ is not MessageSubmitted]
+    assert kinds.index(ReplyStarted) < kinds.index(ReplyDelta)
+    assert "".join(d.text for d in of(log, ReplyDelta)) == "Hello"
+
+
+async def test_a_reply_stopped_before_its_start_was_written_closes_the_model_it_asked() -> None:
+    store = StartWaitsForTheModel()
+    llm = AskedLLM(store, words=[f"w{n} " for n in range(50)], delay=0.05)
+    h = Harness(llm=llm, with_store=store)
+    s, item = await submit(h)
+
+    async def stop() -> None:
+        await h.service.cancel_reply(s.session_id, conversation_id=s.conversation_id)
+
+    store.before_start = stop
+    # The Stop ended the turn before the reply began: there is nothing left to answer.
+    outcome = await h.generator().generate(item, delivery_id="d1", owner="w1")
+    assert outcome is Outcome.ALREADY_ANSWERED
+    assert llm.closed_early == 1
+    log = await h.service.events_after(s.session_id, None)
+    assert of(log, ReplyStarted) == [] and of(log, ReplyDelta) == []
