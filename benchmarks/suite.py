@@ -1,7 +1,7 @@
 """The end-to-end benchmarks: chatcore beside a bare-bones pipeline, on this machine, in one run.
 
-    python -m benchmarks                 # everything (about 25 minutes on 2 cores)
-    python -m benchmarks --quick         # smaller and shorter, a smoke test (about 7 minutes)
+    python -m benchmarks                 # everything (about 25-30 minutes on 2 cores)
+    python -m benchmarks --quick         # smaller and shorter, a smoke test (about 9 minutes)
     python -m benchmarks --only 1,2      # some figures
     python -m benchmarks --busy 2        # figures 2 and 7 also beside 2 CPU-bound processes
     python -m benchmarks --profile       # also profile chatcore's processes for figures 1, 2
