@@ -16,7 +16,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=(suite.__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="smaller, shorter runs")
-    parser.add_argument("--only", help="comma-separated figures to run (1-6)")
+    parser.add_argument("--only", help="comma-separated figures to run (1-8)")
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run figures 2 and 7 a second time with N CPU-bound processes beside both stacks",
+    )
     parser.add_argument("--profile", action="store_true", help="also profile figures 1 and 2")
     parser.add_argument(
         "--repeats", type=int, help="chatcore/bare-bones pairs for figure 1 (default 3; quick 1)"
@@ -24,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="JSON file (default: benchmarks/results/)")
     parser.add_argument("--show", type=Path, help="print the tables of a saved JSON, run nothing")
     args = parser.parse_args(argv)
+    if args.busy < 0:
+        parser.error("--busy must be 0 or more")
     if args.show is not None:
         print(report.render(json.loads(args.show.read_text())))
         return 0

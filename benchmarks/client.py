@@ -16,6 +16,10 @@ Modes: ``turns`` (each session sends a message, waits for its terminal event, se
 next), ``idle`` (connect, then hold the sockets open) and ``faults`` (``turns`` with pauses
 between messages, reconnecting with the last cursor when the server goes away).
 
+Every turn is also timed from the client's side: from the moment it sends the message to the
+``ack`` frame, and to the first text of the reply answering it (time to first token); a turn
+counts when that frame arrives within the measurement window.
+
 Every client checks what it receives: cursors strictly increasing across reconnects (no
 duplicate, no reordering), every reply made of whole, well-formed tokens with the expected
 count, exactly one terminal event per message it sent.
@@ -99,6 +103,8 @@ class Counts:
     latencies_us: list[int] = field(default_factory=list)
     batching_us: list[int] = field(default_factory=list)
     delivery_us: list[int] = field(default_factory=list)
+    ttft_us: list[int] = field(default_factory=list)
+    ack_us: list[int] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -139,6 +145,12 @@ class Session:
         self.acked: dict[str, str] = {}  # client message id -> message id
         self.current: str | None = None
         self.current_done = asyncio.Event()
+        # The current message: when it was first sent (monotonic), the reply answering it, and
+        # whether its ack and its first token were seen yet.
+        self.sent_at = 0.0
+        self.current_reply: str | None = None
+        self.ack_timed = False
+        self.first_token_timed = False
         self.turn_no = 0
         self.broken = False
         self.reader: asyncio.Task[None] | None = None
@@ -275,6 +287,10 @@ class Session:
             if frame.get("for_type") == "send" and cmid is not None:
                 if cmid not in self.acked:
                     self.counts.acked += 1
+                if cmid == self.current and not self.ack_timed:
+                    self.ack_timed = True
+                    if received in self.window:
+                        self.counts.ack_us.append(round((received - self.sent_at) * 1e6))
                 self.acked[cmid] = frame["message_id"]
                 self.message_of.setdefault(cmid, frame["message_id"])
                 if frame.get("duplicate"):
@@ -324,12 +340,19 @@ class Session:
         if kind == "reply_delta":
             text: str = event["text"]
             self.drafts.setdefault(event["reply_id"], []).append(text)
+            if event["reply_id"] == self.current_reply and not self.first_token_timed:
+                self.first_token_timed = True
+                if received in self.window:
+                    self.counts.ttft_us.append(round((received - self.sent_at) * 1e6))
             if received in self.window:
                 self.counts.tokens_window += tokens.count(text)
                 if self.opts.latency:
                     self._latencies(text, event.get("at"), received)
         elif kind == "reply_started":
             self.drafts[event["reply_id"]] = []
+            current = self.message_of.get(self.current) if self.current is not None else None
+            if current is not None and event.get("in_reply_to") == current:
+                self.current_reply = event["reply_id"]
         elif kind == "message_submitted":
             self.message_of.setdefault(event["client_message_id"], event["message_id"])
         elif kind in TERMINAL:
@@ -407,7 +430,12 @@ class Session:
             self.turn_no += 1
             self.current = f"m{self.n}-{self.turn_no}-{secrets.token_hex(3)}"
             self.current_done.clear()
+            self.current_reply = None
+            self.ack_timed = self.first_token_timed = False
             self.counts.sent += 1
+            # Time to first token and to the ack count from here, the first send of the
+            # message (a message sent again after a refusal or a reconnect keeps this time).
+            self.sent_at = time.monotonic()
             await self._send_current()
             try:
                 await asyncio.wait_for(self.current_done.wait(), self.opts.turn_timeout)
@@ -538,6 +566,8 @@ async def run(opts: Options) -> dict[str, Any]:
         "latencies_us": counts.latencies_us,
         "batching_us": counts.batching_us,
         "delivery_us": counts.delivery_us,
+        "ttft_us": counts.ttft_us,
+        "ack_us": counts.ack_us,
     }
     if opts.report_replies:
         out["session_reports"] = [s.summary() for s in sessions if s.session_id]

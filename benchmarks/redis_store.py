@@ -48,6 +48,8 @@ from chatcore.events import (  # noqa: E402
     SessionOpened,
     Usage,
 )
+from chatcore.ports import EventStore, SessionCache  # noqa: E402
+from chatcore.service import ChatService  # noqa: E402
 from chatcore.view import SessionView, project  # noqa: E402
 from chatcore_adapters.bootstrap import bootstrap  # noqa: E402
 from chatcore_adapters.codec import decode_records, encode_event, encode_view  # noqa: E402
@@ -151,7 +153,7 @@ def realistic_session(sid: str, turns: int = 500, deltas: int = 17) -> list[Even
     return events
 
 
-async def append_all(store: RedisEventStore, sid: str, events: Sequence[Event], batch: int) -> None:
+async def append_all(store: EventStore, sid: str, events: Sequence[Event], batch: int) -> None:
     version: str | None = None
     for start in range(0, len(events), batch):
         recorded = await store.append(sid, events[start : start + batch], expected_version=version)
@@ -232,13 +234,13 @@ async def bench_raw(client: redis.asyncio.Redis, quick: bool) -> dict[str, Any]:
     }
 
 
-async def bench_restore(conn: RedisConnection, quick: bool) -> dict[str, Any]:
-    store = RedisEventStore(conn)
-    cache = RedisSessionCache(conn, ttl=600)
-    service = bootstrap(store=store, cache=cache).service
-    sid = RandomIds().session_id()
-    await append_all(store, sid, realistic_session(sid), batch=500)
-    runs = 5 if quick else 25
+async def restore_runs(
+    service: ChatService, cache: SessionCache, sid: str, runs: int
+) -> tuple[dict[str, Any], Callable[[], Awaitable[None]]]:
+    """``ChatService.load`` of ``sid``, ``runs`` times from an empty cache (its view deleted
+    before each load) after two such loads to warm up, then ``runs`` times from a warm one:
+    the medians, the collector's time per empty-cache load, and the empty-cache load itself
+    (to run again)."""
 
     async def cold() -> None:
         await cache.delete(sid)
@@ -253,7 +255,24 @@ async def bench_restore(conn: RedisConnection, quick: bool) -> dict[str, Any]:
         cold_runs = await timed(runs, cold)
     await service.load(sid)
     warm_runs = await timed(runs, warm)
+    measured = {
+        "events": len(await service.store.read(sid)),
+        "view_bytes": len(encode_view(await service.load(sid))),
+        "cold_cache": stats(cold_runs),
+        "cold_cache_gc_ms_per_load": round(gc_timer.seconds / runs * 1000, 2),
+        "warm_cache": stats(warm_runs),
+    }
+    return measured, cold
 
+
+async def bench_restore(conn: RedisConnection, quick: bool) -> dict[str, Any]:
+    store = RedisEventStore(conn)
+    cache = RedisSessionCache(conn, ttl=600)
+    service = bootstrap(store=store, cache=cache).service
+    sid = RandomIds().session_id()
+    await append_all(store, sid, realistic_session(sid), batch=500)
+    runs = 5 if quick else 25
+    measured, cold = await restore_runs(service, cache, sid, runs)
     steps = await cold_path_steps(conn, store, cache, sid, runs)
     # The same cold load as `chatcore serve` and `chatcore worker` run it: with the start-up
     # heap frozen out of the collector's way (last, as the freeze is undone only roughly).
@@ -261,12 +280,8 @@ async def bench_restore(conn: RedisConnection, quick: bool) -> dict[str, Any]:
     frozen_runs = await timed(runs, cold)
     gc.unfreeze()
     return {
-        "events": len(await store.read(sid)),
-        "view_bytes": len(encode_view(await service.load(sid))),
-        "cold_cache": stats(cold_runs),
-        "cold_cache_gc_ms_per_load": round(gc_timer.seconds / runs * 1000, 2),
+        **measured,
         "cold_cache_after_gc_freeze": stats(frozen_runs),
-        "warm_cache": stats(warm_runs),
         "cold_breakdown_gc_paused_median_ms": steps,
     }
 

@@ -12,8 +12,10 @@ import contextlib
 import json
 import queue
 import secrets
+import shutil
 import signal
 import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -156,6 +158,7 @@ class Deployment:
     ports: list[int] = field(default_factory=list)
     redis_server: Any = None
     flush: float | None = None  # the flush interval of the replies' deltas (s)
+    data_dir: Path | None = None  # an embedded server's CHATCORE_DATA_DIR, removed at stop
 
     def measured(self) -> dict[str, int]:
         """Name -> pid of the server-side processes (CPU and RSS are reported for each); on a
@@ -179,6 +182,9 @@ class Deployment:
             if self.redis_server is not None:
                 self.redis_server.close()
                 self.redis_server = None
+            if self.data_dir is not None:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.data_dir = None
 
     def __enter__(self) -> Deployment:
         return self
@@ -256,6 +262,9 @@ def wait_for_workers(dep: Deployment, count: int, timeout: float = 60) -> None:
     wait_until(lambda: live() >= count, timeout, f"{count} live workers")
 
 
+EMBEDDED_STORAGES = ("memory", "sqlite")
+
+
 def chatcore_embedded(
     log_dir: Path,
     model: Model,
@@ -264,11 +273,21 @@ def chatcore_embedded(
     concurrency: int = 64,
     profile_dir: Path | None = None,
     name: str = "embedded",
+    storage: str = "memory",
 ) -> Deployment:
-    """One ``chatcore serve`` process: in-memory storage and its in-process worker."""
+    """One ``chatcore serve`` process and its in-process worker, on ``storage``: ``memory``,
+    or ``sqlite`` (what ``chatcore serve`` keeps its sessions in unless told). Either way its
+    ``CHATCORE_DATA_DIR`` is a new temporary directory, removed when the deployment stops:
+    nothing is read from or written to the user's own data directory."""
+    if storage not in EMBEDDED_STORAGES:
+        raise ValueError(f"embedded storage is one of {EMBEDDED_STORAGES}, not {storage!r}")
     dep = Deployment(name, "chatcore", log_dir, flush=flush)
     try:
-        env = child_env(chatcore_env(model, flush=flush, concurrency=concurrency, redis_url=None))
+        dep.data_dir = Path(tempfile.mkdtemp(prefix=f"chatcore-bench-{storage}-"))
+        extra = {"CHATCORE_STORAGE": storage, "CHATCORE_DATA_DIR": str(dep.data_dir)}
+        env = child_env(
+            chatcore_env(model, flush=flush, concurrency=concurrency, redis_url=None, extra=extra)
+        )
         port = free_port()
         proc = chatcore_proc("serve", ["serve", "--port", str(port)], env, log_dir, profile_dir)
         dep.procs.start(proc)
@@ -456,6 +475,8 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["latency"] = percentiles([x for r in results for x in r["latencies_us"]])
     out["latency_batching"] = percentiles([x for r in results for x in r["batching_us"]])
     out["latency_delivery"] = percentiles([x for r in results for x in r["delivery_us"]])
+    out["ttft"] = percentiles([x for r in results for x in r["ttft_us"]])
+    out["ack"] = percentiles([x for r in results for x in r["ack_us"]])
     return out
 
 
@@ -485,8 +506,13 @@ def load_run(
     measure: float,
     drain: float = 30.0,
     latency: bool = False,
+    beside: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Sessions chat back to back; what arrives within the window after ``warmup`` counts."""
+    """Sessions chat back to back; what arrives within the window after ``warmup`` counts.
+
+    No more client processes than sessions. ``beside``: name -> pid of other processes
+    running meanwhile (the busy ones) whose CPU over the window is reported with the rest."""
+    clients = max(1, min(clients, sessions))
     with Processes() as procs:
         cps = start_clients(
             dep, procs, sessions=sessions, clients=clients, mode="turns", model=model,
@@ -497,7 +523,7 @@ def load_run(
         start, end = now + warmup, now + warmup + measure
         for c in cps:
             c.send({"window": [start, end], "stop_sending": end, "drain": drain})
-        pids = {**dep.measured(), **{c.proc.name: c.proc.pid for c in cps}}
+        pids = {**dep.measured(), **{c.proc.name: c.proc.pid for c in cps}, **(beside or {})}
         time.sleep(max(0.0, start - time.time()))
         cpu0, load0 = sample_cpu(pids), loadavg()
         time.sleep(max(0.0, end - time.time()))

@@ -1,8 +1,9 @@
 """The end-to-end benchmarks: chatcore beside a bare-bones pipeline, on this machine, in one run.
 
-    python -m benchmarks                 # everything (about 15 minutes on 2 cores)
-    python -m benchmarks --quick         # smaller and shorter, a smoke test (about 4 minutes)
+    python -m benchmarks                 # everything (about 25-30 minutes on 2 cores)
+    python -m benchmarks --quick         # smaller and shorter, a smoke test (about 9 minutes)
     python -m benchmarks --only 1,2      # some figures
+    python -m benchmarks --busy 2        # figures 2 and 7 also beside 2 CPU-bound processes
     python -m benchmarks --profile       # also profile chatcore's processes for figures 1, 2
 
 Figures (docs/benchmarks.md explains each):
@@ -10,9 +11,16 @@ Figures (docs/benchmarks.md explains each):
 1. saturated token throughput, chatcore on Redis vs the bare-bones pipeline (same model, same
    clients); 2. added latency per token at ~2,500 tokens/s offered; 3. turns per second with
    100 sessions, with the loss/duplicate checks; 4. 10,000 idle WebSockets on one API process
-   (RSS per connection, Redis connections held); 5. restoring a 10,000-event session (from
-   :mod:`benchmarks.redis_store`); 6. the same for the embedded in-memory mode; 8. figures 1
-   and 3 on a three-master Redis Cluster beside a single Redis.
+   (RSS per connection, Redis connections held); 5. restoring a 10,000-event session, from
+   Redis (:mod:`benchmarks.redis_store`) and from SQLite (:mod:`benchmarks.sqlite_store`);
+   6. figures 1-4 for the embedded mode (one ``chatcore serve``), in memory and on SQLite;
+   7. time to first token and to the ack, closed loop at 1, 50 and 200 sessions: chatcore on
+   Redis, chatcore embedded on SQLite and the bare-bones pipeline; 8. figures 1 and 3 on a
+   three-master Redis Cluster beside a single Redis.
+
+Every target that compares with a baseline is a ratio to that baseline measured in the same
+run. With ``--busy N``, figures 2 and 7 run a second time with N CPU-bound processes beside
+both stacks (keys ending ``_busy{N}``), each judged against its own bare-bones run.
 
 Every figure starts its own processes (a private redis-server on a free port, API and worker
 processes, load clients) and stops them. The results go to ``benchmarks/results/``.
@@ -22,30 +30,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks import profiles, stack
-from benchmarks.procs import ROOT, loadavg, raise_nofile, terminate_as_interrupt
+from benchmarks.procs import (
+    ROOT,
+    busy_processes,
+    loadavg,
+    raise_nofile,
+    terminate_as_interrupt,
+)
 from benchmarks.stack import Deployment, Model
+from chatcore_api import loops
 
 RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 TARGETS = {
     "throughput_ratio": 0.80,
     "latency_p50_ms": 2.0,
     "latency_p99_ms": 10.0,
+    # With --busy N: figure 2's p99 at most this many times the bare-bones' under the same load.
+    "busy_latency_p99_ratio": 2.0,
+    "turns_ratio": 0.60,  # figure 3: chatcore's turns/s over the bare-bones'
     "idle_rss_per_connection_kb": 50.0,  # kB = 1,000 bytes
-    "restore_cold_median_ms": 150.0,
+    "restore_cold_median_ms": 150.0,  # figure 5, on Redis and on SQLite
+    "sqlite_throughput_ratio": 0.80,  # figure 6: embedded on SQLite over embedded in memory
+    # Figure 7 at ttft_target_sessions: time to first token over the bare-bones', p50 and p99.
+    "ttft_p50_ratio": 1.5,
+    "ttft_p99_ratio": 2.0,
+    "ttft_target_sessions": 50,
 }
 
 
@@ -69,6 +94,8 @@ class Plan:
     flush_alternatives: tuple[float, ...] = (0.002, 0.0)
     worker_concurrency: int = 128
     repeats: int = 3  # chatcore / bare-bones pairs of figures 1 and 2
+    ttft_sessions: tuple[int, ...] = (1, 50, 200)  # figure 7's concurrency levels
+    ttft_tokens: int = 20
 
 
 FULL = Plan()
@@ -117,11 +144,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+# Figure 6's two embedded storages, and the prefix of their keys (memory's as before SQLite).
+EMBEDDED = (("memory", "6_embedded"), ("sqlite", "6_sqlite"))
+
+
 class Runner:
-    def __init__(self, plan: Plan, logs: Path, profile_dir: Path | None) -> None:
+    def __init__(self, plan: Plan, logs: Path, profile_dir: Path | None, busy: int = 0) -> None:
         self.plan = plan
         self.logs = logs
         self.profile_dir = profile_dir
+        self.busy = busy
+        # name -> pid of the CPU-bound processes running now (during a busy pass only).
+        self.beside: dict[str, int] = {}
         self.results: dict[str, Any] = {}
 
     def say(self, text: str) -> None:
@@ -135,6 +169,7 @@ class Runner:
         sessions: int,
         *,
         latency: bool = False,
+        first_token: bool = False,
     ) -> dict[str, Any]:
         self.say(f"{key}: {sessions} sessions, {model.tokens} tokens/reply, delay {model.delay}s")
         p = self.plan
@@ -147,14 +182,34 @@ class Runner:
                 warmup=p.warmup,
                 measure=p.measure,
                 latency=latency,
+                beside=self.beside,
             )
-        lat = result["latency"]
-        self.say(
-            f"  {result['tokens_per_s']:,} tokens/s, {result['turns_per_s']} turns/s"
-            + (f", p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms" if lat.get("samples") else "")
-        )
+        result["busy_processes"] = len(self.beside)
+        lat, ttft, ack = result["latency"], result["ttft"], result["ack"]
+        line = f"  {result['tokens_per_s']:,} tokens/s, {result['turns_per_s']} turns/s"
+        if lat.get("samples"):
+            line += f", p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms"
+        if first_token and ttft.get("samples") and ack.get("samples"):
+            line += (
+                f", first token p50/p99 {ttft['p50_ms']}/{ttft['p99_ms']} ms"
+                f", ack {ack['p50_ms']}/{ack['p99_ms']} ms"
+            )
+        self.say(line)
         self.results[key] = result
         return result
+
+    @contextlib.contextmanager
+    def busy_load(self) -> Iterator[str]:
+        """``self.busy`` CPU-bound processes beside whatever runs in the block (both stacks of
+        a figure); yields the suffix of the keys measured under them."""
+        self.say(f"starting {self.busy} CPU-bound processes beside the stacks")
+        with busy_processes(self.busy) as pids:
+            self.beside = {f"busy{n + 1}": pid for n, pid in enumerate(pids)}
+            try:
+                yield f"_busy{self.busy}"
+            finally:
+                self.beside = {}
+        self.say(f"stopped the {self.busy} CPU-bound processes")
 
     # --- deployments ----------------------------------------------------------------------------
 
@@ -183,13 +238,16 @@ class Runner:
             replicas=0,
         )
 
-    def embedded(self, model: Model, flush: float, name: str) -> Callable[[], Deployment]:
+    def embedded(
+        self, model: Model, flush: float, name: str, storage: str
+    ) -> Callable[[], Deployment]:
         return lambda: stack.chatcore_embedded(
             self.log_dir(name),
             model,
             flush=flush,
             concurrency=self.plan.worker_concurrency,
             name=name,
+            storage=storage,
         )
 
     def baseline(
@@ -225,7 +283,9 @@ class Runner:
             key = "1_baseline_batched_asyncio_loop"
             self.load(key, self.baseline(model, "batched", key, plain), model, n)
         else:
-            self.load("6_embedded_throughput", self.embedded(model, p.flush, "6_thr"), model, n)
+            for storage, prefix in EMBEDDED:
+                make = self.embedded(model, p.flush, f"{prefix}_thr", storage)
+                self.load(f"{prefix}_throughput", make, model, n)
 
     def throughput_pairs(self, model: Model, n: int) -> None:
         """chatcore and the batched bare-bones pipeline, one after the other, ``repeats``
@@ -266,38 +326,48 @@ class Runner:
                 alt = f"2_chatcore_flush_{flush * 1000:g}ms"
                 self.load(alt, self.chatcore(model, flush, alt), model, n, latency=True)
         else:
-            make = self.embedded(model, p.flush, "6_lat")
-            self.load("6_embedded_latency", make, model, n, latency=True)
-            for flush in p.flush_alternatives:
-                alt = f"6_embedded_latency_flush_{flush * 1000:g}ms"
-                self.load(alt, self.embedded(model, flush, alt), model, n, latency=True)
+            for flush in (p.flush, *p.flush_alternatives):
+                for storage, prefix in EMBEDDED:
+                    key = f"{prefix}_latency"
+                    if flush != p.flush:
+                        key += f"_flush_{flush * 1000:g}ms"
+                    make = self.embedded(model, flush, key, storage)
+                    self.load(key, make, model, n, latency=True)
 
-    def latency_pairs(self, model: Model, n: int) -> None:
+    def busy_latency(self) -> None:
+        """Figure 2's pairs again (not its flush alternatives) with ``--busy`` CPU-bound
+        processes beside both pipelines."""
+        p = self.plan
+        with self.busy_load() as suffix:
+            model = Model(p.latency_tokens, p.latency_delay)
+            self.latency_pairs(model, p.latency_sessions, suffix)
+
+    def latency_pairs(self, model: Model, n: int, suffix: str = "") -> None:
         """chatcore at the default flush and the per-token bare-bones pipeline, one after the
         other, ``repeats`` times; each is reported by its median run (by p50), and every run's
         p50 and p99 are kept in ``2_runs``: one 20-second run moves by a few tenths of a
-        millisecond with the machine's background load."""
+        millisecond with the machine's background load. ``suffix`` ends every key (a busy
+        pass's)."""
         repeats = self.plan.repeats
-        runs: dict[str, list[dict[str, Any]]] = {"2_chatcore": [], "2_baseline_per_token": []}
+        chatcore, bare = "2_chatcore" + suffix, "2_baseline_per_token" + suffix
+        runs: dict[str, list[dict[str, Any]]] = {chatcore: [], bare: []}
         for i in range(repeats):
             tag = f" (run {i + 1} of {repeats})" if repeats > 1 else ""
-            make = self.chatcore(model, self.plan.flush, "2_chatcore")
-            runs["2_chatcore"].append(self.load("2_chatcore" + tag, make, model, n, latency=True))
-            make = self.baseline(model, "per-token", "2_bb")
-            runs["2_baseline_per_token"].append(
-                self.load("2_baseline_per_token" + tag, make, model, n, latency=True)
-            )
+            make = self.chatcore(model, self.plan.flush, chatcore)
+            runs[chatcore].append(self.load(chatcore + tag, make, model, n, latency=True))
+            make = self.baseline(model, "per-token", "2_bb" + suffix)
+            runs[bare].append(self.load(bare + tag, make, model, n, latency=True))
         summary: dict[str, Any] = {}
         for key, results in runs.items():
             for i in range(repeats):
                 self.results.pop(f"{key} (run {i + 1} of {repeats})", None)
             ordered = sorted(results, key=lambda r: r["latency"]["p50_ms"])
             self.results[key] = ordered[len(ordered) // 2]
-            summary[key] = [
+            summary[key.removesuffix(suffix)] = [
                 {"p50_ms": r["latency"]["p50_ms"], "p99_ms": r["latency"]["p99_ms"]}
                 for r in results
             ]
-        self.results["2_runs"] = summary
+        self.results["2_runs" + suffix] = summary
 
     def turns(self, embedded: bool) -> None:
         p = self.plan
@@ -307,7 +377,28 @@ class Runner:
             self.load("3_chatcore", self.chatcore(model, p.flush, "3_chatcore"), model, n)
             self.load("3_baseline", self.baseline(model, "batched", "3_bb"), model, n)
         else:
-            self.load("6_embedded_turns", self.embedded(model, p.flush, "6_turns"), model, n)
+            for storage, prefix in EMBEDDED:
+                make = self.embedded(model, p.flush, f"{prefix}_turns", storage)
+                self.load(f"{prefix}_turns", make, model, n)
+
+    def first_token(self, suffix: str = "") -> None:
+        """Figure 7: time to first token and to the ack, closed loop, a model whose tokens come
+        at once, at each of ``ttft_sessions``: chatcore on Redis, chatcore embedded on SQLite
+        and the batched bare-bones pipeline, one after the other at each level."""
+        p = self.plan
+        model = Model(p.ttft_tokens, 0.0)
+        for n in p.ttft_sessions:
+            stacks = (
+                ("redis", self.chatcore(model, p.flush, f"7_redis_{n}{suffix}")),
+                ("sqlite", self.embedded(model, p.flush, f"7_sqlite_{n}{suffix}", "sqlite")),
+                ("baseline", self.baseline(model, "batched", f"7_bb_{n}{suffix}")),
+            )
+            for name, make in stacks:
+                self.load(f"7_{name}_{n}{suffix}", make, model, n, first_token=True)
+
+    def busy_first_token(self) -> None:
+        with self.busy_load() as suffix:
+            self.first_token(suffix)
 
     def cluster(self) -> None:
         """Figure 8: figures 1 and 3 on a three-master Redis Cluster (no replicas, work in one
@@ -328,7 +419,10 @@ class Runner:
         p = self.plan
         model = Model(1, 0.0)
         runs: list[tuple[str, Callable[[], Deployment]]] = (
-            [("6_embedded_idle", self.embedded(model, p.flush, "6_idle"))]
+            [
+                (f"{prefix}_idle", self.embedded(model, p.flush, f"{prefix}_idle", storage))
+                for storage, prefix in EMBEDDED
+            ]
             if embedded
             else [
                 ("4_chatcore", self.chatcore(model, p.flush, "4_chatcore")),
@@ -374,6 +468,19 @@ class Runner:
         )
         self.results["5_restore"] = result
 
+        from benchmarks import sqlite_store
+
+        self.say("5_restore_sqlite: the same session in a SQLite file, empty and warm cache")
+        load0 = loadavg()
+        result = loops.run(sqlite_store.restore_figure(quick))
+        result["loadavg_start"], result["loadavg_end"] = load0, loadavg()
+        self.say(
+            f"  empty cache {result['cold_cache']['median_ms']} ms median, "
+            f"reopened {result['cold_reopened']['median_ms']} ms, "
+            f"warm {result['warm_cache']['median_ms']} ms"
+        )
+        self.results["5_restore_sqlite"] = result
+
     def profile(self) -> None:
         """Figures 1 and 2 again, chatcore's processes under cProfile (slower: not timed)."""
         assert self.profile_dir is not None
@@ -415,11 +522,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
     if args.repeats is not None:
         plan = dataclasses.replace(plan, repeats=max(1, args.repeats))
-    wanted = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "8"}
+    wanted = set(args.only.split(",")) if args.only else set(FIGURES)
+    unknown = wanted - set(FIGURES)
+    if unknown:
+        raise SystemExit(f"--only: no figure {', '.join(sorted(unknown))} (figures: {FIGURES})")
+    busy = max(0, args.busy or 0)
     raise_nofile()
     logs = Path(tempfile.mkdtemp(prefix="chatcore-bench-"))
     profile_dir = logs / "profiles" if args.profile else None
-    runner = Runner(plan, logs, profile_dir)
+    runner = Runner(plan, logs, profile_dir, busy)
     started = datetime.now(UTC)
     load0 = loadavg()
     runner.say(f"logs in {logs}")
@@ -427,6 +538,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("1", lambda: runner.throughput(embedded=False)),
             ("2", lambda: runner.latency(embedded=False)),
+            *([("2", runner.busy_latency)] if busy else []),
             ("3", lambda: runner.turns(embedded=False)),
             ("4", lambda: runner.idle(embedded=False)),
             ("5", lambda: runner.restore(args.quick)),
@@ -434,6 +546,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("6", lambda: runner.latency(embedded=True)),
             ("6", lambda: runner.turns(embedded=True)),
             ("6", lambda: runner.idle(embedded=True)),
+            ("7", runner.first_token),
+            *([("7", runner.busy_first_token)] if busy else []),
             ("8", runner.cluster),
         ]
         for figure, step in steps:
@@ -445,6 +559,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": started.isoformat(timespec="seconds"),
         "seconds": round((datetime.now(UTC) - started).total_seconds()),
         "quick": args.quick,
+        "busy": busy,
         "command": "python -m benchmarks " + " ".join(args.argv),
         "machine": machine(),
         "loadavg_start": load0,

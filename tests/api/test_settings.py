@@ -221,9 +221,19 @@ def test_misspelt_top_level_variables_are_found() -> None:
         "CHATCORE_REQUIRE_REDIS": "1",
         "CHATCORE_TEST_REDIS_URL": "redis://x",
         "CHATCORE_E2E_URL": "http://127.0.0.1:1",
+        "CHATCORE_EVENT_LOOP": "asyncio",
+        "CHATCORE_EVENT_LOOPS": "asyncio",
         "HOME": "/root",
     }
-    assert unknown_environment(environ) == ["CHATCORE_PROT"]
+    assert unknown_environment(environ) == ["CHATCORE_EVENT_LOOPS", "CHATCORE_PROT"]
+
+
+def test_the_event_loop_variable_is_not_refused() -> None:
+    # Read by chatcore_api.loops before the settings (the benchmarks' asyncio-loop runs set it).
+    settings = load_settings(
+        environ={"CHATCORE_EVENT_LOOP": "asyncio", "CHATCORE_STORAGE": "memory"}
+    )
+    assert settings.backend == "memory"
 
 
 def test_a_misspelt_top_level_variable_stops_the_start_up_naming_it() -> None:

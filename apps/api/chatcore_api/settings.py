@@ -37,6 +37,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from chatcore_adapters.settings import ChatcoreSettings, Storage
+from chatcore_api import loops
 from chatcore_api.client_address import parse_networks
 from chatcore_api.limit_settings import LimitSettings
 from chatcore_api.redaction import redact
@@ -453,6 +454,9 @@ _FOREIGN_ENV = (
     "CHATCORE_PYTHON",
     "CHATCORE_VENV",
 )
+# CHATCORE_* variables chatcore reads outside its settings: the event loop is chosen before
+# the settings are loaded (chatcore_api.loops).
+_OWN_ENV = frozenset({loops.ENV})
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -461,10 +465,11 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     refuses them."""
     env = os.environ if environ is None else environ
     known = {name.upper() for name in ApiSettings.model_fields}
+    own = {name.upper() for name in _OWN_ENV}
     found = []
     for name in env:
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper.startswith(_FOREIGN_ENV):
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_FOREIGN_ENV) or upper in own:
             continue
         field_name = upper.removeprefix(ENV_PREFIX).split("__", 1)[0]
         if field_name not in known:
