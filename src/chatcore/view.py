@@ -58,7 +58,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
 
-class ChatMessage(_Model):
+class _Fixed(BaseModel):
+    """A part of a view the fold replaces but never changes: copies of a view share it
+    (:meth:`SessionView.copy_view`), so it is frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatMessage(_Fixed):
     """A finished message of the history: the user's, or the assistant's final reply."""
 
     message_id: str
@@ -169,12 +176,12 @@ class Conversation(_Model):
         return leaf
 
 
-class Profile(_Model):
+class Profile(_Fixed):
     display_name: str | None = None
     language: str | None = None
 
 
-class MessageRef(_Model):
+class MessageRef(_Fixed):
     """Where a client message id was recorded; the key of idempotent submission (I4)."""
 
     conversation_id: str
@@ -266,7 +273,31 @@ class SessionView(_Model):
         return [(c, c.pending) for c in self.conversations.values() if c.pending is not None]
 
     def copy_view(self) -> SessionView:
-        return self.model_copy(deep=True)
+        """An independent copy: folding into either leaves the other as it was.
+
+        The fold never changes a :class:`ChatMessage`, :class:`MessageRef` or
+        :class:`Profile` once made (it makes new ones), so the copy shares them and copies
+        only what the fold changes in place: the containers, the conversations and their
+        pending turns. A deep copy cost time in proportion to the whole history on every
+        load of a session a process follows; this costs a list copy per conversation."""
+        return self.model_copy(
+            update={
+                "conversations": {
+                    cid: conv.model_copy(
+                        update={
+                            "messages": list(conv.messages),
+                            "branches": list(conv.branches),
+                            "selected": dict(conv.selected),
+                            "pending": (
+                                conv.pending.model_copy(deep=True) if conv.pending else None
+                            ),
+                        }
+                    )
+                    for cid, conv in self.conversations.items()
+                },
+                "client_messages": dict(self.client_messages),
+            }
+        )
 
 
 # --- the fold ---------------------------------------------------------------------------------

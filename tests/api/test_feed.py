@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from chatcore.errors import SessionNotFound, StoreUnavailable
 from chatcore.events import Recorded
 from chatcore.ports import Appended, AppendListener
 from chatcore.service import ChatService
-from chatcore.view import SessionView, fold
+from chatcore.view import Profile, SessionView, fold
 from chatcore_adapters.bootstrap import bootstrap
 from chatcore_adapters.memory import MemoryEventStore
 from chatcore_adapters.memory.event_store import MemoryLiveSubscription
@@ -252,8 +253,13 @@ async def test_a_view_handed_out_is_a_copy() -> None:
         await w.service.load(sid)
         await w.service.load(sid)
         mine = await w.service.load(sid)
-        mine.profile.display_name = "changed by a caller"
-        assert (await w.service.load(sid)).profile.display_name is None
+        mine.profile = Profile(display_name="changed by a caller")
+        mine.conversations.clear()
+        again = await w.service.load(sid)
+        assert again.profile.display_name is None
+        assert again.conversations
+        with pytest.raises(ValidationError):  # what copies share cannot be changed
+            again.profile.display_name = "changed in place"  # type: ignore[misc]
 
 
 async def test_a_view_not_at_the_feed_s_cursor_is_not_kept() -> None:

@@ -55,14 +55,14 @@ def test_the_prompt_keeps_the_newest_history_that_fits_the_budget() -> None:
 
 def test_failed_and_empty_replies_are_left_out_of_the_prompt() -> None:
     conv = conversation(2)
-    conv.messages[1].status = "failed"
+    conv.messages[1] = conv.messages[1].model_copy(update={"status": "failed"})
     request = build_prompt(conv, "last", Profile(), PromptSettings())
     assert all(not m.content.startswith("0:a") for m in request.messages)
 
 
 def test_a_question_longer_than_the_budget_is_cut_not_dropped() -> None:
     conv = conversation(0)
-    conv.messages[-1].text = "x" * 100_000
+    conv.messages[-1] = conv.messages[-1].model_copy(update={"text": "x" * 100_000})
     request = build_prompt(conv, "last", Profile(), PromptSettings(max_prompt_tokens=500))
     assert request.messages[-1].role == "user"
     assert 0 < len(request.messages[-1].content) <= 2000

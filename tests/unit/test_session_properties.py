@@ -279,6 +279,28 @@ def test_a_cached_view_plus_the_tail_equals_a_full_replay_at_every_cache_point(
     assert project(cached, sim.log[cut:]) == fold(sim.log)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(command, lifecycle()), max_size=60), st.data())
+def test_a_copied_view_and_its_original_fold_on_independently(
+    commands: list[tuple[object, ...]], data: st.DataObject
+) -> None:
+    """``copy_view`` shares what the fold never changes: folding the rest of the log into the
+    copy leaves the original at the cut, and folding it into the original leaves the copy."""
+    sim = simulate(commands)
+    cut = data.draw(st.integers(0, len(sim.log)))
+    at_cut = fold(sim.log[:cut])
+    original = fold(sim.log[:cut])
+    copy = original.copy_view()
+    assert copy == original
+    project(copy, sim.log[cut:])
+    assert original == at_cut
+    assert copy == fold(sim.log)
+    other = original.copy_view()
+    project(original, sim.log[cut:])
+    assert other == at_cut
+    assert original == fold(sim.log)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(command, max_size=40), st.integers(0, 6))
 def test_a_client_message_id_is_recorded_at_most_once(
@@ -440,10 +462,12 @@ def test_a_turns_only_view_decides_every_reply_step_like_the_whole_view(
         (c.conversation_id, c.pending) for c in sim.view.conversations.values()
     ]
     later = {r.position for r in sim.log[cut:]}
-    for cid, conv in slim.conversations.items():  # only messages recorded after the cut
-        assert conv.messages == [
-            m for m in sim.view.conversations[cid].messages if m.position in later
-        ]
+    for cid, conv in slim.conversations.items():
+        # Only messages recorded after the cut, the end of the active path: a branch switch
+        # or a regeneration empties a turns-only view's path (it has no history to rebuild
+        # it from), and what follows is appended again.
+        after_cut = [m for m in sim.view.conversations[cid].messages if m.position in later]
+        assert conv.messages == after_cut[len(after_cut) - len(conv.messages) :]
     for n in range(3):
         assert _reply_steps(slim, n) == _reply_steps(sim.view, n)
 
