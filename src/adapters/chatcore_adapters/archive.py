@@ -332,7 +332,12 @@ class ArchiveReader:
         header, JSON that does not parse or a bad end, nothing more)."""
         seen: set[str] = set()
         counted = _Counts(sessions=0, events=0)
-        with self._open() as file:
+        try:
+            opened = self._open()
+        except ArchiveError as exc:
+            yield exc
+            return
+        with opened as file:
             lines = self._lines(file)
             try:
                 number, data = next(lines)
@@ -348,6 +353,7 @@ class ArchiveReader:
                 yield exc
                 return
             end: int | None = None
+            bad = False
             try:
                 for number, data in lines:
                     if end is not None:
@@ -355,7 +361,8 @@ class ArchiveReader:
                         return
                     if isinstance(data, dict) and "end" in data:
                         end = number
-                        problem = _end_problem(number, data, counted)
+                        # (after a bad session line the counts cannot agree: that line said so)
+                        problem = _end_problem(number, data, None if bad else counted)
                         if problem is not None:
                             yield problem
                             return
@@ -366,6 +373,7 @@ class ArchiveReader:
                         yield exc
                         if stop_at_first:
                             return
+                        bad = True
                         continue
                     seen.add(checked.session_id)
                     counted = _Counts(
@@ -400,12 +408,13 @@ def _header(number: int, data: Any) -> ArchiveHeader:
         raise ArchiveError(number, f"a bad header: {_first_error(exc)}") from None
 
 
-def _end_problem(number: int, data: Any, counted: _Counts) -> ArchiveError | None:
+def _end_problem(number: int, data: Any, counted: _Counts | None) -> ArchiveError | None:
+    """What is wrong with the end line (``counted``: what it must count, if known)."""
     try:
         end = _End.model_validate(data).end
     except ValidationError as exc:
         return ArchiveError(number, f"a bad end line: {_first_error(exc)}")
-    if end != counted:
+    if counted is not None and end != counted:
         return ArchiveError(
             number,
             f"the end line counts {end.sessions} sessions and {end.events} events, the archive "
