@@ -205,6 +205,12 @@ def run_import(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             _say(f"  {problem.message}")
         return 1
+    except ArchiveError as exc:  # (checked whole, then found wrong: it changed meanwhile)
+        _say(
+            f"{path} changed during the import: {exc.message}; the sessions before that line "
+            "were imported (run the import again on a stable copy: they are left as they are)"
+        )
+        return 1
     except PortError as exc:
         _say(f"import into {_where(settings)} failed: {exc.message}")
         return 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from chatcore.errors import StoreUnavailable
 from chatcore.ports import WorkItem
 from chatcore_adapters.archive import Entry, SessionLog, Written
 from chatcore_adapters.redis.event_store import RedisEventStore
@@ -160,9 +161,9 @@ class RedisLogArchive:
         async with self.conn.guard("import session"):
             reply = await self.store.run_script(self._import, script_keys, args, "import session")
         if reply[0] == -1:
-            raise RuntimeError(
+            raise StoreUnavailable(
                 f"the staged log of session {session_id} changed while it was imported "
-                "(another import of it at the same time?)"
+                "(another import of it at the same time?); nothing was written for it"
             )
         if reply[0] == 0:
             return Written.EXISTS
