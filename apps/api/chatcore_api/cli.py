@@ -4,10 +4,14 @@
                      [--workers N]
     chatcore worker  [--config FILE] [--processes N] [--check [--json]] [tuning flags]
     chatcore schema  [--out docs/protocol] [--check]
+    chatcore export  [--config FILE] [--redis-url URL] [--output FILE|-]
+    chatcore import  [--config FILE] [--redis-url URL] FILE
 
 ``serve`` with no options is the embedded default: everything in this process (in-memory
 storage, a reply worker, the offline demo model) and the web client at ``/``, on
 http://127.0.0.1:8000. Settings also come from ``CHATCORE_*`` variables and a config file.
+``export`` and ``import`` move every session from one store to another (SQLite to Redis when
+one process is no longer enough): see ``chatcore_api.moving``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,17 @@ from chatcore_api.worker_main import add_worker_arguments
 DEFAULT_SCHEMA_DIR = Path("docs/protocol")
 
 
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say where the settings, and so the store, come from."""
+    parser.add_argument(
+        "--config", type=Path, help="TOML or JSON settings file (default: $CHATCORE_CONFIG)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="use Redis (prefer CHATCORE_REDIS_URL: a password here shows in the process list)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatcore", description="chatcore: real-time AI chat server and tools."
@@ -38,13 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    serve.add_argument(
-        "--config", type=Path, help="TOML or JSON settings file (default: $CHATCORE_CONFIG)"
-    )
-    serve.add_argument(
-        "--redis-url",
-        help="use Redis (prefer CHATCORE_REDIS_URL: a password here shows in the process list)",
-    )
+    add_store_arguments(serve)
     serve.add_argument(
         "--no-worker",
         action="store_true",
@@ -78,6 +87,36 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; fail if the files under --out are not up to date",
     )
+
+    export = commands.add_parser(
+        "export",
+        help="write every session of the configured store to an archive",
+        description="Write every session of the store `chatcore serve` uses (the SQLite file "
+        "of CHATCORE_DATA_DIR, or Redis with CHATCORE_REDIS_URL) to an archive: JSON lines, "
+        "each session's events at their positions. Works while the server runs (each session "
+        "is read as of one moment); stop it first for an archive of one moment. The archive "
+        "holds every chat (a new file is made readable by its owner only) and no key.",
+    )
+    add_store_arguments(export)
+    export.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="a new file to write (default -, standard output)",
+    )
+
+    import_ = commands.add_parser(
+        "import",
+        help="write an archive's sessions into the configured store",
+        description="Write the sessions of an archive made by `chatcore export` into the store "
+        "`chatcore serve` uses, at the same positions (clients' cursors stay valid), and queue "
+        "an answer to every message still awaiting one. The whole archive is checked first; "
+        "nothing is written if a line is wrong. A session the store already has is left as it "
+        "is (exit status 1). Tokens keep working only if the new deployment has the old one's "
+        "key (CHATCORE_SECRET_KEY; with SQLite, the data directory's secret_key file).",
+    )
+    add_store_arguments(import_)
+    import_.add_argument("file", metavar="FILE", help="the archive")
     return parser
 
 
@@ -202,4 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from chatcore_api.worker_main import run_worker_command
 
         return run_worker_command(args)
+    if args.command in ("export", "import"):
+        from chatcore_api.moving import run_export, run_import
+
+        return run_export(args) if args.command == "export" else run_import(args)
     return _schema(args)

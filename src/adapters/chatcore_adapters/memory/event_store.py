@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 from collections.abc import Sequence
 
 from chatcore.errors import ConcurrencyConflict
@@ -163,6 +164,33 @@ class MemoryEventStore:
         validate_session_id(session_id)
         stream = self._stream(session_id)
         return stream.records[-1].position if stream and stream.records else None
+
+    # --- moving sessions between stores (chatcore_adapters.archive) ----------------------------
+
+    def session_ids(self) -> list[str]:
+        """The sessions the store holds (expired ones left out)."""
+        return [sid for sid in list(self._streams) if self._stream(sid) is not None]
+
+    def put_log(
+        self, session_id: str, records: Sequence[Recorded], *, expires_in: float | None
+    ) -> bool:
+        """Hold ``records`` (strictly increasing positions) as the whole log of a session the
+        store does not have, at their positions, expiring ``expires_in`` seconds from now
+        (``None``: never); ``False``, changing nothing, when it has the session."""
+        validate_session_id(session_id)
+        if not records:
+            raise ValueError("a log has at least one event")
+        if self._stream(session_id) is not None:
+            return False
+        keys = [parse_position(record.position) for record in records]
+        if any(a >= b for a, b in itertools.pairwise(keys)):
+            raise ValueError("positions must be strictly increasing")
+        stream = _Stream()
+        stream.keys, stream.records = keys, list(records)
+        if expires_in is not None:
+            stream.expires = self._clock.monotonic() + expires_in
+        self._streams[session_id] = stream
+        return True
 
 
 class MemoryLiveSubscription:

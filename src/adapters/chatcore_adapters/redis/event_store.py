@@ -312,9 +312,12 @@ class RedisEventStore:
             script = "\n".join(line for line in script.split("\n") if not line.startswith(farewell))
         return self.conn.client.register_script(script)
 
-    async def _run(self, script: Any, keys: list[str], args: list[bytes | str], what: str) -> Any:
-        """Run an erase or delete script; with durable writes, followed by a WAIT on the same
-        connection, failing with ``NotReplicated`` when too few replicas have it in time."""
+    async def run_script(
+        self, script: Any, keys: list[str], args: list[bytes | str], what: str
+    ) -> Any:
+        """Run a script that rewrites a log (an erase, a deletion, an import); with durable
+        writes, followed by a WAIT on the same connection, failing with ``NotReplicated`` when
+        too few replicas have it in time."""
         if not self._durable:
             return await script(keys=keys, args=args)
         await self.conn.initialized()
@@ -375,7 +378,7 @@ class RedisEventStore:
             *map(encode_event, tombstone),
         ]
         async with self.conn.guard("erase"):
-            reply = await self._run(
+            reply = await self.run_script(
                 self._erase_script, [key, self._keys.rewrite(session_id)], args, "erase"
             )
         if reply[0] == -1:
@@ -400,7 +403,7 @@ class RedisEventStore:
             encode_event(farewell) if farewell is not None else b"",
         ]
         async with self.conn.guard("delete session"):
-            reply = await self._run(self._delete_script, [key], args, "delete session")
+            reply = await self.run_script(self._delete_script, [key], args, "delete session")
         if self._durable and len(reply) == 3:
             await self._push(
                 self._keys.live(session_id), [_bytes(reply[1]), _bytes(reply[2]), _bytes(args[1])]

@@ -52,6 +52,33 @@ class KeySpace:
         slot: ``chat:{<session_id>}:rewrite``. It exists only inside one script."""
         return f"{self.events(session_id)}:rewrite"
 
+    def import_staging(self, session_id: str) -> str:
+        """Where an import (``chatcore import``) builds the session's log before it becomes
+        the log, in its slot: ``chat:{<session_id>}:import`` (expires if left behind)."""
+        return f"{self.events(session_id)}:import"
+
+    def import_work(self, session_id: str) -> str:
+        """On a Cluster, the work an import still has to queue for the session, in its slot:
+        ``chat:{<session_id>}:import:work`` (see ``redis/archive.py``)."""
+        return f"{self.events(session_id)}:import:work"
+
+    @property
+    def events_pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for every session's log (and nothing else: the keys
+        beside a log end after its ``}``)."""
+        return f"{self.prefix}chat:{{*}}"
+
+    def session_of(self, key: str) -> str | None:
+        """The session whose log ``key`` is, or ``None`` for any other key."""
+        head = f"{self.prefix}chat:{{"
+        if not (key.startswith(head) and key.endswith("}")):
+            return None
+        session_id = key[len(head) : -1]
+        try:
+            return validate_session_id(session_id)
+        except InvalidIdentifier:
+            return None
+
     def live(self, session_id: str) -> str:
         """The pub/sub channel of the session's appends: ``live:{<session_id>}``."""
         return f"{self.prefix}live:{{{validate_session_id(session_id)}}}"

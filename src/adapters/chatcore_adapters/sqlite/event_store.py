@@ -26,6 +26,7 @@ deletes up to :data:`SWEEP_BATCH` such logs at a time, oldest first.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -190,6 +191,34 @@ class SqliteEventStore:
             return Committed(records, Appended(session_id, actual, records))
 
         return append
+
+    def put_log_job(
+        self, session_id: str, entries: Sequence[tuple[str, bytes]]
+    ) -> Callable[[sqlite3.Connection], bool]:
+        """The writer's job that stores ``entries`` (positions strictly increasing, the codec's
+        bytes) as the whole log of a session the file does not have, at their positions; it
+        returns ``False``, writing nothing, when the file has the session (an expired log
+        counts as none and is deleted). For moving sessions between stores
+        (:mod:`chatcore_adapters.archive`): nothing is pushed to subscribers."""
+        validate_session_id(session_id)
+        if not entries:
+            raise ValueError("a log has at least one event")
+        rows = [(*parse_position(position), body) for position, body in entries]
+        if any(ms > _MAX or seq > _MAX for ms, seq, _ in rows):
+            raise ValueError("a position is beyond what SQLite holds")
+        if any(a[:2] >= b[:2] for a, b in itertools.pairwise(rows)):
+            raise ValueError("positions must be strictly increasing")
+        expired = self._expired_before()
+        last_ms, last_seq, _ = rows[-1]
+
+        def put(conn: sqlite3.Connection) -> bool:
+            if self._live(conn, session_id, expired) is not None:
+                return False
+            stream = int(conn.execute(_NEW_STREAM, (session_id, last_ms, last_seq)).lastrowid or 0)
+            conn.executemany(_INSERT, [(stream, ms, seq, body) for ms, seq, body in rows])
+            return True
+
+        return put
 
     def announce(self, committed: Committed) -> None:
         """Hand a committed append to the live subscribers."""
