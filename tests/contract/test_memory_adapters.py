@@ -26,6 +26,7 @@ from chatcore_adapters.memory import (
     MemorySessionCache,
     MemoryWorkQueue,
 )
+from chatcore_adapters.near_cache import NearCache
 from chatcore_adapters.system import SystemClock
 from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.heartbeats_contract import HeartbeatsContract
@@ -68,6 +69,17 @@ class TestMemorySessionCache(_OnManualClock, SessionCacheContract):
     async def plant_raw(self, cache: SessionCache, session_id: str, raw: bytes) -> None:
         assert isinstance(cache, MemorySessionCache)
         cache.put_raw(session_id, raw)
+
+
+class TestNearCacheOverMemory(_OnManualClock, SessionCacheContract):
+    """A process's own views in front of a shared cache keep the same contract."""
+
+    async def make_cache(self, *, ttl: float) -> SessionCache:
+        return NearCache(MemorySessionCache(self.clock, ttl=ttl), self.clock, ttl=ttl)
+
+    async def plant_raw(self, cache: SessionCache, session_id: str, raw: bytes) -> None:
+        assert isinstance(cache, NearCache) and isinstance(cache.shared, MemorySessionCache)
+        cache.shared.put_raw(session_id, raw)
 
 
 class TestMemoryWorkQueue(_OnManualClock, WorkQueueContract):

@@ -27,6 +27,7 @@ from chatcore.ports import (
 )
 from chatcore_adapters.bootstrap import intake_for
 from chatcore_adapters.codec import encode_event
+from chatcore_adapters.near_cache import NearCache
 from chatcore_adapters.redis import (
     KeySpace,
     RedisConnection,
@@ -42,6 +43,7 @@ from chatcore_adapters.redis import (
     connect,
 )
 from chatcore_adapters.redis.queue import encode_item
+from chatcore_adapters.system import SystemClock
 from tests.contract.event_store_contract import EventStoreContract, Pushes
 from tests.contract.heartbeats_contract import HeartbeatsContract
 from tests.contract.intake_contract import IntakeContract, Parts, item
@@ -153,6 +155,21 @@ class _Cache(_OnRedis, SessionCacheContract):
         await cache.conn.client.set(cache.conn.keys.view(session_id), raw, px=60_000)
 
 
+class _NearCache(_Cache):
+    """A process's own views in front of the Redis cache (what a worker process uses)."""
+
+    async def make_cache(self, *, ttl: float) -> SessionCache:
+        return NearCache(RedisSessionCache(self.connect(), ttl=ttl), SystemClock(), ttl=ttl)
+
+    async def close_cache(self, cache: SessionCache) -> None:
+        assert isinstance(cache, NearCache)
+        await super().close_cache(cache.shared)
+
+    async def plant_raw(self, cache: SessionCache, session_id: str, raw: bytes) -> None:
+        assert isinstance(cache, NearCache)
+        await super().plant_raw(cache.shared, session_id, raw)
+
+
 class _Queue(_OnRedis, WorkQueueContract):
     async def make_queue(self, *, reclaim_after: float) -> DeadLetteringQueue:
         return RedisWorkQueue(self.connect(), reclaim_after=reclaim_after)
@@ -256,6 +273,10 @@ class _Heartbeats(_OnRedis, HeartbeatsContract):
 
 
 class TestRedisEventStore(_Store):
+    pass
+
+
+class TestRedisNearCache(_NearCache):
     pass
 
 

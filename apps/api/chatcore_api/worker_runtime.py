@@ -92,7 +92,11 @@ async def serve(
     worker_id = worker_id or new_worker_id()
     options = settings.worker
     core = bootstrap(
-        settings, llm=llm, client_name="chatcore-worker", max_block=options.claim_block
+        settings,
+        llm=llm,
+        client_name="chatcore-worker",
+        max_block=options.claim_block,
+        near_cache=True,
     )
     if not isinstance(core.queue, RedisWorkQueue):
         raise TypeError("a worker process needs the Redis work queue (redis_url)")

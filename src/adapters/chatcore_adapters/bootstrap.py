@@ -54,6 +54,7 @@ from chatcore_adapters.memory import (
     MemorySessionCache,
     MemoryWorkQueue,
 )
+from chatcore_adapters.near_cache import NearCache
 from chatcore_adapters.settings import ChatcoreSettings
 from chatcore_adapters.system import RandomIds, SystemClock
 
@@ -227,12 +228,15 @@ def bootstrap(
     redis: RedisConnection | None = None,
     client_name: str = "chatcore",
     max_block: float | None = None,
+    near_cache: bool = False,
 ) -> Chatcore:
     """Build a chatcore from ``settings`` (the defaults: in memory, the demo model). Each
     keyword names a port (or the use cases' settings) to use instead of what the settings
     choose. ``redis`` is a Redis client to build the Redis adapters on instead of one made
     from ``redis_url`` (whoever made it closes it). ``client_name`` and ``max_block`` describe
-    this process to Redis (see :func:`redis_settings`). Unless given (or ``use_intake`` is
+    this process to Redis (see :func:`redis_settings`). ``near_cache`` puts the process's own
+    views in front of the session cache (:mod:`chatcore_adapters.near_cache`; what a worker
+    process does, sized by ``worker.near_cache_events``). Unless given (or ``use_intake`` is
     off), the intake is the one of the store and queue when they live together
     (:func:`intake_for`)."""
     settings = settings if settings is not None else ChatcoreSettings()
@@ -310,6 +314,13 @@ def bootstrap(
         leases = leases or MemoryLeases(clock)
         heartbeats = heartbeats or MemoryHeartbeats(clock)
         rate_limits = rate_limits or MemoryRateLimits(clock)
+    if near_cache and settings.worker.near_cache_events > 0:
+        cache = NearCache(
+            cache,
+            clock,
+            max_events=settings.worker.near_cache_events,
+            ttl=min(settings.cache_ttl, 300.0),
+        )
     if intake is None and use_intake:
         intake = intake_for(store, queue)
     service = ChatService(

@@ -51,6 +51,14 @@ class WorkerOptions(WorkerSettings, GenerationSettings):
         description="Seconds replies in flight may take to finish when the process stops; "
         "what is left is taken over by another worker.",
     )
+    near_cache_events: int = Field(
+        default=50_000,
+        ge=0,
+        le=10_000_000,
+        description="A `chatcore worker` process keeps the views of the sessions it answered "
+        "last, up to this many events in all, so answering a session again reads only the "
+        "events since (not the whole cached view from Redis); 0 turns it off.",
+    )
     llm_factory: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
