@@ -118,6 +118,22 @@ class PendingTurn(_Model):
     # When this turn was asked for (the message, its edit, or the regeneration).
     since: datetime | None = None
 
+    def copy_turn(self) -> PendingTurn:
+        """An independent copy (what the fold changes in place: the turn's fields and its
+        draft's lists), without a generic deep copy's cost."""
+        draft = self.reply
+        return self.model_copy(
+            update={
+                "reply": (
+                    None
+                    if draft is None
+                    else draft.model_copy(
+                        update={"chunks": list(draft.chunks), "models": list(draft.models)}
+                    )
+                )
+            }
+        )
+
 
 # The key of the start of a conversation in ``Conversation.selected`` (ids are never empty).
 START = ""
@@ -236,7 +252,7 @@ class SessionView(_Model):
                     started_at=conv.started_at,
                     titled=conv.titled,
                     leaf_id=conv.leaf_id,
-                    pending=conv.pending.model_copy(deep=True) if conv.pending else None,
+                    pending=conv.pending.copy_turn() if conv.pending else None,
                     event_count=conv.event_count,
                 )
                 for cid, conv in self.conversations.items()
@@ -288,9 +304,7 @@ class SessionView(_Model):
                             "messages": list(conv.messages),
                             "branches": list(conv.branches),
                             "selected": dict(conv.selected),
-                            "pending": (
-                                conv.pending.model_copy(deep=True) if conv.pending else None
-                            ),
+                            "pending": (conv.pending.copy_turn() if conv.pending else None),
                         }
                     )
                     for cid, conv in self.conversations.items()

@@ -301,6 +301,30 @@ def test_a_copied_view_and_its_original_fold_on_independently(
     assert original == fold(sim.log)
 
 
+def test_a_copy_taken_mid_reply_keeps_its_own_draft() -> None:
+    """The same, at every cut of a reply being streamed (chunks appended in place, a model
+    switched), which random command lists reach only now and then."""
+    script: list[tuple[object, ...]] = [
+        ("submit", 0, 0, "hi"),
+        ("start", 0),
+        ("delta", 0, "a"),
+        ("delta", 0, "b"),
+        ("switch", 0),
+        ("delta", 0, "c"),
+        ("complete", 0),
+    ]
+    sim = simulate(script)
+    for cut in range(len(sim.log) + 1):
+        original = fold(sim.log[:cut])
+        copy = original.copy_view()
+        project(copy, sim.log[cut:])
+        assert original == fold(sim.log[:cut]), cut
+        assert copy == fold(sim.log), cut
+        slim = fold(sim.log[:cut]).for_turns()
+        project(slim, sim.log[cut:])
+        assert original == fold(sim.log[:cut]), cut
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(command, max_size=40), st.integers(0, 6))
 def test_a_client_message_id_is_recorded_at_most_once(
