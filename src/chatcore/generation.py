@@ -250,6 +250,22 @@ class ReplyGenerator:
         return None
 
 
+def text_due(inbox: ReplyInbox, now: float, last_flush: float, s: GenerationSettings) -> bool:
+    """Whether the text waiting in ``inbox`` is appended now (see ``_consume``).
+
+    A slow model's single delta (``inbox.spaced``) goes out at once only when it is handled
+    promptly, within half an interval of its arrival. Found later, the event loop is what kept
+    it waiting (many replies on a busy process), not the model: it waits for the interval like
+    any other text. Otherwise an overloaded process would measure its own lag as the model's
+    pace, write one append per token, and so lag more (seen as a collapse of the embedded
+    mode's throughput from about 90,000 to under 10,000 tokens/s)."""
+    return (
+        inbox.chars >= s.flush_max_chars
+        or now >= last_flush + s.flush_interval
+        or (inbox.spaced and now - inbox.last_text_at < s.flush_interval / 2)
+    )
+
+
 def _gone(item: WorkItem) -> Outcome:
     log.info(
         "the session was deleted; nothing left to answer",
@@ -458,11 +474,7 @@ class _ReplyInProgress:
                     self.usage = item.usage
             else:
                 now = self._now()
-                if inbox.chars and (
-                    inbox.chars >= s.flush_max_chars
-                    or now >= self.last_flush + s.flush_interval
-                    or inbox.spaced
-                ):
+                if inbox.chars and text_due(inbox, now, self.last_flush, s):
                     await self._flush(inbox.take_text())
                 elif now - self.last_io >= s.cancel_poll_interval:
                     await self._poll()

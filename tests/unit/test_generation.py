@@ -25,8 +25,9 @@ from chatcore.events import (
     ReplyModelSwitched,
     ReplyStarted,
 )
-from chatcore.generation import GenerationSettings, Outcome, lease_key
+from chatcore.generation import GenerationSettings, Outcome, lease_key, text_due
 from chatcore.ports import CachedView, CompletionRequest, LLMChunk, TextDelta, WorkItem
+from chatcore.reply_inbox import ReplyInbox
 from chatcore.service import OpenedSession
 from chatcore.view import ChatMessage, SessionView
 from chatcore_adapters.memory import MemoryEventStore, MemoryLeases, MemorySessionCache
@@ -566,3 +567,18 @@ async def test_a_reply_stopped_before_its_start_was_written_closes_the_model_it_
     assert llm.closed_early == 1
     log = await h.service.events_after(s.session_id, None)
     assert of(log, ReplyStarted) == [] and of(log, ReplyDelta) == []
+
+
+def test_a_slow_model_s_token_found_late_waits_for_the_interval() -> None:
+    """A lagging event loop must not be taken for a slow model: that would write one append
+    per token exactly when the process is overloaded."""
+    s = GenerationSettings(flush_interval=0.015)
+    inbox = ReplyInbox()
+    inbox.put(TextDelta(text="a", model="m"), now=0.0, spacing=0.0075)
+    inbox.take_text()
+    inbox.put(TextDelta(text="b", model="m"), now=0.020, spacing=0.0075)  # 20 ms apart
+    assert inbox.spaced
+    last_flush = 0.018  # the previous append ended 2 ms before this token came
+    assert text_due(inbox, now=0.021, last_flush=last_flush, s=s)  # handled at once: written
+    assert not text_due(inbox, now=0.030, last_flush=last_flush, s=s)  # 10 ms late: waits
+    assert text_due(inbox, now=0.033, last_flush=last_flush, s=s)  # until the interval ends

@@ -82,6 +82,24 @@ def _still_current(generation: int, current: int) -> None:
 
 
 class WebSocketHandler:
+    # Slots: one of these per open WebSocket (figure 4 counts the bytes per connection).
+    __slots__ = (
+        "_caps",
+        "_client",
+        "_connections",
+        "_guard",
+        "_joined",
+        "_limits",
+        "_metrics",
+        "_model_name",
+        "_out",
+        "_service",
+        "_session_id",
+        "_sessions",
+        "_settings",
+        "_ws",
+    )
+
     def __init__(
         self,
         ws: WebSocket,

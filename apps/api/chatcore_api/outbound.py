@@ -41,6 +41,26 @@ class _Close:
 
 
 class Outbound:
+    # Slots: one of these per open WebSocket (figure 4 counts the bytes per connection).
+    __slots__ = (
+        "_close_queued",
+        "_deferred",
+        "_deferring",
+        "_metrics",
+        "_queue",
+        "_queue_limit",
+        "_send_lock",
+        "_send_timeout",
+        "_wake",
+        "_writer",
+        "_ws",
+        "closed",
+        "cursor",
+        "overflowed",
+        "session_id",
+        "token_generation",
+    )
+
     def __init__(
         self,
         ws: WebSocket,

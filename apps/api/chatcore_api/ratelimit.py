@@ -164,6 +164,14 @@ class ApiLimits:
 class FrameGuard:
     """The limits one connection's frames go through before they are carried out."""
 
+    # Slots: one of these per open WebSocket (figure 4 counts the bytes per connection).
+    __slots__ = (
+        "client",
+        "connection",
+        "limits",
+        "session_id",
+    )
+
     def __init__(self, limits: ApiLimits, *, connection: str, client: str, session_id: str) -> None:
         self.limits = limits
         self.connection = connection
