@@ -20,8 +20,10 @@ No gap and no duplicate (I5):
 Current views (:class:`~chatcore.ports.CurrentViews`): since the feed sees every append of a
 followed session in order, it also folds them into that session's view, so the use cases read
 it without a round trip. A view is taken in only when it was folded exactly up to the feed's
-cursor (then every later record reaches it, gap-free), only on the session's second load (a
-connection that only says hello keeps no view: idle sockets stay small), and only below
+cursor (then every later record reaches it, gap-free), only from the session's
+:data:`KEEP_VIEW_FROM_LOAD`-th load on (a hello loads twice, to check the token and to record
+the return: a connection that only says hello keeps no view, so idle sockets stay small; the
+first command after it does), and only below
 :data:`MAX_VIEW_EVENTS` events (a larger one costs more to copy than to read).
 """
 
@@ -48,6 +50,8 @@ Sink = Callable[[str, Sequence[Recorded]], None]
 _HEALTHY = 10.0
 # A session view with more events than this is not kept current (see the module).
 MAX_VIEW_EVENTS = 20_000
+# The load of a followed session from which on its view is kept (see the module's docstring).
+KEEP_VIEW_FROM_LOAD = 3
 
 
 @dataclass(eq=False, slots=True)
@@ -252,7 +256,7 @@ class SessionFeed:
         if entry is None or entry.view is not None or not entry.ready.is_set() or entry.failed:
             return
         entry.offers += 1
-        if entry.offers < 2 or view.event_count > MAX_VIEW_EVENTS:
+        if entry.offers < KEEP_VIEW_FROM_LOAD or view.event_count > MAX_VIEW_EVENTS:
             return
         if view.version is None or view.version != entry.cursor:
             return  # behind or ahead of the pushes: some record would be missed or doubled

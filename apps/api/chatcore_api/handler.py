@@ -202,15 +202,22 @@ class WebSocketHandler:
             )
 
     async def _serve(self) -> None:
+        # The hello's locals (the session's view, the snapshot) go out of scope before the
+        # connection's long life begins: an idle socket keeps none of them.
+        if await self._join():
+            await self._live()
+
+    async def _join(self) -> bool:
+        """The hello and the backlog; ``True`` when the connection goes on to live frames."""
         hello = await self._await_hello()
         if hello is None:
-            return
+            return False
         out = self._out
         try:
             grant = self._sessions.verify(hello.token)
         except Unauthorized as exc:
             await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
-            return
+            return False
         self._session_id = out.session_id = grant.session_id
         out.token_generation = grant.generation
         if not self._caps.join(self._session_id):
@@ -220,7 +227,7 @@ class WebSocketHandler:
                 "too many connections of this session",
                 CloseCode.POLICY_VIOLATION,
             )
-            return
+            return False
         self._joined = True
         self._guard.session_id = self._session_id
         ctx = {"session_id": self._session_id}
@@ -236,17 +243,17 @@ class WebSocketHandler:
             _still_current(grant.generation, backlog.view.token_generation)
         except Unauthorized as exc:
             await out.refuse(ErrorCode(exc.code), exc.message, CloseCode.UNAUTHORIZED)
-            return
+            return False
         except BadCursor as exc:
             await out.refuse(ErrorCode.BAD_CURSOR, exc.message, CloseCode.BAD_CURSOR)
-            return
+            return False
         except SessionNotFound:
             await out.refuse(
                 ErrorCode.SESSION_NOT_FOUND,
                 "this session no longer exists",
                 CloseCode.UNAUTHORIZED,
             )
-            return
+            return False
         except PortError as exc:
             # Storage (or the live feed's subscription) is unreachable, e.g. in the first
             # moments after Redis restarts: a retryable close, the client comes back with
@@ -257,7 +264,7 @@ class WebSocketHandler:
                 "storage is unavailable; retry shortly",
                 CloseCode.TRY_AGAIN_LATER,
             )
-            return
+            return False
         issued = self._sessions.issue(self._session_id, grant.generation)
         s = self._settings
         await out.send_frame(
@@ -289,10 +296,10 @@ class WebSocketHandler:
                 await out.send_event(frame.cursor, frame.text)
                 if out.revoked_by(frame):
                     await out.log_out()
-                    return
+                    return False
         if out.overflowed:
             await out.close(CloseCode.TRY_AGAIN_LATER, _TOO_SLOW)
-            return
+            return False
         if out.cursor is None:  # (a resume always names a cursor; a snapshot has one)
             raise RuntimeError("no cursor after the backlog")
         await out.send_frame(CaughtUp(cursor=out.cursor))
@@ -300,7 +307,7 @@ class WebSocketHandler:
             "connection ready",
             extra={**ctx, "resume": "snapshot" if backlog.events is None else "events"},
         )
-        await self._live()
+        return True
 
     async def _live(self) -> None:
         commands = Commands(
