@@ -161,6 +161,14 @@ def test_figure_7_is_tabled_at_every_concurrency_quiet_and_busy() -> None:
     assert "figures 2 and 7 also with 2 CPU-bound processes beside" in text
 
 
+def test_a_table_with_no_rows_renders_its_headers() -> None:
+    """``--only 8`` leaves the figures' summary table empty; it used to crash the report."""
+    assert report.table(("figure", "chatcore"), []).splitlines() == [
+        "figure  chatcore",
+        "------  --------",
+    ]
+
+
 def test_a_result_saved_before_these_figures_still_renders() -> None:
     old = made_up(busy=None, targets={k: TARGETS[k] for k in list(TARGETS)[:3]})
     old["targets"].update(
