@@ -78,7 +78,7 @@ class RecordingStore(MemoryEventStore):
 
     def subscribe(self, listener: AppendListener) -> FlakySubscription:
         self.sub = FlakySubscription(self, listener)
-        self._subscriptions.add(self.sub)
+        self._pushes.add(self.sub)
         return self.sub
 
 

@@ -3,7 +3,6 @@ contract suite holds every other store to."""
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import itertools
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from chatcore.errors import ConcurrencyConflict
 from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position, validate_session_id
 from chatcore.ports import Appended, AppendListener, Clock
-from chatcore_adapters.pushes import hand_over
+from chatcore_adapters.pushes import LocalPushes, LocalSubscription
 
 
 class _Stream:
@@ -35,12 +34,12 @@ class MemoryEventStore:
         self._clock = clock
         self._retention = retention
         self._streams: dict[str, _Stream] = {}
-        self._subscriptions: set[MemoryLiveSubscription] = set()
+        self._pushes = LocalPushes()
         self._next_sweep = clock.monotonic()
 
     def subscribe(self, listener: AppendListener) -> MemoryLiveSubscription:
         sub = MemoryLiveSubscription(self, listener)
-        self._subscriptions.add(sub)
+        self._pushes.add(sub)
         return sub
 
     def _stream(self, session_id: str) -> _Stream | None:
@@ -69,8 +68,7 @@ class MemoryEventStore:
         return ms, 0
 
     def _push(self, appended: Appended) -> None:
-        for sub in tuple(self._subscriptions):  # a listener may close one meanwhile
-            sub._push(appended)
+        self._pushes.publish(appended)
 
     def _add(self, stream: _Stream, events: Sequence[Event]) -> list[Recorded]:
         recorded = []
@@ -193,38 +191,8 @@ class MemoryEventStore:
         return True
 
 
-class MemoryLiveSubscription:
-    """Appends of the followed sessions, handed to the listener in the appending call (an
-    in-process subscription is never lost)."""
+class MemoryLiveSubscription(LocalSubscription):
+    """The in-process subscription, built from the store it follows."""
 
     def __init__(self, store: MemoryEventStore, listener: AppendListener) -> None:
-        self._store = store
-        self._listener = listener
-        self._following: set[str] = set()
-        self._closed = asyncio.Event()
-
-    def _push(self, appended: Appended) -> None:
-        if appended.session_id in self._following:
-            # In the appending call: what the listener does must not fail the append.
-            hand_over(appended, self._listener)
-
-    async def follow(self, session_id: str) -> None:
-        validate_session_id(session_id)
-        if self._closed.is_set():
-            raise RuntimeError("the subscription is closed")
-        self._following.add(session_id)
-
-    async def unfollow(self, session_id: str) -> None:
-        self._following.discard(session_id)
-
-    async def wait_lost(self) -> str:
-        await self._closed.wait()
-        raise RuntimeError("the subscription is closed")
-
-    async def reconnect(self) -> None:
-        """Nothing to do: an in-process subscription is never lost."""
-
-    async def close(self) -> None:
-        self._closed.set()
-        self._following.clear()
-        self._store._subscriptions.discard(self)
+        super().__init__(store._pushes, listener)
