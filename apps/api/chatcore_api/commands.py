@@ -5,6 +5,7 @@ documented code (``pong`` for ``ping``)."""
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from chatcore.decisions import KEEP
 from chatcore.errors import ConcurrencyConflict, DomainError, InvalidIdentifier, PortError
@@ -27,7 +28,7 @@ from chatcore.protocol import (
     SetProfile,
     StartConversation,
 )
-from chatcore.service import ChatService
+from chatcore.service import ChatService, SubmitResult
 from chatcore_api.frames import wire_code
 from chatcore_api.metrics import ApiMetrics
 from chatcore_api.outbound import Outbound
@@ -179,18 +180,7 @@ class Commands:
             text=frame.text,
             charges=self._guard.charges,
         )
-        self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
-        self._out.push_frame(
-            Ack(
-                request_id=frame.request_id,
-                for_type="send",
-                cursor=result.position,
-                conversation_id=result.conversation_id,
-                client_message_id=result.client_message_id,
-                message_id=result.message_id,
-                duplicate=result.duplicate,
-            )
-        )
+        self._accepted(frame, "send", result)
 
     async def _edit(self, frame: Edit) -> None:
         # (An edit is a new message: the guard counted it as a send.)
@@ -202,11 +192,17 @@ class Commands:
             text=frame.text,
             charges=self._guard.charges,
         )
+        self._accepted(frame, "edit", result)
+
+    def _accepted(
+        self, frame: Send | Edit, for_type: Literal["send", "edit"], result: SubmitResult
+    ) -> None:
+        """The ack of a new message (a send, or an edit's new version)."""
         self._metrics.messages_accepted.labels(str(result.duplicate).lower()).inc()
         self._out.push_frame(
             Ack(
                 request_id=frame.request_id,
-                for_type="edit",
+                for_type=for_type,
                 cursor=result.position,
                 conversation_id=result.conversation_id,
                 client_message_id=result.client_message_id,
