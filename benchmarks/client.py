@@ -105,6 +105,7 @@ class Counts:
     delivery_us: list[int] = field(default_factory=list)
     ttft_us: list[int] = field(default_factory=list)
     ack_us: list[int] = field(default_factory=list)
+    turn_us: list[int] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -394,6 +395,8 @@ class Session:
             text = event.get("partial_text", "")
         if received in self.window:
             self.counts.turns_window += 1
+            if message_id == self.message_of.get(self.current or ""):
+                self.counts.turn_us.append(round((received - self.sent_at) * 1e6))
         if self.opts.report_replies:
             self.replies[message_id] = {"status": kind, "reply_id": reply_id, "text": digest(text)}
         self.drafts.pop(reply_id or "", None)
@@ -568,6 +571,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "delivery_us": counts.delivery_us,
         "ttft_us": counts.ttft_us,
         "ack_us": counts.ack_us,
+        "turn_us": counts.turn_us,
     }
     if opts.report_replies:
         out["session_reports"] = [s.summary() for s in sessions if s.session_id]

@@ -477,6 +477,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["latency_delivery"] = percentiles([x for r in results for x in r["delivery_us"]])
     out["ttft"] = percentiles([x for r in results for x in r["ttft_us"]])
     out["ack"] = percentiles([x for r in results for x in r["ack_us"]])
+    out["turn"] = percentiles([x for r in results for x in r.get("turn_us", ())])
     return out
 
 

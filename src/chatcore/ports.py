@@ -216,7 +216,9 @@ class WorkItem(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One delivery of a work item to a consumer. ``attempt`` counts deliveries from 1."""
+    """One delivery of a work item to a consumer. ``attempt`` counts deliveries from 1.
+    ``delivery_id`` names the queue entry delivered: every delivery of one entry has the same,
+    and no two entries of a queue share one (a worker tells its own delivery come back by it)."""
 
     item: WorkItem
     delivery_id: str

@@ -549,3 +549,28 @@ async def test_a_burst_larger_than_the_cluster_pool_waits_for_connections(
         assert logs == [["session_opened", "conversation_started"]] * len(sids)
     finally:
         await conn.aclose()
+
+
+async def test_a_cluster_connection_closed_under_a_call_is_reported_as_unavailable(
+    redis_cluster_url: str,
+) -> None:
+    """redis-py's Cluster client may close a connection under a call still running on it;
+    the call then fails inside redis-py with ``AttributeError`` (its socket is gone). That
+    is a failed Redis call like any other, reported as ``StoreUnavailable`` so the caller
+    retries; an ``AttributeError`` of our own code is still a bug and goes through."""
+    conn = connect(
+        dataclasses.replace(fast_settings(redis_cluster_url, name="chatcore-closed"), cluster=True)
+    )
+    never_connected = redis.asyncio.connection.Connection()
+    try:
+        with pytest.raises(StoreUnavailable, match="append failed"):
+            async with conn.guard("append"):
+                await never_connected._send_packed_command([b"PING\r\n"])
+        with pytest.raises(AttributeError):
+            async with conn.guard("append"):
+                _ = None.__len__  # type: ignore[attr-defined]  # our own bug
+        # The connection still works afterwards.
+        async with conn.guard("ping"):
+            assert await conn.client.ping()
+    finally:
+        await conn.aclose()

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import pytest
 
-from chatcore.ports import DeadLetterLog, WorkItem, WorkQueue
+from chatcore.ports import DeadLetterLog, Delivery, WorkItem, WorkQueue
 from tests.support.factories import EPOCH, session_id
 
 
@@ -67,6 +67,26 @@ class WorkQueueContract:
         first = await queue.claim("a", count=2, block=1)
         rest = await queue.claim("a", count=10, block=1)
         assert [d.item for d in first + rest] == items
+
+    async def test_items_enqueued_at_once_have_distinct_delivery_ids(
+        self, queue: DeadLetteringQueue
+    ) -> None:
+        """A worker tells its own delivery come back by its id: two entries enqueued in the
+        same instant (in a sharded queue: to different shards) must not share one."""
+        items = [item(n) for n in range(60)]
+        await asyncio.gather(*(queue.enqueue(it) for it in items))
+        got: list[Delivery] = []
+        while len(got) < len(items):
+            batch = await queue.claim("a", count=100, block=1)
+            assert batch, f"only {len(got)} of {len(items)} items were delivered"
+            got += batch
+        assert sorted(d.item.message_id for d in got) == sorted(it.message_id for it in items)
+        assert len({d.delivery_id for d in got}) == len(items)
+        # The id goes on naming the entry: touch and ack take it back.
+        for delivery in got:
+            assert await queue.touch(delivery)
+            await queue.ack(delivery)
+        assert await queue.claim("b", count=100, block=0.05) == []
 
     async def test_claim_waits_for_an_enqueue(self, queue: DeadLetteringQueue) -> None:
         it = item(1)

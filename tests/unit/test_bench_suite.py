@@ -241,6 +241,9 @@ async def test_first_token_and_ack_are_timed_from_the_send_for_the_message_s_own
     # Timer callbacks may run a clock tick early: a little slack below the scripted delays.
     assert all(4_000 <= us < 10_000 for us in counts.ack_us), counts.ack_us
     assert all(19_000 <= us < 60_000 for us in counts.ttft_us), counts.ttft_us
+    # A turn lasts from the send to its terminal event, which comes after the first token.
+    assert len(counts.turn_us) == counts.sent
+    assert all(t >= f for t, f in zip(counts.turn_us, counts.ttft_us, strict=True))
 
 
 async def test_frames_outside_the_window_are_not_timed() -> None:
@@ -253,7 +256,7 @@ async def test_frames_outside_the_window_are_not_timed() -> None:
     session.ws = ScriptedServer(session)  # type: ignore[assignment]
     await session.turns(stop_sending=time.monotonic() + 0.05)
     assert counts.completed >= 1
-    assert counts.ttft_us == counts.ack_us == []
+    assert counts.ttft_us == counts.ack_us == counts.turn_us == []
 
 
 # --- --busy -------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ Keys (one slot, tagged with the queue's name, ``{chatcore:work}`` by default):
 
 A delivery's ``attempt`` is Redis' delivery count of the entry: 1 when first read, +1 each
 time it is read again from the pending list (``recover``) or claimed from another consumer.
+Its ``delivery_id`` is the entry's id, and in a queue of several shards the shard's number
+before it (``2/1733600000000-0``): two streams give out the same ids in the same millisecond,
+and a delivery id names one entry in the whole queue.
 """
 
 from __future__ import annotations
@@ -149,9 +152,13 @@ class StreamQueue:
         clock: Clock | None = None,
         recover_limit: int = 1000,
         max_dead_letters: int = 10_000,
+        tag: str = "",
     ) -> None:
         if reclaim_after <= 0:
             raise ValueError("reclaim_after must be positive")
+        # What this stream's delivery ids start with (before the entry's id): its shard's
+        # number in a queue of several, so that ids are unique across the queue.
+        self.tag = tag
         self.conn = conn
         self.keys = keys
         self.group = group
@@ -263,25 +270,35 @@ class StreamQueue:
     async def _deliveries(self, rows: Any, consumer: str) -> list[Delivery]:
         out: list[Delivery] = []
         for entry_id, payload, count in rows or ():
-            delivery_id = _text(entry_id)
+            entry = _text(entry_id)
             try:
                 item = WorkItem.model_validate_json(payload if payload is not None else b"")
             except ValidationError:
-                await self._discard(delivery_id, payload, int(count))
+                await self._discard(entry, payload, int(count))
                 continue
-            out.append(Delivery(item, delivery_id, int(count), consumer))
+            out.append(Delivery(item, self.tag + entry, int(count), consumer))
         return out
 
-    async def _discard(self, delivery_id: str, payload: bytes | None, attempts: int) -> None:
+    def _entry(self, delivery: Delivery) -> str:
+        """The stream entry ``delivery`` is of."""
+        if not delivery.delivery_id.startswith(self.tag):
+            raise ValueError(
+                f"delivery {delivery.delivery_id!r} is not of {self.keys.stream} "
+                f"(its ids start with {self.tag!r})"
+            )
+        return delivery.delivery_id[len(self.tag) :]
+
+    async def _discard(self, entry: str, payload: bytes | None, attempts: int) -> None:
         """An entry that is not a work item can never be done: keep it as a dead letter."""
         log.error(
-            "unreadable work item moved to the dead letters", extra={"delivery_id": delivery_id}
+            "unreadable work item moved to the dead letters",
+            extra={"delivery_id": self.tag + entry},
         )
         await self._dead_letter(
             keys=[self.keys.stream, self.keys.dead],
             args=[
                 self.group,
-                delivery_id,
+                entry,
                 payload or b"",
                 "unreadable work item",
                 attempts,
@@ -291,7 +308,7 @@ class StreamQueue:
         )
 
     async def touch(self, delivery: Delivery) -> bool:
-        args = [self.group, delivery.consumer, delivery.delivery_id]
+        args = [self.group, delivery.consumer, self._entry(delivery)]
         async with self.conn.guard("touch"):
             try:
                 done = await self._touch(keys=[self.keys.stream], args=args)
@@ -303,12 +320,12 @@ class StreamQueue:
 
     async def ack(self, delivery: Delivery) -> None:
         async with self.conn.guard("ack"):
-            await self._ack(keys=[self.keys.stream], args=[self.group, delivery.delivery_id])
+            await self._ack(keys=[self.keys.stream], args=[self.group, self._entry(delivery)])
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         args: list[bytes | str | int] = [
             self.group,
-            delivery.delivery_id,
+            self._entry(delivery),
             delivery.item.model_dump_json(exclude_defaults=True).encode(),
             reason,
             delivery.attempt,
@@ -381,8 +398,9 @@ class RedisWorkQueue:
                 clock=clock,
                 recover_limit=recover_limit,
                 max_dead_letters=max_dead_letters,
+                tag=f"{index}/" if shards > 1 else "",
             )
-            for keys in conn.keys.queue_shards(name, shards)
+            for index, keys in enumerate(conn.keys.queue_shards(name, shards))
         ]
         # Reads still running from an earlier claim's wait, one per shard at most, and what
         # finished reads brought that no claim has handed out yet.
