@@ -41,6 +41,7 @@ from chatcore.ports import (
     WorkItem,
 )
 from chatcore.prompt import (
+    PromptMemo,
     PromptSettings,
     build_prompt,
     estimate_message_tokens,
@@ -145,6 +146,7 @@ class ReplyGenerator:
         self.ids = ids
         self.settings = settings or GenerationSettings()
         self.prompt = prompt or service.settings.prompt
+        self.prompt_memo = PromptMemo()
         self.whole_views = asyncio.Semaphore(self.settings.max_whole_views)
 
     async def generate(
@@ -406,7 +408,9 @@ class _ReplyInProgress:
         may hold on to the whole view), so what a reply holds does not grow with the session
         it answers."""
         conv = self.view.conversations[self.item.conversation_id]
-        request = build_prompt(conv, self.mid, self.view.profile, self.gen.prompt)
+        request = build_prompt(
+            conv, self.mid, self.view.profile, self.gen.prompt, self.gen.prompt_memo
+        )
         self.prompt_tokens = sum(
             estimate_message_tokens(m.content, self.gen.prompt.chars_per_token)
             for m in request.messages

@@ -6,6 +6,7 @@ never reaches a prompt."""
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from chatcore.ports import CompletionRequest, PromptMessage
@@ -58,14 +59,51 @@ def _as_prompt(message: ChatMessage) -> PromptMessage | None:
     return PromptMessage(role="assistant", content=message.text)
 
 
+class PromptMemo:
+    """The prompt messages of the last prompts built for a few conversations, so that the
+    next turn of one reuses them instead of building one per message of its history again
+    (that cost grew with the session: a third of a worker's CPU in a long benchmark).
+
+    A message is reused only for the very same history message (the same object: views
+    share the parts the fold never changes), so a view decoded anew just builds them again.
+    Only the messages a prompt used are kept, so what it holds is bounded by the prompt's
+    budget times ``conversations``."""
+
+    __slots__ = ("_kept", "conversations")
+
+    def __init__(self, conversations: int = 256) -> None:
+        if conversations < 1:
+            raise ValueError("conversations must be at least 1")
+        self.conversations = conversations
+        self._kept: OrderedDict[str, dict[str, tuple[ChatMessage, PromptMessage | None]]] = (
+            OrderedDict()
+        )
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def previous(self, conversation_id: str) -> dict[str, tuple[ChatMessage, PromptMessage | None]]:
+        return self._kept.get(conversation_id) or {}
+
+    def keep(
+        self, conversation_id: str, used: dict[str, tuple[ChatMessage, PromptMessage | None]]
+    ) -> None:
+        self._kept[conversation_id] = used
+        self._kept.move_to_end(conversation_id)
+        while len(self._kept) > self.conversations:
+            self._kept.popitem(last=False)
+
+
 def build_prompt(
     conversation: Conversation,
     message_id: str,
     profile: Profile,
     settings: PromptSettings,
+    memo: PromptMemo | None = None,
 ) -> CompletionRequest:
     """The request that answers ``message_id``: the active path up to and including that
-    message (a turn waiting for its answer is always the end of the active path)."""
+    message (a turn waiting for its answer is always the end of the active path). With a
+    ``memo``, the prompt messages of the conversation's last prompt are reused."""
     history: list[ChatMessage] = []
     for msg in conversation.messages:
         history.append(msg)
@@ -91,8 +129,12 @@ def build_prompt(
     kept.append(PromptMessage(role="user", content=q_text))
     budget -= estimate_message_tokens(q_text, settings.chars_per_token)
 
+    before = memo.previous(conversation.conversation_id) if memo is not None else {}
+    used: dict[str, tuple[ChatMessage, PromptMessage | None]] = {}
     for msg in reversed(history[:-1]):
-        pm = _as_prompt(msg)
+        hit = before.get(msg.message_id)
+        pm = hit[1] if hit is not None and hit[0] is msg else _as_prompt(msg)
+        used[msg.message_id] = (msg, pm)
         if pm is None:
             continue
         cost = estimate_message_tokens(pm.content, settings.chars_per_token)
@@ -100,6 +142,8 @@ def build_prompt(
             break
         kept.append(pm)
         budget -= cost
+    if memo is not None:
+        memo.keep(conversation.conversation_id, used)
     kept.reverse()
     # Chat APIs expect the first non-system message to come from the user.
     while kept and kept[0].role == "assistant":

@@ -7,7 +7,7 @@ import pytest
 
 from chatcore.errors import CorruptRecord
 from chatcore.events import ReplyCompleted, upcast
-from chatcore.prompt import PromptSettings, build_prompt, estimate_message_tokens
+from chatcore.prompt import PromptMemo, PromptSettings, build_prompt, estimate_message_tokens
 from chatcore.view import ChatMessage, Conversation, Profile
 from chatcore_adapters.codec import decode_event, encode_event
 from tests.support.factories import EPOCH
@@ -74,6 +74,36 @@ def test_the_user_context_reaches_the_system_prompt() -> None:
     )
     assert "Grace" in request.messages[0].content
     assert "Spanish" in request.messages[0].content
+
+
+def test_a_memo_reuses_the_prompt_messages_of_unchanged_history_only() -> None:
+    settings = PromptSettings(max_prompt_tokens=1000)
+    conv = conversation(20, size=40)
+    memo = PromptMemo()
+    first = build_prompt(conv, "last", Profile(), settings, memo)
+    assert first == build_prompt(conv, "last", Profile(), settings)
+    # The next turn: the same history objects, one message replaced (a copy with other text).
+    conv.messages[-3] = conv.messages[-3].model_copy(update={"text": "19:changed"})
+    second = build_prompt(conv, "last", Profile(), settings, memo)
+    assert second == build_prompt(conv, "last", Profile(), settings)
+    assert second.messages[-3].content == "19:changed"
+    assert second.messages[-3] is not first.messages[-3]
+    reused = [m for m in second.messages[1:-1] if any(m is n for n in first.messages[1:-1])]
+    assert len(reused) == len(second.messages) - 3  # all but the system, changed, question
+
+
+def test_a_memo_holds_what_its_last_prompts_used_of_a_few_conversations() -> None:
+    settings = PromptSettings(max_prompt_tokens=300)
+    memo = PromptMemo(conversations=2)
+    for n in range(3):
+        conv = conversation(50, size=40).model_copy(update={"conversation_id": f"c{n}"})
+        build_prompt(conv, "last", Profile(), settings, memo)
+    assert len(memo) == 2
+    assert memo.previous("c0") == {}
+    # Only the messages the budget reached are kept, not the whole history of 100.
+    assert 0 < len(memo.previous("c2")) < 20
+    with pytest.raises(ValueError, match="at least 1"):
+        PromptMemo(conversations=0)
 
 
 def test_a_version_1_reply_completed_record_is_upcast_on_read() -> None:

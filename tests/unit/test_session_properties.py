@@ -32,7 +32,7 @@ from chatcore.events import (
     Usage,
 )
 from chatcore.ids import position_after
-from chatcore.prompt import PromptSettings, _as_prompt, build_prompt
+from chatcore.prompt import PromptMemo, PromptSettings, _as_prompt, build_prompt
 from chatcore.view import ChatMessage, Conversation, SessionView, apply, fold, project
 from chatcore_adapters.codec import decode_view, encode_view
 from tests.support.factories import EPOCH
@@ -550,9 +550,12 @@ def check_one_active_path(conv: Conversation) -> None:
         assert not any(m.parent_id == path[-1].message_id for m in every)
 
 
-def check_prompt_follows_the_tree(conv: Conversation, message_id: str, view: SessionView) -> None:
+def check_prompt_follows_the_tree(
+    conv: Conversation, message_id: str, view: SessionView, memo: PromptMemo | None = None
+) -> None:
     """The prompt answering ``message_id`` is built from the chain of its ancestors (followed
-    by parent ids, not by the active path): its messages are the last ones of that chain."""
+    by parent ids, not by the active path): its messages are the last ones of that chain.
+    Built with a ``memo`` kept across the history, it is the same prompt."""
     by_id = {m.message_id: m for m in (*conv.messages, *conv.branches)}
     chain: list[ChatMessage] = []
     at: str | None = message_id
@@ -561,6 +564,11 @@ def check_prompt_follows_the_tree(conv: Conversation, message_id: str, view: Ses
         at = by_id[at].parent_id
     chain.reverse()
     request = build_prompt(conv, message_id, view.profile, PromptSettings(max_prompt_tokens=200))
+    if memo is not None:
+        again = build_prompt(
+            conv, message_id, view.profile, PromptSettings(max_prompt_tokens=200), memo
+        )
+        assert again == request
     said = [(m.role, m.content) for m in request.messages[1:]]
     own = [(p.role, p.content) for m in chain[:-1] if (p := _as_prompt(m)) is not None]
     question = (chain[-1].role, chain[-1].text)
@@ -576,12 +584,13 @@ def test_every_turn_answered_is_prompted_with_its_own_path_only(
     """Whenever a turn is waiting for its answer (a message, an edit, a regeneration), the
     prompt a worker would build holds that message's own path and nothing of a sibling."""
     sim = Simulator()
+    memo = PromptMemo(conversations=2)  # (fewer than the conversations: some are evicted)
     for cmd in commands:
         sim.run(cmd)
         for conv in sim.view.conversations.values():
             check_one_active_path(conv)
             if conv.pending is not None:
-                check_prompt_follows_the_tree(conv, conv.pending.message_id, sim.view)
+                check_prompt_follows_the_tree(conv, conv.pending.message_id, sim.view, memo)
     assert fold(sim.log) == sim.view
     assert sim.view.anomalies == 0
 
