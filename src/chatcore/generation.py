@@ -464,6 +464,8 @@ class _ReplyInProgress:
             inbox.wake.clear()
             if inbox.ordered:
                 item = inbox.ordered.popleft()
+                if isinstance(item, str) and self._ends_after(inbox):
+                    return await self._complete(item)  # the last text and the end together
                 if isinstance(item, str):
                     await self._flush(item)
                 elif item is END:
@@ -495,6 +497,23 @@ class _ReplyInProgress:
                     continue
             if self._cancel_requested():
                 return await self._cancelled()
+
+    def _ends_after(self, inbox: ReplyInbox) -> bool:
+        """Whether the model ended right after the text just taken (with at most its usage
+        report between): take the report and the end, so that the text and the completion
+        go in one append. Not when a cancel is known: the text is written, then the cancel."""
+        ahead = inbox.ordered
+        n = 0
+        while n < len(ahead) and isinstance(ahead[n], UsageReport):
+            n += 1
+        if n == len(ahead) or ahead[n] is not END or self._cancel_requested():
+            return False
+        for _ in range(n):
+            report = ahead.popleft()
+            assert isinstance(report, UsageReport)
+            self.usage = report.usage
+        ahead.popleft()  # END
+        return True
 
     async def _switch(self, switch: ModelSwitch) -> None:
         now = self.gen.clock.now()
@@ -538,17 +557,37 @@ class _ReplyInProgress:
         if not alive:
             raise StaleReply(self.reply_id)
 
-    async def _complete(self) -> Outcome:
+    async def _complete(self, text: str = "") -> Outcome:
+        """Complete the reply, after ``text`` (the model's last words) in the same append. A
+        cancel found while appending (the append met a newer log) still wins: the text is
+        written, then the reply is cancelled."""
+        if text:
+            self.said.append(text)
         usage = self.usage or Usage(
             prompt_tokens=0,
             completion_tokens=estimate_text_tokens("".join(self.said)),
         )
         now = self.gen.clock.now()
-        await self._write(
-            lambda v: decisions.complete_reply(
-                v, now, message_id=self.mid, reply_id=self.reply_id, usage=usage
+        completing = True
+
+        def decide(v: SessionView) -> list[Event]:
+            nonlocal completing
+            events = decisions.append_text(
+                v, now, message_id=self.mid, reply_id=self.reply_id, text=text, limits=self.limits
             )
-        )
+            found = v.find_turn(self.mid)
+            completing = not text or found is None or not found[1].cancel_requested
+            if completing:
+                events += decisions.complete_reply(
+                    v, now, message_id=self.mid, reply_id=self.reply_id, usage=usage
+                )
+            return events
+
+        await self._write(decide)
+        if text:
+            self.last_flush = self.last_io
+        if not completing:
+            return await self._cancelled()
         # The view held here is partial and is not cached: the next load folds the reply's
         # events into the cached view and caches that.
         await self._charge(self.usage or self._estimated_usage())

@@ -59,15 +59,21 @@ def _as_prompt(message: ChatMessage) -> PromptMessage | None:
     return PromptMessage(role="assistant", content=message.text)
 
 
+# What a prompt made of one history message: its text (the string object itself), its status,
+# and the prompt message (``None``: left out of prompts).
+_Used = tuple[str, str, PromptMessage | None]
+
+
 class PromptMemo:
     """The prompt messages of the last prompts built for a few conversations, so that the
     next turn of one reuses them instead of building one per message of its history again
     (that cost grew with the session: a third of a worker's CPU in a long benchmark).
 
-    A message is reused only for the very same history message (the same object: views
-    share the parts the fold never changes), so a view decoded anew just builds them again.
-    Only the messages a prompt used are kept, so what it holds is bounded by the prompt's
-    budget times ``conversations``."""
+    A message is reused only for a history message with the same id, status and the very
+    same text (the same string object: views share the parts the fold never changes), so a
+    view decoded anew just builds them again. The memo keeps no history message itself (a
+    reply holds its turn, not the session), only the prompt messages a prompt used and their
+    texts: bounded by the prompt's budget times ``conversations``."""
 
     __slots__ = ("_kept", "conversations")
 
@@ -75,19 +81,15 @@ class PromptMemo:
         if conversations < 1:
             raise ValueError("conversations must be at least 1")
         self.conversations = conversations
-        self._kept: OrderedDict[str, dict[str, tuple[ChatMessage, PromptMessage | None]]] = (
-            OrderedDict()
-        )
+        self._kept: OrderedDict[str, dict[str, _Used]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def previous(self, conversation_id: str) -> dict[str, tuple[ChatMessage, PromptMessage | None]]:
+    def previous(self, conversation_id: str) -> dict[str, _Used]:
         return self._kept.get(conversation_id) or {}
 
-    def keep(
-        self, conversation_id: str, used: dict[str, tuple[ChatMessage, PromptMessage | None]]
-    ) -> None:
+    def keep(self, conversation_id: str, used: dict[str, _Used]) -> None:
         self._kept[conversation_id] = used
         self._kept.move_to_end(conversation_id)
         while len(self._kept) > self.conversations:
@@ -130,11 +132,14 @@ def build_prompt(
     budget -= estimate_message_tokens(q_text, settings.chars_per_token)
 
     before = memo.previous(conversation.conversation_id) if memo is not None else {}
-    used: dict[str, tuple[ChatMessage, PromptMessage | None]] = {}
+    used: dict[str, _Used] = {}
     for msg in reversed(history[:-1]):
         hit = before.get(msg.message_id)
-        pm = hit[1] if hit is not None and hit[0] is msg else _as_prompt(msg)
-        used[msg.message_id] = (msg, pm)
+        if hit is not None and hit[0] is msg.text and hit[1] == msg.status:
+            pm = hit[2]
+        else:
+            pm = _as_prompt(msg)
+        used[msg.message_id] = (msg.text, msg.status, pm)
         if pm is None:
             continue
         cost = estimate_message_tokens(pm.content, settings.chars_per_token)

@@ -582,3 +582,62 @@ def test_a_slow_model_s_token_found_late_waits_for_the_interval() -> None:
     assert text_due(inbox, now=0.021, last_flush=last_flush, s=s)  # handled at once: written
     assert not text_due(inbox, now=0.030, last_flush=last_flush, s=s)  # 10 ms late: waits
     assert text_due(inbox, now=0.033, last_flush=last_flush, s=s)  # until the interval ends
+
+
+class Batches(MemoryEventStore):
+    """Records the events of every append; ``before_completion`` runs once, before the first
+    append that completes a reply."""
+
+    def __init__(self) -> None:
+        super().__init__(SystemClock())
+        self.batches: list[list[type]] = []
+        self.before_completion: Callable[[], Awaitable[None]] | None = None
+
+    async def append(
+        self, session_id: str, events: Sequence[Event], *, expected_version: str | None
+    ) -> list[Recorded]:
+        hook = self.before_completion
+        if hook is not None and any(isinstance(e, ReplyCompleted) for e in events):
+            self.before_completion = None
+            await hook()
+        recorded = await super().append(session_id, events, expected_version=expected_version)
+        self.batches.append([type(e) for e in events])
+        return recorded
+
+
+async def test_a_reply_s_last_text_and_its_completion_go_in_one_append() -> None:
+    """The model's last words and the completion are one append (one round trip less per
+    reply), with the model's usage report that came between them."""
+    store = Batches()
+    words = ["one", " two", " three"]
+    h = Harness(llm=ScriptedLLM(words=words, delay=0.05), with_store=store)
+    s, item = await submit(h)
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
+    assert store.batches[-1] == [ReplyDelta, ReplyCompleted]
+    log = await h.service.events_after(s.session_id, None)
+    assert "".join(d.text for d in of(log, ReplyDelta)) == "one two three"
+    (done,) = of(log, ReplyCompleted)
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (7, 3)
+    view = await h.service.load(s.session_id)
+    assert view.conversations[s.conversation_id].messages[-1].text == "one two three"
+
+
+async def test_a_stop_met_by_the_last_append_still_stops_the_reply() -> None:
+    """The user's Stop lands just before the last words and the completion are written: the
+    append meets a newer log, the words are written and the reply is cancelled, not
+    completed."""
+    store = Batches()
+    h = Harness(llm=ScriptedLLM(words=["one", " two"], delay=0.05), with_store=store)
+    s, item = await submit(h)
+
+    async def stop() -> None:
+        await h.service.cancel_reply(s.session_id, conversation_id=s.conversation_id)
+
+    store.before_completion = stop
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.CANCELLED
+    log = await h.service.events_after(s.session_id, None)
+    assert of(log, ReplyCompleted) == []
+    (cancelled,) = of(log, ReplyCancelled)
+    assert "".join(d.text for d in of(log, ReplyDelta)) == "one two"
+    assert store.batches[-2:] == [[ReplyDelta], [ReplyCancelled]]
+    assert cancelled.reply_id == of(log, ReplyDelta)[0].reply_id
