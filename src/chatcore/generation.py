@@ -184,6 +184,8 @@ class ReplyGenerator:
             reply = _ReplyInProgress(self, item, key, token, keepalive)
             try:
                 request = reply.prepare(loaded)
+                if request is None:
+                    request = await reply.prepare_again()
             except SessionNotFound:
                 await self._release(item, key, token)
                 return _gone(item)
@@ -401,6 +403,19 @@ class _ReplyInProgress:
         )
         self.last_io = self.last_keepalive = self._now()
         return None
+
+    async def prepare_again(self) -> CompletionRequest | None:
+        """No turn waits for the message in the view as loaded. A view may be behind the log
+        (a live feed's, which follows pushes still on their way): before the message is
+        called answered (and its delivery acknowledged, for good), the log's tail is read
+        once. ``None`` when the message really needs no answer."""
+        newer = await self.gen.service.store.read(self.sid, after=self.view.version)
+        if not newer:
+            return None
+        project(self.view, newer)
+        if self.view.find_turn(self.mid) is None:
+            return None
+        return self._prompt()
 
     def _prompt(self) -> CompletionRequest:
         """The request, built from the whole view. From here on the reply needs its turn, not

@@ -641,3 +641,44 @@ async def test_a_stop_met_by_the_last_append_still_stops_the_reply() -> None:
     assert "".join(d.text for d in of(log, ReplyDelta)) == "one two"
     assert store.batches[-2:] == [[ReplyDelta], [ReplyCancelled]]
     assert cancelled.reply_id == of(log, ReplyDelta)[0].reply_id
+
+
+class BehindViews:
+    """A live feed's views one append behind the log: the pushes of the newest append are
+    still on their way (a worker running in the API's process loads through them)."""
+
+    def __init__(self, view: SessionView) -> None:
+        self.view = view
+
+    def current(self, session_id: str) -> SessionView | None:
+        return self.view.copy_view()
+
+    def offer(self, session_id: str, view: SessionView) -> None:
+        return None
+
+
+async def test_a_message_missing_from_a_view_behind_the_log_is_still_answered() -> None:
+    """The worker loads the session from a view that does not have the message yet: the
+    log's tail is read before the message is called answered (that would acknowledge its
+    only delivery, and the message would never be answered)."""
+    h = Harness()
+    s = await h.service.open_session()
+    behind = await h.service.load(s.session_id)
+    res = await h.service.submit_message(
+        s.session_id, conversation_id=s.conversation_id, client_message_id="c1", text="Hi"
+    )
+    item = WorkItem(
+        session_id=s.session_id,
+        conversation_id=s.conversation_id,
+        message_id=res.message_id,
+        enqueued_at=h.clock.now(),
+    )
+    h.service.views = BehindViews(behind)
+    assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
+    log = await h.service.events_after(s.session_id, None)
+    (done,) = of(log, ReplyCompleted)
+    assert done.in_reply_to == res.message_id
+    # Answered now, the same message from the same stale view is not answered twice.
+    again = await h.generator().generate(item, delivery_id="d2", owner="w1")
+    assert again is Outcome.ALREADY_ANSWERED
+    assert len(of(await h.service.events_after(s.session_id, None), ReplyCompleted)) == 1
