@@ -40,16 +40,20 @@ async def submit(
     h: Harness, text: str = "Hi", client_id: str = "c1"
 ) -> tuple[OpenedSession, WorkItem]:
     s = await h.service.open_session()
+    return s, await send(h, s, text, client_id)
+
+
+async def send(h: Harness, s: OpenedSession, text: str = "Hi", client_id: str = "c1") -> WorkItem:
+    """Submit a message to an open session: the work item a worker would claim."""
     res = await h.service.submit_message(
         s.session_id, conversation_id=s.conversation_id, client_message_id=client_id, text=text
     )
-    item = WorkItem(
+    return WorkItem(
         session_id=s.session_id,
         conversation_id=s.conversation_id,
         message_id=res.message_id,
         enqueued_at=h.clock.now(),
     )
-    return s, item
 
 
 def of(records: list[Recorded], kind: type) -> list:  # type: ignore[type-arg]
@@ -399,29 +403,12 @@ async def test_a_reply_in_progress_holds_its_turn_not_the_session_history() -> N
     h = Harness()
     s = await h.service.open_session()
     for n in range(40):  # 80 finished messages of history
-        res = await h.service.submit_message(
-            s.session_id, conversation_id=s.conversation_id, client_message_id=f"c{n}", text="q"
-        )
-        item = WorkItem(
-            session_id=s.session_id,
-            conversation_id=s.conversation_id,
-            message_id=res.message_id,
-            enqueued_at=h.clock.now(),
-        )
+        item = await send(h, s, "q", f"c{n}")
         assert await h.generator().generate(item, delivery_id=f"d{n}", owner="w") is (
             Outcome.COMPLETED
         )
-    del res
     counting = CountingLLM()
-    res = await h.service.submit_message(
-        s.session_id, conversation_id=s.conversation_id, client_message_id="last", text="q"
-    )
-    item = WorkItem(
-        session_id=s.session_id,
-        conversation_id=s.conversation_id,
-        message_id=res.message_id,
-        enqueued_at=h.clock.now(),
-    )
+    item = await send(h, s, "q", "last")
     outcome = await h.generator(counting).generate(item, delivery_id="dl", owner="w")
     assert outcome is Outcome.COMPLETED
     # While it streamed, the 81 messages of the session were not in memory (the cache keeps
@@ -664,20 +651,12 @@ async def test_a_message_missing_from_a_view_behind_the_log_is_still_answered() 
     h = Harness()
     s = await h.service.open_session()
     behind = await h.service.load(s.session_id)
-    res = await h.service.submit_message(
-        s.session_id, conversation_id=s.conversation_id, client_message_id="c1", text="Hi"
-    )
-    item = WorkItem(
-        session_id=s.session_id,
-        conversation_id=s.conversation_id,
-        message_id=res.message_id,
-        enqueued_at=h.clock.now(),
-    )
+    item = await send(h, s)
     h.service.views = BehindViews(behind)
     assert await h.generator().generate(item, delivery_id="d1", owner="w1") is Outcome.COMPLETED
     log = await h.service.events_after(s.session_id, None)
     (done,) = of(log, ReplyCompleted)
-    assert done.in_reply_to == res.message_id
+    assert done.in_reply_to == item.message_id
     # Answered now, the same message from the same stale view is not answered twice.
     again = await h.generator().generate(item, delivery_id="d2", owner="w1")
     assert again is Outcome.ALREADY_ANSWERED
