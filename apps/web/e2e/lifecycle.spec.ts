@@ -119,8 +119,9 @@ test("a second tab follows a switch of version, a rename and a deletion", async 
   await sendMessage(page, "Tea or coffee?");
   await replyDone(page);
   await lastAssistant(page).getByRole("button", { name: "Regenerate reply" }).click();
-  await replyDone(page);
+  // (Until the new answer shows, the old one is the last and complete: wait for the new one.)
   await expect(lastAssistant(page).getByTestId("version-switcher")).toHaveAttribute("data-version", "2/2");
+  await replyDone(page);
 
   // The same session in another tab (it shares this device's storage).
   const second = await context.newPage();
@@ -176,6 +177,8 @@ test("export a conversation as Markdown and JSON (the active path, or every vers
   await sendMessage(page, "Pack for Lisbon");
   await replyDone(page);
   await lastAssistant(page).getByRole("button", { name: "Regenerate reply" }).click();
+  // (Until the new answer shows, the old one is the last and complete: wait for the new one.)
+  await expect(lastAssistant(page).getByTestId("version-switcher")).toHaveAttribute("data-version", "2/2");
   await replyDone(page);
 
   const download = async (label: string) => {
