@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from chatcore.errors import ConcurrencyConflict, CorruptRecord
+from chatcore.errors import ConcurrencyConflict, CorruptRecord, StoreUnavailable
 from chatcore.gcra import Rate
 from chatcore.ports import (
     EventStore,
@@ -214,8 +214,8 @@ class _Intake(_OnRedis, IntakeContract):
         keys = [store.conn.keys.events(sid), queue.shard_of(sid).keys.stream]
         args: list[bytes | str] = ["", "a-retried-token", store.conn.keys.live(sid), "0"]
         args += [*map(encode_event, opening(sid)), encode_item(item(sid))]
-        first = await store._batcher.call(keys, list(args))
-        again = await store._batcher.call(keys, list(args))
+        first = await store._batcher.script(store._append_script, keys, list(args))
+        again = await store._batcher.script(store._append_script, keys, list(args))
         assert first[0] == 1 and again == first
         assert len(await store.read(sid)) == 2
         assert await self.queued(parts) == [item(sid)]
@@ -533,6 +533,13 @@ def _item(n: int, sid: str) -> WorkItem:
     return WorkItem(session_id=sid, conversation_id="c1", message_id=f"m{n}", enqueued_at=EPOCH)
 
 
+def _single_or_cluster(cluster: bool, request: pytest.FixtureRequest) -> RedisConnection:
+    """A connection to the test's private Redis server, or to its private Cluster."""
+    if cluster:
+        return _OnRedis.connect(_with_cluster_url(request.getfixturevalue("redis_cluster_url")))
+    return _OnRedis.connect(_with_url(request.getfixturevalue("redis_url")))
+
+
 @pytest.mark.parametrize("cluster", [False, pytest.param(True, marks=pytest.mark.cluster)])
 async def test_appends_due_together_share_a_pipeline_and_keep_their_semantics(
     cluster: bool, request: pytest.FixtureRequest
@@ -541,10 +548,7 @@ async def test_appends_due_together_share_a_pipeline_and_keep_their_semantics(
     node, in parallel); each is still its own optimistic append (a second append at the same
     version conflicts), and a Redis that lost its scripts (SCRIPT FLUSH, as after a restart) is
     handled inside a batch too."""
-    if cluster:
-        conn = _OnRedis.connect(_with_cluster_url(request.getfixturevalue("redis_cluster_url")))
-    else:
-        conn = _OnRedis.connect(_with_url(request.getfixturevalue("redis_url")))
+    conn = _single_or_cluster(cluster, request)
     try:
         await _appends_due_together(conn)
     finally:
@@ -581,6 +585,64 @@ async def _appends_due_together(conn: RedisConnection) -> None:
     )
     for sid, rec, extra in zip(sids[1:], opened[1:], more, strict=True):
         assert await store.read(sid) == [*rec, *extra]
+
+
+@pytest.mark.parametrize("cluster", [False, pytest.param(True, marks=pytest.mark.cluster)])
+async def test_calls_of_different_adapters_made_together_share_a_round_trip(
+    cluster: bool, request: pytest.FixtureRequest
+) -> None:
+    """The calls of a worker's replies made in the same step (a lease, a log read, an ack,
+    a rate limit) go out as one pipeline through the connection's batcher; each caller gets
+    its own reply, a call that fails fails alone, and a Redis that lost its scripts is
+    handled inside the batch."""
+    conn = _single_or_cluster(cluster, request)
+    try:
+        await _calls_made_together(conn)
+    finally:
+        await conn.aclose()
+
+
+async def _calls_made_together(conn: RedisConnection) -> None:
+    store, leases = RedisEventStore(conn), RedisLeases(conn)
+    limits, queue = RedisRateLimits(conn), RedisWorkQueue(conn)
+    await queue.ensure_group()
+    sids = [session_id() for _ in range(6)]
+    opened = [await store.append(sid, opening(sid), expected_version=None) for sid in sids]
+    for n, sid in enumerate(sids):
+        await queue.enqueue(_item(n, sid))
+    deliveries = await queue.claim("w", count=len(sids), block=1)
+    assert len(deliveries) == len(sids)
+    await leases.acquire("reply:taken", "someone", 30)
+    rate = Rate(limit=2, period=60.0, burst=2)
+    # A key of the wrong type: the one read of it fails, the others in its batch do not.
+    wrong = session_id()
+    await conn.client.set(conn.keys.events(wrong), b"not a stream")
+    await conn.client.script_flush()
+    batcher = conn.batch
+    batches, calls = batcher.batches, batcher.batched_calls
+
+    results = await asyncio.gather(
+        *(store.read(sid) for sid in sids),
+        *(leases.acquire(f"reply:{sid}:m", "w1", 30) for sid in sids),
+        leases.acquire("reply:taken", "w1", 30),
+        *(queue.ack(d) for d in deliveries),
+        *(limits.acquire("k", rate) for _ in range(3)),
+        store.read(wrong),
+        return_exceptions=True,
+    )
+    n = len(sids)
+    reads, taken, lost = results[:n], results[n : 2 * n], results[2 * n]
+    acks, waits, failed = results[2 * n + 1 : 3 * n + 1], results[3 * n + 1 : -1], results[-1]
+    assert reads == opened
+    assert taken == [None] * n and lost == "someone"
+    assert acks == [None] * n
+    assert waits[:2] == [0.0, 0.0] and isinstance(waits[2], float) and waits[2] > 0
+    assert isinstance(failed, StoreUnavailable)
+    if not conn.cluster:  # (a Cluster may split a batch's calls by node)
+        assert batcher.batches == batches + 1
+    assert batcher.batched_calls - calls == len(results)
+    assert await queue.claim("w", count=10, block=0.05) == []
+    assert await queue.recover("w") == []
 
 
 @pytest.mark.cluster

@@ -53,6 +53,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from chatcore.errors import StoreUnavailable
+from chatcore_adapters.redis.batching import Batcher
 from chatcore_adapters.redis.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,9 @@ class RedisConnection:
         self._turns: asyncio.Semaphore | None = (
             asyncio.Semaphore(settings.max_connections) if self.cluster else None
         )
+        # The calls of every adapter that queue up behind others share a round trip (never a
+        # blocking one: see batching.py).
+        self.batch = Batcher(self, tick=True)
 
     @property
     def cluster(self) -> bool:

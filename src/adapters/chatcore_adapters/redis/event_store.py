@@ -36,7 +36,7 @@ from chatcore.events import Event, Recorded
 from chatcore.ids import parse_position
 from chatcore.ports import AppendListener
 from chatcore_adapters.codec import decode_records, encode_event
-from chatcore_adapters.redis.append_batch import AppendBatcher
+from chatcore_adapters.redis.batching import Batcher
 from chatcore_adapters.redis.connection import RedisConnection
 from chatcore_adapters.redis.live import RedisLiveSubscription
 
@@ -236,8 +236,8 @@ class RedisEventStore:
         self._tokens = itertools.count()
         # Appends that queue up behind others share a round trip (group commit); on a Cluster
         # a batch is split by node and each node's share goes out as one pipeline.
-        self._batcher = AppendBatcher(
-            conn, self._append_script, publish=self._publish if self._durable else None
+        self._batcher = Batcher(
+            conn, durable=True, publish=self._publish if self._durable else None
         )
 
     async def append(
@@ -277,7 +277,7 @@ class RedisEventStore:
             keys.append(queue[0])
             args.append(queue[1])
         async with self.conn.guard("append"):
-            reply = await self._batcher.call(keys, args)
+            reply = await self._batcher.script(self._append_script, keys, args)
         if reply[0] != 1:
             actual = _text(reply[1]) or None
             raise ConcurrencyConflict(session_id, expected_version, actual)
@@ -286,7 +286,7 @@ class RedisEventStore:
             for entry_id, event in zip(reply[1:], events, strict=True)
         ]
 
-    async def _publish(self, done: list[tuple[list[bytes | str], Any]]) -> None:
+    async def _publish(self, done: list[tuple[Sequence[Any], Any]]) -> None:
         """Durable mode: the pushes of appends that were replicated, as the script would have
         sent them (the previous last id, then each entry's id and event, one per line)."""
         pipe = self.conn.client.pipeline(transaction=False)
@@ -426,7 +426,9 @@ class RedisEventStore:
         async with self.conn.guard("read"):
             while True:
                 want = self.page_size if limit is None else min(self.page_size, limit - len(out))
-                page: Any = await self.conn.client.xrange(key, start, "+", count=want)
+                page: Any = await self.conn.batch.command(
+                    "XRANGE", key, start, "+", "COUNT", want, key=key
+                )
                 if page:
                     out.extend(_decode(page))
                 if len(page) < want or (limit is not None and len(out) >= limit):
@@ -436,5 +438,7 @@ class RedisEventStore:
     async def last_position(self, session_id: str) -> str | None:
         key = self._keys.events(session_id)
         async with self.conn.guard("last_position"):
-            newest: Any = await self.conn.client.xrevrange(key, "+", "-", count=1)
+            newest: Any = await self.conn.batch.command(
+                "XREVRANGE", key, "+", "-", "COUNT", 1, key=key
+            )
         return _text(newest[0][0]) if newest else None

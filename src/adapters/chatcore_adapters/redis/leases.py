@@ -1,7 +1,8 @@
 """Leases on Redis: one key per lease, holding its owner, expiring by itself.
 
 Every operation is a single atomic step (a ``SET NX PX`` or a small compare-and-set script),
-so two workers can never both believe they hold the same lease. Keys come from
+so two workers can never both believe they hold the same lease. The calls go through the
+connection's batcher: a busy worker's takes and releases share round trips. Keys come from
 :meth:`KeySpace.lease`: the core's ``reply:<sid>:<msg>`` lands in the session's slot.
 """
 
@@ -52,7 +53,7 @@ class RedisLeases:
     async def acquire(self, key: str, owner: str, ttl: float) -> str | None:
         lease = self._keys.lease(key)
         async with self.conn.guard("lease acquire"):
-            holder = await self._acquire(keys=[lease], args=[owner, _ttl_ms(ttl)])
+            holder = await self.conn.batch.script(self._acquire, [lease], [owner, _ttl_ms(ttl)])
         if holder is None:
             return None
         return holder.decode() if isinstance(holder, bytes) else str(holder)
@@ -60,7 +61,9 @@ class RedisLeases:
     async def replace(self, key: str, expected_owner: str, owner: str, ttl: float) -> bool:
         lease = self._keys.lease(key)
         async with self.conn.guard("lease replace"):
-            done = await self._replace(keys=[lease], args=[expected_owner, owner, _ttl_ms(ttl)])
+            done = await self.conn.batch.script(
+                self._replace, [lease], [expected_owner, owner, _ttl_ms(ttl)]
+            )
         return bool(done)
 
     async def renew(self, key: str, owner: str, ttl: float) -> bool:
@@ -69,4 +72,4 @@ class RedisLeases:
     async def release(self, key: str, owner: str) -> None:
         lease = self._keys.lease(key)
         async with self.conn.guard("lease release"):
-            await self._release(keys=[lease], args=[owner])
+            await self.conn.batch.script(self._release, [lease], [owner])

@@ -311,7 +311,7 @@ class StreamQueue:
         args = [self.group, delivery.consumer, self._entry(delivery)]
         async with self.conn.guard("touch"):
             try:
-                done = await self._touch(keys=[self.keys.stream], args=args)
+                done = await self.conn.batch.script(self._touch, [self.keys.stream], args)
             except ResponseError as exc:
                 if not is_error(exc, "NOGROUP"):
                     raise
@@ -320,7 +320,9 @@ class StreamQueue:
 
     async def ack(self, delivery: Delivery) -> None:
         async with self.conn.guard("ack"):
-            await self._ack(keys=[self.keys.stream], args=[self.group, self._entry(delivery)])
+            await self.conn.batch.script(
+                self._ack, [self.keys.stream], [self.group, self._entry(delivery)]
+            )
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         args: list[bytes | str | int] = [

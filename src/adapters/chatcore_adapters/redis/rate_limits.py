@@ -102,7 +102,7 @@ class RedisRateLimits:
         state = self._keys.rate(key)
         args: list[str | float] = [mode, rate.interval * _MICRO, rate.tolerance * _MICRO, cost]
         async with self.conn.guard(f"rate limit {mode}"):
-            answer = await self._gcra(keys=[state], args=args)
+            answer = await self.conn.batch.script(self._gcra, [state], args)
         text = answer.decode() if isinstance(answer, bytes) else str(answer)
         return float(text) / _MICRO
 
@@ -135,7 +135,7 @@ class RedisRateLimits:
             mode = "acquire" if step.count else "check"
             args += [mode, step.rate.interval * _MICRO, step.rate.tolerance * _MICRO, step.cost]
         async with self.conn.guard("rate limit admit"):
-            index, wait = await self._admit(keys=keys, args=args)
+            index, wait = await self.conn.batch.script(self._admit, keys, args)
         if int(index) == 0:
             return None
         text = wait.decode() if isinstance(wait, bytes) else str(wait)
