@@ -10,11 +10,13 @@ prints, per completed turn:
 * the Redis commands the server ran, by command (``INFO commandstats``): a script counts once,
   whatever it calls inside;
 * with ``--profile``, the API and the worker run under cProfile (slower; their turns/s are not
-  figure 3's): the Python time of each process per turn, and the sends to Redis per turn
-  (redis-py's socket writes, one per command sent alone or per pipeline).
+  figure 3's), over their whole run: the Python time of each process per turn, the function
+  calls per turn, and the sends to Redis per turn (redis-py's socket writes, one per command
+  sent alone or per pipeline).
 
-Wall-clock CPU per turn moves by 10-20% from run to run on a shared machine; the command
-counts and the profiled sends per turn do not, so they are what shows a change of round trips.
+Times per turn, profiled or not, move by 10-20% from run to run on a shared machine; the
+command counts, the function calls and the sends per turn barely move, so they are what
+shows a change of round trips or of work.
 """
 
 from __future__ import annotations
@@ -41,13 +43,16 @@ def _ticks(pid: int) -> tuple[int, int]:
 
 
 def _profiled(path: Path, turns: int) -> dict[str, float]:
-    """Python µs per turn in a cProfile file (the event loop's own wait left out) and the
-    sends to Redis per turn. ``turns``: the turns the process did while profiled."""
+    """Python µs per turn in a cProfile file (the event loop's own wait left out), function
+    calls per turn (steadier than times on a shared machine) and sends to Redis per turn.
+    ``turns``: the turns the process did while profiled."""
     stats: dict[Any, Any] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     busy = 0.0
     sends = 0
+    functions = 0
     for (filename, _, function), row in stats.items():
-        _, calls, own, _, _ = row
+        primitive, calls, own, _, _ = row
+        functions += primitive
         if function == "run" and filename.endswith("runners.py"):
             continue  # (asyncio's runner: time spent waiting in the loop)
         if function in ("run", "_serve") and filename.endswith(("worker.py", "handler.py")):
@@ -57,6 +62,7 @@ def _profiled(path: Path, turns: int) -> dict[str, float]:
             sends += calls
     return {
         "python_us_per_turn": round(1e6 * busy / turns) if turns else 0,
+        "function_calls_per_turn": round(functions / turns) if turns else 0,
         "redis_sends_per_turn": round(sends / turns, 2) if turns else 0,
     }
 
@@ -145,8 +151,9 @@ def main() -> None:
         print(f"    {command:14s} {n}")
     for name, row in out.get("profiled", {}).items():
         print(
-            f"  {name} under cProfile: {row['python_us_per_turn']} µs of Python per turn, "
-            f"{row['redis_sends_per_turn']} sends to Redis per turn"
+            f"  {name} under cProfile, per turn: {row['python_us_per_turn']} µs of Python, "
+            f"{row['function_calls_per_turn']:,} function calls, "
+            f"{row['redis_sends_per_turn']} sends to Redis"
         )
     print(f"  logs in {out['logs']}")
 

@@ -517,6 +517,31 @@ async def test_an_unreadable_work_item_becomes_a_dead_letter(conn: RedisConnecti
     assert await queue.claim("b", count=10, block=0.05) == []
 
 
+async def test_a_claim_that_finds_work_is_one_round_trip(
+    conn: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy worker's claim takes over what dead consumers left and reads new work in one
+    script: one command, however long the claim may block."""
+    queue = RedisWorkQueue(conn, reclaim_after=0.05)
+    sid = session_id()
+    await queue.enqueue(_item(1, sid))
+    assert len(await queue.claim("dead", count=1, block=1)) == 1
+    await asyncio.sleep(0.1)  # the dead consumer's delivery is now idle past reclaim_after
+    await queue.enqueue(_item(2, sid))
+    await queue.enqueue(_item(3, sid))
+    sent: list[object] = []
+    real = conn.client.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        sent.append(args[0])
+        return await real(*args, **options)
+
+    monkeypatch.setattr(conn.client, "execute_command", counted)
+    got = await queue.claim("alive", count=10, block=5)
+    assert [(d.item.message_id, d.attempt) for d in got] == [("m1", 2), ("m2", 1), ("m3", 1)]
+    assert sent == ["EVALSHA"]
+
+
 async def test_attempts_count_every_delivery(conn: RedisConnection) -> None:
     queue = RedisWorkQueue(conn, reclaim_after=0.05)
     sid = session_id()

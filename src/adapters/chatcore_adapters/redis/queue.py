@@ -61,8 +61,9 @@ return out
 """
 
 # KEYS[1] stream. ARGV[1] group, ARGV[2] consumer, ARGV[3] min idle ms, ARGV[4] count.
-# Entries idle longer than ARGV[3] at any consumer, now ARGV[2]'s:
-# {{id, payload, delivery count}...}.
+# Entries idle longer than ARGV[3] at any consumer, now ARGV[2]'s, then as many new entries
+# as there is room for (never waiting): {{id, payload, delivery count}...}, one round trip for
+# a busy worker's claim.
 _RECLAIM = """
 local want = tonumber(ARGV[4])
 local out = {}
@@ -83,6 +84,15 @@ repeat
   end
   rounds = rounds + 1
 until cursor == '0-0' or #out >= want or rounds >= 16
+if #out < want then
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want - #out,
+                         'STREAMS', KEYS[1], '>')
+  if got and got[1] then
+    for _, entry in ipairs(got[1][2]) do
+      out[#out + 1] = {entry[1], entry[2] and entry[2][2] or false, 1}
+    end
+  end
+end
 return out
 """
 
@@ -224,18 +234,21 @@ class StreamQueue:
             return await self._deliveries(rows, consumer)
 
     async def claim(self, consumer: str, *, count: int, block: float) -> list[Delivery]:
-        """Up to ``count`` deliveries: taken over from dead consumers, then new; waiting up to
-        ``block`` seconds only when there was nothing at all."""
+        """Up to ``count`` deliveries: taken over from dead consumers, then new (one script,
+        one round trip); waiting up to ``block`` seconds for new work only when there was
+        nothing at all."""
         if count < 1:
             return []
         min_idle = max(1, int(self.reclaim_after * 1000))
         args: list[str | int] = [self.group, consumer, min_idle, count]
+        stream = self.keys.stream
         async with self.conn.guard("claim", block=block):
-            rows = await self._grouped(lambda: self._reclaim(keys=[self.keys.stream], args=args))
+            rows = await self._grouped(
+                lambda: self.conn.batch.script(self._reclaim, [stream], args)
+            )
             out = await self._deliveries(rows, consumer)
-            if len(out) < count:
-                # Wait for new work only when there was nothing to take over.
-                wait = None if out else self.conn.block_ms(block)
+            wait = self.conn.block_ms(block)
+            if not out and wait is not None:
                 reply: Any = await self._grouped(
                     lambda: self.conn.client.xreadgroup(
                         self.group,
