@@ -127,6 +127,7 @@ class WorkerLoop:
         self.stats = WorkerStats()
         self.started_at: datetime = clock.now()
         self._inflight: dict[asyncio.Task[None], Delivery] = {}
+        self._delivery_ids: set[str] = set()  # of the deliveries in _inflight
         self._stopping = False
         self._slot_freed = asyncio.Event()
 
@@ -219,7 +220,7 @@ class WorkerLoop:
     def _spawn(self, delivery: Delivery, claimed: float | None = None) -> None:
         """Work on ``delivery``, whose claim started at ``claimed`` (monotonic; ``None``: not
         a fresh claim, e.g. recovered at start-up)."""
-        if any(d.delivery_id == delivery.delivery_id for d in self._inflight.values()):
+        if delivery.delivery_id in self._delivery_ids:
             # Our own delivery came back (we were frozen past the reclaim timeout and then
             # reclaimed it ourselves): the task already working on it carries on.
             log.info(
@@ -231,10 +232,13 @@ class WorkerLoop:
             self._handle(delivery, claimed), name=f"reply:{delivery.item.message_id}"
         )
         self._inflight[task] = delivery
+        self._delivery_ids.add(delivery.delivery_id)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
+        delivery = self._inflight.pop(task, None)
+        if delivery is not None:
+            self._delivery_ids.discard(delivery.delivery_id)
         self._slot_freed.set()
 
     async def _handle(self, delivery: Delivery, claimed: float | None) -> None:

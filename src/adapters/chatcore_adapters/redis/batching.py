@@ -217,13 +217,7 @@ class Batcher:
                 pipe.execute_command(
                     "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
                 )
-        # Durable mode: a WAIT per node, behind that node's writes.
-        waited: dict[str, int] = {}  # node name -> index of its WAIT's reply
-        for call in calls:
-            node = self._conn.node_of(call.keys[0])
-            name = "" if node is None else str(node.name)
-            if name not in waited and self._durable and self._conn.add_wait(pipe, call.keys[0]):
-                waited[name] = len(calls) + len(waited)
+        waited = self._add_waits(pipe, calls) if self._durable else {}
         try:
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         except Exception:
@@ -231,8 +225,27 @@ class Batcher:
                 await self._conn.refresh_slots()  # (a WAIT aimed at a node now gone)
             raise
         out = replies[: len(calls)]
-        if self._durable and any(_cluster_error(r) for r in replies):
-            await self._conn.refresh_slots()
+        if self._durable:
+            if any(_cluster_error(r) for r in replies):
+                await self._conn.refresh_slots()
+            self._check_waits(calls, out, replies, waited)
+        return out
+
+    def _add_waits(self, pipe: Any, calls: list[_Call]) -> dict[str, int]:
+        """Durable mode: a WAIT per node, behind that node's writes; node name -> the index
+        of its WAIT's reply."""
+        waited: dict[str, int] = {}
+        for call in calls:
+            node = self._conn.node_of(call.keys[0])
+            name = "" if node is None else str(node.name)
+            if name not in waited and self._conn.add_wait(pipe, call.keys[0]):
+                waited[name] = len(calls) + len(waited)
+        return waited
+
+    def _check_waits(
+        self, calls: list[_Call], out: list[Any], replies: list[Any], waited: dict[str, int]
+    ) -> None:
+        """A write its node could not replicate in time becomes ``NotReplicated``."""
         for n, call in enumerate(calls):
             node = self._conn.node_of(call.keys[0])
             index = waited.get("" if node is None else str(node.name))
@@ -241,7 +254,6 @@ class Batcher:
             problem = self._conn.check_wait(replies[index], "append")
             if problem is not None and out[n][0] == 1:
                 out[n] = problem
-        return out
 
 
 def _cluster_error(reply: Any) -> bool:
