@@ -627,6 +627,23 @@ async def test_calls_of_different_adapters_made_together_share_a_round_trip(
         await conn.aclose()
 
 
+async def test_a_call_given_up_before_it_left_is_not_sent(conn: RedisConnection) -> None:
+    """A call waits for the next step of the event loop to leave with the others: one whose
+    caller gave up meanwhile (cancelled, or past its deadline) is dropped, not sent."""
+    leases = RedisLeases(conn)
+    gone = asyncio.create_task(leases.acquire("reply:s:m", "gone", 30))
+    await asyncio.sleep(0)  # the call waits for its batch
+    gone.cancel()
+    assert (await asyncio.gather(gone, return_exceptions=True))[0].__class__ is (
+        asyncio.CancelledError
+    )
+    for _ in range(100):  # until nothing is on its way any more
+        await asyncio.sleep(0.01)
+        if not conn.batch._running:
+            break
+    assert await conn.client.get(conn.keys.lease("reply:s:m")) is None  # never taken
+
+
 async def _calls_made_together(conn: RedisConnection) -> None:
     store, leases = RedisEventStore(conn), RedisLeases(conn)
     limits, queue = RedisRateLimits(conn), RedisWorkQueue(conn)

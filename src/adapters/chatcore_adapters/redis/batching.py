@@ -7,11 +7,14 @@ second: a worker's appends, lease takes and releases, log reads and acks; an API
 limits and intakes. Measured on one core: 96 µs a command sent alone by 64 concurrent
 callers, 43 µs in pipelines of 8, 31 µs in pipelines of 16.
 
-A :class:`Batcher` lets at most ``max_in_flight`` sends be on their way at once. A call that
-finds a free slot is sent at once, by its caller, with no added wait; calls that find every
-slot busy queue up, and when a send completes, everything queued goes out as one
-non-transactional pipeline, each caller getting its own reply (or its own error). So an idle
-process pays nothing, and a busy one pays one round trip per batch instead of one per call.
+A :class:`Batcher` lets at most ``max_in_flight`` sends be on their way at once. The calls made
+in one step of the event loop go out together at the next (the takes of a lease and the log
+reads of every reply one claim handed over, the starts of those replies once both are back);
+calls made while every slot is busy queue up, and when a send completes, everything queued
+goes out as one non-transactional pipeline, each caller getting its own reply (or its own
+error). A call whose caller gave up before it left (cancelled, or past its deadline) is not
+sent. So an idle process waits one step of its loop (microseconds), and a busy one pays one
+round trip per batch instead of one per call.
 
 A call is a script (``EVALSHA``, with the script loaded again when Redis lost it: after a
 restart, or ``SCRIPT FLUSH``) or a plain command that never blocks (a ``BLOCK`` read would
@@ -70,7 +73,6 @@ class Batcher:
         max_in_flight: int = 2,
         durable: bool = False,
         publish: Publisher | None = None,
-        tick: bool = False,
     ) -> None:
         """``durable``: wait for the replicas after every send (``wait_replicas``), and hand
         the (args, reply) of the calls that succeeded to ``publish`` (appends only)."""
@@ -78,7 +80,6 @@ class Batcher:
         self._max_in_flight = max_in_flight
         self._publish = publish
         self._durable = durable and conn.settings.wait_replicas > 0
-        self._tick = tick
         self._scheduled = False
         self._in_flight = 0
         self._pending: list[_Call] = []
@@ -99,22 +100,12 @@ class Batcher:
         return asyncio.get_running_loop().create_future()
 
     async def _call(self, call: _Call) -> Any:
-        if self._tick:
-            self._pending.append(call)
-            if not self._scheduled and self._in_flight < self._max_in_flight:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._ticked)
-            return await call.future
-        if self._in_flight >= self._max_in_flight:
-            self._pending.append(call)  # the send now on its way launches it when done
-            return await call.future
-        self._in_flight += 1
-        try:
-            await self._send([call])
-        finally:
-            self._in_flight -= 1
-            self._launch_pending()
-        return call.future.result()
+        self._pending.append(call)
+        if not self._scheduled and self._in_flight < self._max_in_flight:
+            # Sent at the next step of the event loop, with every call made in this one.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._ticked)
+        return await call.future
 
     def _ticked(self) -> None:
         self._scheduled = False
@@ -123,7 +114,10 @@ class Batcher:
     def _launch_pending(self) -> None:
         if not self._pending or self._in_flight >= self._max_in_flight:
             return
-        batch, self._pending = self._pending, []
+        batch = [call for call in self._pending if not call.future.done()]
+        self._pending = []
+        if not batch:
+            return
         self._in_flight += 1
         task = asyncio.create_task(self._send_batch(batch), name="chatcore-redis-batch")
         self._running.add(task)

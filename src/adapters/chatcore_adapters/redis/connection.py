@@ -240,7 +240,7 @@ class RedisConnection:
         )
         # The calls of every adapter that queue up behind others share a round trip (never a
         # blocking one: see batching.py).
-        self.batch = Batcher(self, tick=True)
+        self.batch = Batcher(self)
 
     @property
     def cluster(self) -> bool:

@@ -237,7 +237,7 @@ class RedisEventStore:
         # Appends that queue up behind others share a round trip (group commit); on a Cluster
         # a batch is split by node and each node's share goes out as one pipeline.
         self._batcher = Batcher(
-            conn, durable=True, publish=self._publish if self._durable else None, tick=True
+            conn, durable=True, publish=self._publish if self._durable else None
         )
 
     async def append(
