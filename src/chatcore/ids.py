@@ -7,6 +7,7 @@ same thing whatever stores the log.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NewType
 
@@ -23,6 +24,9 @@ _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 _U64 = 2**64
 
 
+# Remembered for the positions seen last: a feed compares each event's position several times
+# on its way to the sockets.
+@functools.lru_cache(maxsize=4096)
 def parse_position(value: str) -> tuple[int, int]:
     """Return ``(milliseconds, sequence)`` of a position, or raise :class:`InvalidIdentifier`."""
     match = _POSITION.fullmatch(value)

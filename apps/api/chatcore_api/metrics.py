@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -128,9 +128,16 @@ class ApiMetrics:
         self._replies: OrderedDict[str, _ReplyTiming] = OrderedDict()
         self._submitted: OrderedDict[str, datetime] = OrderedDict()
         self._max_tracked = 20_000
+        # The labelled counters of every frame, looked up once per label (a few kinds).
+        self._frames_in: dict[str, Any] = {}
+        self._frames_out: dict[str, Any] = {}
 
     def frame_in(self, frame_type: str) -> None:
-        self.frames_in.labels(frame_type if frame_type in CLIENT_FRAME_TYPES else "invalid").inc()
+        kind = frame_type if frame_type in CLIENT_FRAME_TYPES else "invalid"
+        _child(self.frames_in, self._frames_in, kind).inc()
+
+    def frame_out(self, kind: str) -> None:
+        _child(self.frames_out, self._frames_out, kind).inc()
 
     def observe_events(self, records: Sequence[Recorded]) -> None:
         """Learn reply timings from events on their way to clients."""
@@ -206,3 +213,12 @@ class _WorkerCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return []
+
+
+def _child(metric: Counter, children: dict[str, Any], label: str) -> Any:
+    """``metric.labels(label)``, kept in ``children`` (prometheus_client's lookup takes a lock
+    and checks the labels on every call; a frame's counter is counted several times a turn)."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = metric.labels(label)
+    return child

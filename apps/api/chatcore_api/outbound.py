@@ -221,7 +221,7 @@ class Outbound:
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.closed = True
             raise SendFailed from None
-        self._metrics.frames_out.labels(kind).inc()
+        self._metrics.frame_out(kind)
 
     async def refuse(
         self, code: ErrorCode, message: str, close: int, request_id: str | None = None
