@@ -558,26 +558,27 @@ def _item(n: int, sid: str) -> WorkItem:
     return WorkItem(session_id=sid, conversation_id="c1", message_id=f"m{n}", enqueued_at=EPOCH)
 
 
-def _single_or_cluster(cluster: bool, request: pytest.FixtureRequest) -> RedisConnection:
-    """A connection to the test's private Redis server, or to its private Cluster."""
-    if cluster:
-        return _OnRedis.connect(_with_cluster_url(request.getfixturevalue("redis_cluster_url")))
-    return _OnRedis.connect(_with_url(request.getfixturevalue("redis_url")))
+@pytest.fixture(params=[False, pytest.param(True, marks=pytest.mark.cluster)])
+async def server_or_cluster(request: pytest.FixtureRequest) -> AsyncIterator[RedisConnection]:
+    """A connection to the test's private Redis server, then to its private Cluster."""
+    if request.param:
+        conn = _OnRedis.connect(_with_cluster_url(request.getfixturevalue("redis_cluster_url")))
+    else:
+        conn = _OnRedis.connect(_with_url(request.getfixturevalue("redis_url")))
+    try:
+        yield conn
+    finally:
+        await conn.aclose()
 
 
-@pytest.mark.parametrize("cluster", [False, pytest.param(True, marks=pytest.mark.cluster)])
 async def test_appends_due_together_share_a_pipeline_and_keep_their_semantics(
-    cluster: bool, request: pytest.FixtureRequest
+    server_or_cluster: RedisConnection,
 ) -> None:
     """Appends that queue up behind others go out as one pipeline (on a Cluster: one per
     node, in parallel); each is still its own optimistic append (a second append at the same
     version conflicts), and a Redis that lost its scripts (SCRIPT FLUSH, as after a restart) is
     handled inside a batch too."""
-    conn = _single_or_cluster(cluster, request)
-    try:
-        await _appends_due_together(conn)
-    finally:
-        await conn.aclose()
+    await _appends_due_together(server_or_cluster)
 
 
 async def _appends_due_together(conn: RedisConnection) -> None:
@@ -612,19 +613,14 @@ async def _appends_due_together(conn: RedisConnection) -> None:
         assert await store.read(sid) == [*rec, *extra]
 
 
-@pytest.mark.parametrize("cluster", [False, pytest.param(True, marks=pytest.mark.cluster)])
 async def test_calls_of_different_adapters_made_together_share_a_round_trip(
-    cluster: bool, request: pytest.FixtureRequest
+    server_or_cluster: RedisConnection,
 ) -> None:
     """The calls of a worker's replies made in the same step (a lease, a log read, an ack,
     a rate limit) go out as one pipeline through the connection's batcher; each caller gets
     its own reply, a call that fails fails alone, and a Redis that lost its scripts is
     handled inside the batch."""
-    conn = _single_or_cluster(cluster, request)
-    try:
-        await _calls_made_together(conn)
-    finally:
-        await conn.aclose()
+    await _calls_made_together(server_or_cluster)
 
 
 async def test_a_call_given_up_before_it_left_is_not_sent(conn: RedisConnection) -> None:

@@ -254,7 +254,7 @@ class StreamQueue:
                         self.group,
                         consumer,
                         {self.keys.stream: ">"},
-                        count=count - len(out),
+                        count=count,
                         block=wait,
                     )
                 )
